@@ -1,0 +1,134 @@
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use gsd_telemetry::LogFormat;
+
+/// gsd-client: virtual users that hold WebSocket sessions to gsd-server, ack
+/// every data frame, re-send unanswered requests, reconnect after a drain and
+/// count anything lost.
+///
+/// Every option can be given as a flag or as the environment variable named
+/// in brackets; a flag wins over the variable. Durations take units: 250ms,
+/// 5s, 1m.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gsd-client", version, about, long_about = None)]
+pub struct Config {
+    /// WebSocket URL of the server (the Service, in a cluster). The host is
+    /// resolved again on every connection attempt.
+    #[arg(long, env = "SERVER_URL", default_value = "ws://localhost:8080/ws", value_parser = parse_url)]
+    pub server_url: String,
+
+    /// Concurrent virtual users in this process.
+    #[arg(long, env = "CLIENTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub clients: u32,
+
+    /// Interval between requests on each session; 0s sends none.
+    #[arg(long, env = "REQUEST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub request_interval: Duration,
+
+    /// Simulated processing time of each data frame before it is acked.
+    #[arg(long, env = "PROCESSING_TIME", default_value = "5ms", value_parser = parse_duration)]
+    pub processing_time: Duration,
+
+    /// First reconnect backoff after a failure; attempt n waits a random time
+    /// in [0, min(cap, base * 2^n)] (full jitter).
+    #[arg(long = "reconnect-backoff-base", env = "RECONNECT_BACKOFF_BASE", default_value = "100ms", value_parser = parse_positive_duration)]
+    pub backoff_base: Duration,
+
+    /// Largest reconnect backoff.
+    #[arg(long = "reconnect-backoff-cap", env = "RECONNECT_BACKOFF_CAP", default_value = "10s", value_parser = parse_positive_duration)]
+    pub backoff_cap: Duration,
+
+    /// After a planned drain, reconnect at once but for a random delay in
+    /// [0, this], so that thousands of users do not reconnect in one instant.
+    #[arg(long, env = "RECONNECT_JITTER", default_value = "100ms", value_parser = parse_duration)]
+    pub reconnect_jitter: Duration,
+
+    /// Open the next session as soon as a shutdown notice arrives, while the
+    /// old one finishes its drain (make-before-break).
+    #[arg(long, env = "MAKE_BEFORE_BREAK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub make_before_break: bool,
+
+    /// Bound on one connection attempt, TCP connect to welcome.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// Spread the users' first connections over this long.
+    #[arg(long, env = "RAMP_UP", default_value = "0s", value_parser = parse_duration)]
+    pub ramp_up: Duration,
+
+    /// On SIGTERM, how long to wait for outstanding answers and acks before
+    /// closing with 1000.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Address of the /metrics and /healthz listener.
+    #[arg(long, env = "METRICS_BIND", default_value = "0.0.0.0")]
+    pub metrics_bind: IpAddr,
+
+    /// Port of the /metrics and /healthz listener (0 picks a free one).
+    #[arg(long, env = "METRICS_PORT", default_value_t = 9091)]
+    pub metrics_port: u16,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+pub fn parse_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let rest = text.strip_prefix("ws://").ok_or_else(|| {
+        format!("{text:?} is not a ws:// URL (gsd-client speaks plain ws://; wss:// is not built in)")
+    })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains(char::is_whitespace) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if let Some((_, port)) = authority.rsplit_once(':').filter(|_| !authority.ends_with(']')) {
+        port.parse::<u16>().map_err(|_| format!("{text:?} has an invalid port {port:?}"))?;
+    }
+    Ok(text.to_owned())
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration such as 500ms or 5s: {e}"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be larger than 0".into()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(parse_url("ws://gsd:8080/ws").is_ok());
+        assert!(parse_url("ws://[::1]:8080/ws").is_ok());
+        assert!(parse_url("ws://127.0.0.1/ws").is_ok());
+        for bad in ["", "http://x/ws", "wss://x/ws", "ws://", "ws:///ws", "ws://x:99999/ws", "ws://x:abc/ws"] {
+            assert!(parse_url(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn garbage_flags_are_refused() {
+        for args in [
+            &["gsd-client", "--clients", "0"][..],
+            &["gsd-client", "--clients", "many"],
+            &["gsd-client", "--request-interval", "soon"],
+            &["gsd-client", "--reconnect-backoff-base", "0s"],
+            &["gsd-client", "--make-before-break", "maybe"],
+            &["gsd-client", "--log-format", "xml"],
+        ] {
+            assert!(Config::try_parse_from(args).is_err(), "{args:?} was accepted");
+        }
+        let c = Config::try_parse_from(["gsd-client", "--make-before-break"]).unwrap();
+        assert!(c.make_before_break);
+    }
+}

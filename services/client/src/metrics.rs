@@ -1,0 +1,118 @@
+//! The client's Prometheus metrics; docs/metrics.md describes each one.
+
+use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ClientMetrics {
+    /// Sessions currently open (welcome received, not yet ended).
+    pub sessions: IntGauge,
+    /// Virtual users configured in this process.
+    pub users: IntGauge,
+    /// Welcomes received.
+    pub sessions_started: IntCounter,
+    /// Session end to next welcome.
+    pub reconnect_latency: Histogram,
+    /// Reconnects, by why the previous session ended.
+    pub reconnects: IntCounterVec,
+    /// Failed connection attempts, by cause.
+    pub connect_failures: IntCounterVec,
+    /// Data frames received between a notice and its close, per drain.
+    pub drain_messages: Histogram,
+    /// Drains by outcome (complete|incomplete).
+    pub drains: IntCounterVec,
+    pub messages_lost: IntCounter,
+    pub requests_lost: IntCounter,
+    pub requests_resent: IntCounter,
+    pub duplicate_responses: IntCounter,
+    pub messages_received: IntCounterVec,
+    pub messages_sent: IntCounterVec,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid counter")
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter")
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid histogram")
+}
+
+impl ClientMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let m = ClientMetrics {
+            sessions: IntGauge::new("gsd_client_sessions", "Open sessions (welcome received, not ended).").unwrap(),
+            users: IntGauge::new("gsd_client_users", "Virtual users in this process.").unwrap(),
+            sessions_started: counter("gsd_client_sessions_started_total", "Sessions started (welcome received)."),
+            reconnect_latency: histogram(
+                "gsd_client_reconnect_latency_seconds",
+                "Time from a session's end to the next welcome.",
+                DURATION_BUCKETS,
+            ),
+            reconnects: counter_vec(
+                "gsd_client_reconnects_total",
+                "Reconnects, by why the previous session ended.",
+                "reason",
+            ),
+            connect_failures: counter_vec(
+                "gsd_client_connect_failures_total",
+                "Failed connection attempts, by cause.",
+                "reason",
+            ),
+            drain_messages: histogram(
+                "gsd_client_drain_messages",
+                "Data frames received between a shutdown notice and its close.",
+                COUNT_BUCKETS,
+            ),
+            drains: counter_vec("gsd_client_drains_total", "Drains seen, by outcome.", "outcome"),
+            messages_lost: counter(
+                "gsd_client_messages_lost_total",
+                "Data frames known to exist but never received (seq gaps, announced but missing).",
+            ),
+            requests_lost: counter(
+                "gsd_client_requests_lost_total",
+                "Requests never answered, counted when the client gives up on them at exit.",
+            ),
+            requests_resent: counter(
+                "gsd_client_requests_resent_total",
+                "Requests re-sent on a new session because the old one ended before answering.",
+            ),
+            duplicate_responses: counter(
+                "gsd_client_duplicate_responses_total",
+                "Responses to requests already answered, dropped.",
+            ),
+            messages_received: counter_vec(
+                "gsd_client_messages_received_total",
+                "Frames received from servers, by type.",
+                "type",
+            ),
+            messages_sent: counter_vec("gsd_client_messages_sent_total", "Frames sent to servers, by type.", "type"),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.sessions.clone()),
+            Box::new(m.users.clone()),
+            Box::new(m.sessions_started.clone()),
+            Box::new(m.reconnect_latency.clone()),
+            Box::new(m.reconnects.clone()),
+            Box::new(m.connect_failures.clone()),
+            Box::new(m.drain_messages.clone()),
+            Box::new(m.drains.clone()),
+            Box::new(m.messages_lost.clone()),
+            Box::new(m.requests_lost.clone()),
+            Box::new(m.requests_resent.clone()),
+            Box::new(m.duplicate_responses.clone()),
+            Box::new(m.messages_received.clone()),
+            Box::new(m.messages_sent.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("each metric is registered once per registry");
+        }
+        for outcome in ["complete", "incomplete"] {
+            m.drains.with_label_values(&[outcome]);
+        }
+        m
+    }
+}

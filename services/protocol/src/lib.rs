@@ -1,0 +1,253 @@
+//! The gsd wire contract: the JSON messages exchanged over `GET /ws`, the close
+//! codes each side uses, and the size limits. `docs/protocol.md` is the prose
+//! of this file; a change here is a change there.
+//!
+//! Every message is one WebSocket text frame holding one JSON object, told apart
+//! by its snake_case `type` field. Unknown fields are ignored, so that a newer
+//! peer may add fields without breaking an older one; an unknown `type` is an
+//! error.
+
+use serde::{Deserialize, Serialize};
+
+/// The path of the WebSocket endpoint.
+pub const WS_PATH: &str = "/ws";
+
+/// Largest text frame a peer may send, in bytes of UTF-8. A larger frame is
+/// answered with close [`close::MESSAGE_TOO_BIG`].
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Hard cap the WebSocket layer enforces before gsd looks at a frame at all.
+/// Between [`MAX_FRAME_BYTES`] and this, the server still answers with a
+/// clean close 1009; beyond it the connection is dropped without a close
+/// frame, because buffering it would already cost the memory the limit
+/// protects.
+pub const MAX_WIRE_BYTES: usize = 1024 * 1024;
+
+/// WebSocket close codes gsd sends (RFC 6455 section 7.4.1 and the IANA registry).
+pub mod close {
+    /// The client ends its session (client shutdown).
+    pub const NORMAL: u16 = 1000;
+    /// The server is draining: every owed message was sent and acknowledged,
+    /// or the drain deadline passed.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame: gsd speaks text frames only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A message that breaks the session's rules (an `ack` for a `seq` never
+    /// sent, a `welcome` sent by a client, ...).
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame over [`super::MAX_FRAME_BYTES`].
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server is at its session limit; try again later (elsewhere).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Messages from the server to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First frame of every session.
+    Welcome {
+        /// Which replica holds the session (the pod name in Kubernetes).
+        server_id: String,
+        /// Unique id of this session, for logs and traces on both sides.
+        session_id: String,
+    },
+    /// A business push. `seq` starts at 1 in each session and rises by 1.
+    Data { seq: u64, payload: String },
+    /// The answer to the `request` with the same `id`.
+    Response { id: u64, payload: String },
+    /// The server drains: exactly `remaining` more `data` frames follow, then,
+    /// once the last is acknowledged, close 1001. `deadline_ms` is how long the
+    /// server will wait for the acknowledgements, counted from this frame.
+    ShutdownNotice { remaining: u32, deadline_ms: u64 },
+    /// The last text frame could not be understood; the session goes on.
+    Error { message: String },
+}
+
+/// Messages from the client to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// A question the server answers with a `response` of the same `id`.
+    /// Ids are chosen by the client and are idempotent: a request re-sent on a
+    /// later session keeps its id.
+    Request { id: u64, payload: String },
+    /// Cumulative acknowledgement of every `data` frame up to `seq`.
+    Ack { seq: u64 },
+}
+
+/// Why a text frame is not a valid message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    TooBig { len: usize, max: usize },
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    #[error("no string field `type`")]
+    MissingType,
+    #[error("unknown message type `{0}`")]
+    UnknownType(String),
+    #[error("malformed `{kind}` message: {detail}")]
+    Malformed { kind: String, detail: String },
+}
+
+impl DecodeError {
+    /// A short stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::TooBig { .. } => "too_big",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::MissingType => "missing_type",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+/// Decodes one text frame, with an error that says precisely what is wrong.
+fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeError> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooBig { len: text.len(), max: MAX_FRAME_BYTES });
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let Some(obj) = value.as_object() else {
+        return Err(DecodeError::NotJson("expected an object".into()));
+    };
+    let kind = match obj.get("type") {
+        Some(serde_json::Value::String(kind)) => kind.clone(),
+        _ => return Err(DecodeError::MissingType),
+    };
+    if !known.contains(&kind.as_str()) {
+        return Err(DecodeError::UnknownType(truncate(&kind, 64)));
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Malformed { kind, detail: e.to_string() })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+impl ClientMessage {
+    /// The `type` values a client may send.
+    pub const TYPES: &'static [&'static str] = &["request", "ack"];
+
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text, Self::TYPES)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a ClientMessage always serialises")
+    }
+
+    /// The `type` label of this message, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Request { .. } => "request",
+            ClientMessage::Ack { .. } => "ack",
+        }
+    }
+}
+
+impl ServerMessage {
+    /// The `type` values a server may send.
+    pub const TYPES: &'static [&'static str] = &["welcome", "data", "response", "shutdown_notice", "error"];
+
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text, Self::TYPES)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a ServerMessage always serialises")
+    }
+
+    /// The `type` label of this message, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::Data { .. } => "data",
+            ServerMessage::Response { .. } => "response",
+            ServerMessage::ShutdownNotice { .. } => "shutdown_notice",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_round_trip_with_snake_case_type() {
+        let cases = [
+            (
+                ServerMessage::Welcome { server_id: "gsd-0".into(), session_id: "ab12".into() },
+                r#"{"type":"welcome","server_id":"gsd-0","session_id":"ab12"}"#,
+            ),
+            (ServerMessage::Data { seq: 7, payload: "x".into() }, r#"{"type":"data","seq":7,"payload":"x"}"#),
+            (ServerMessage::Response { id: 3, payload: "y".into() }, r#"{"type":"response","id":3,"payload":"y"}"#),
+            (
+                ServerMessage::ShutdownNotice { remaining: 4, deadline_ms: 19_000 },
+                r#"{"type":"shutdown_notice","remaining":4,"deadline_ms":19000}"#,
+            ),
+            (ServerMessage::Error { message: "bad".into() }, r#"{"type":"error","message":"bad"}"#),
+        ];
+        for (msg, wire) in cases {
+            assert_eq!(msg.encode(), wire);
+            assert_eq!(ServerMessage::decode(wire).unwrap(), msg);
+            assert_eq!(msg.kind(), wire.split('"').nth(3).unwrap());
+        }
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        for (msg, wire) in [
+            (ClientMessage::Request { id: 9, payload: "q".into() }, r#"{"type":"request","id":9,"payload":"q"}"#),
+            (ClientMessage::Ack { seq: 12 }, r#"{"type":"ack","seq":12}"#),
+        ] {
+            assert_eq!(msg.encode(), wire);
+            assert_eq!(ClientMessage::decode(wire).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"ack","seq":1,"extra":true}"#).unwrap(),
+            ClientMessage::Ack { seq: 1 }
+        );
+    }
+
+    #[test]
+    fn rejections_say_what_is_wrong() {
+        let cases: &[(&str, &str)] = &[
+            ("not json", "not_json"),
+            ("[1,2]", "not_json"),
+            (r#"{"seq":1}"#, "missing_type"),
+            (r#"{"type":5}"#, "missing_type"),
+            (r#"{"type":"welcome","server_id":"a","session_id":"b"}"#, "unknown_type"),
+            (r#"{"type":"ack"}"#, "malformed"),
+            (r#"{"type":"ack","seq":-1}"#, "malformed"),
+            (r#"{"type":"ack","seq":"1"}"#, "malformed"),
+            (r#"{"type":"request","id":1}"#, "malformed"),
+        ];
+        for (text, kind) in cases {
+            let err = ClientMessage::decode(text).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{text}: {err}");
+        }
+        let big = format!(r#"{{"type":"request","id":1,"payload":"{}"}}"#, "a".repeat(MAX_FRAME_BYTES));
+        assert_eq!(
+            ClientMessage::decode(&big).unwrap_err(),
+            DecodeError::TooBig { len: big.len(), max: MAX_FRAME_BYTES }
+        );
+    }
+
+    #[test]
+    fn long_unknown_types_are_truncated_in_errors() {
+        let long = "x".repeat(500);
+        let err = ClientMessage::decode(&format!(r#"{{"type":"{long}"}}"#)).unwrap_err();
+        assert!(err.to_string().len() < 120, "{err}");
+    }
+}

@@ -1,0 +1,169 @@
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use gsd_telemetry::LogFormat;
+
+/// gsd-server: WebSocket sessions that drain without loss on SIGTERM.
+///
+/// Every option can be given as a flag or as the environment variable named
+/// in brackets; a flag wins over the variable. Durations take units: 250ms,
+/// 5s, 1m.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gsd-server", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// HTTP port for /ws, /healthz, /readyz, /metrics and /prestop (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Name of this replica in welcome frames, logs, metrics and traces
+    /// [default: $POD_NAME, else the hostname].
+    #[arg(long, env = "SERVER_ID", value_parser = parse_server_id)]
+    pub server_id: Option<String>,
+
+    /// Bound on the whole drain, from the signal to the last session closed.
+    /// Sessions still open then are closed with 1001 and counted incomplete.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub drain_timeout: Duration,
+
+    /// How many data frames each session is still owed when the drain starts,
+    /// drawn uniformly from MIN-MAX (or exactly N).
+    #[arg(long, env = "DRAIN_MESSAGES", default_value = "1-10", value_parser = parse_range)]
+    pub drain_messages: MessageRange,
+
+    /// Interval between regular data pushes on each session; 0s turns them off.
+    #[arg(long, env = "PUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub push_interval: Duration,
+
+    /// Simulated processing time before a request is answered.
+    #[arg(long, env = "PROCESSING_LATENCY", default_value = "5ms", value_parser = parse_duration)]
+    pub processing_latency: Duration,
+
+    /// After sending close 1001, how long to wait for the client's close reply.
+    #[arg(long, env = "CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+
+    /// After the drain, keep serving /metrics until one more scrape or until
+    /// this has passed, whichever is first, so the shutdown histogram reaches
+    /// Prometheus. 0s exits right after the drain.
+    #[arg(long, env = "METRICS_LINGER", default_value = "15s", value_parser = parse_duration)]
+    pub metrics_linger: Duration,
+
+    /// Most concurrent sessions; beyond it a new session is closed at once with
+    /// 1013 (try again later). 0 means no limit.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 0)]
+    pub max_sessions: usize,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+/// An inclusive range of message counts, written `MIN-MAX` or `N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// Largest count a drain may owe: a drain is a goodbye, not a backlog dump.
+const MAX_DRAIN_MESSAGES: u32 = 10_000;
+
+pub fn parse_range(text: &str) -> Result<MessageRange, String> {
+    let number = |part: &str| {
+        part.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{part}` is not a whole number (expected MIN-MAX, such as 1-10, or N)"))
+    };
+    let (min, max) = match text.split_once('-') {
+        Some((min, max)) => (number(min)?, number(max)?),
+        None => {
+            let n = number(text)?;
+            (n, n)
+        }
+    };
+    if min > max {
+        return Err(format!("MIN {min} is larger than MAX {max}"));
+    }
+    if max > MAX_DRAIN_MESSAGES {
+        return Err(format!("MAX {max} is over the limit of {MAX_DRAIN_MESSAGES}"));
+    }
+    Ok(MessageRange { min, max })
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration such as 500ms or 20s: {e}"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be larger than 0".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_server_id(text: &str) -> Result<String, String> {
+    let id = text.trim();
+    if id.is_empty() || id.len() > 253 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{text:?} is not a usable id (1-253 visible characters, no spaces)"));
+    }
+    Ok(id.to_owned())
+}
+
+impl Config {
+    /// The replica's name: `--server-id`/`SERVER_ID`, else `POD_NAME`, else the
+    /// hostname, else `gsd-server`.
+    pub fn resolved_server_id(&self) -> String {
+        self.server_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok().and_then(|v| parse_server_id(&v).ok()))
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname").ok().and_then(|v| parse_server_id(&v).ok())
+            })
+            .unwrap_or_else(|| "gsd-server".to_owned())
+    }
+
+    /// The defaults, as if run with no flags and an empty environment; for
+    /// tests and embedding.
+    pub fn defaults() -> Self {
+        Config::parse_from(["gsd-server"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_reject_garbage() {
+        assert_eq!(parse_range("1-10"), Ok(MessageRange { min: 1, max: 10 }));
+        assert_eq!(parse_range("3"), Ok(MessageRange { min: 3, max: 3 }));
+        assert_eq!(parse_range(" 0 - 2 "), Ok(MessageRange { min: 0, max: 2 }));
+        for bad in ["", "-", "a-b", "10-1", "1-", "-5", "1-2-3", "1-99999", "1.5"] {
+            assert!(parse_range(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn durations_need_units_and_drain_timeout_must_be_positive() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("20").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(Config::try_parse_from(["gsd-server", "--drain-timeout", "banana"]).is_err());
+        assert!(Config::try_parse_from(["gsd-server", "--port", "70000"]).is_err());
+        assert!(Config::try_parse_from(["gsd-server", "--server-id", "has space"]).is_err());
+    }
+
+    #[test]
+    fn flags_have_the_documented_defaults() {
+        let c = Config::try_parse_from(["gsd-server"]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.drain_timeout, Duration::from_secs(20));
+        assert_eq!(c.drain_messages, MessageRange { min: 1, max: 10 });
+        assert_eq!(c.metrics_linger, Duration::from_secs(15));
+    }
+}

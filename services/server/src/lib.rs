@@ -1,0 +1,293 @@
+//! gsd-server: WebSocket sessions that survive a pod termination.
+//!
+//! [`run`] serves `/ws`, `/healthz`, `/readyz`, `/metrics` and `/prestop` on a
+//! listener until its `shutdown` future resolves (SIGTERM in the binary). Then
+//! it drains: readiness turns 503, new upgrades are refused with 503, and every
+//! open session concurrently gets a `shutdown_notice`, the data it is still
+//! owed, and close 1001 once the client has acknowledged everything, all
+//! bounded by the drain timeout. Sessions are tracked by the server itself
+//! (a [`TaskTracker`]), because the HTTP server's own graceful shutdown does
+//! not wait for upgraded connections.
+
+pub mod config;
+pub mod metrics;
+mod session;
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Span, info, info_span, warn};
+
+pub use config::Config;
+use metrics::ServerMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What a drain did, for the binary's last log line and for embedding tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainSummary {
+    /// Sessions open when the drain started (or that opened during it).
+    pub sessions: u64,
+    /// Sessions whose every owed message was acknowledged before close.
+    pub complete: u64,
+    /// Sessions closed otherwise (deadline, client vanished, bad input).
+    pub incomplete: u64,
+    /// Data frames sent during the drain phase, over all sessions.
+    pub messages: u64,
+    /// Signal to last session closed.
+    pub duration: Duration,
+}
+
+/// Shared by the router and every session.
+pub(crate) struct Shared {
+    /// Effective configuration.
+    pub config: Config,
+    /// This replica's name, resolved once.
+    pub server_id: String,
+    pub metrics: ServerMetrics,
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Cancelled when the drain starts; every session selects on it.
+    pub drain: CancellationToken,
+    /// When the drain must be over; set just before `drain` is cancelled.
+    pub deadline: OnceLock<Instant>,
+    /// Parent of every session's drain span; taken (and so closed) when the
+    /// drain ends.
+    pub drain_span: Mutex<Option<Span>>,
+    /// Every live session, including ones upgraded but not yet started.
+    pub sessions: TaskTracker,
+    /// Sessions counted against `max_sessions`.
+    pub active: AtomicUsize,
+    /// Outcome counters for the [`DrainSummary`].
+    pub drained_complete: AtomicU64,
+    pub drained_incomplete: AtomicU64,
+    pub drained_messages: AtomicU64,
+    /// Set once the last session has closed; a scrape after that carries the
+    /// final shutdown histogram.
+    pub drain_finished: AtomicBool,
+    /// Woken by the first `/metrics` scrape after `drain_finished`.
+    pub scraped_after_drain: Notify,
+}
+
+impl Shared {
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled()
+    }
+
+    /// Resolves once the drain deadline has passed (never before the drain).
+    pub async fn deadline_passed(&self) {
+        self.drain.cancelled().await;
+        let deadline = *self.deadline.get().expect("the deadline is set before the drain starts");
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(gsd_protocol::WS_PATH, get(ws_upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/prestop", get(prestop))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let after_drain = shared.drain_finished.load(Ordering::SeqCst);
+    let response = gsd_telemetry::metrics_response(&shared.registry);
+    if after_drain {
+        shared.scraped_after_drain.notify_one();
+    }
+    response
+}
+
+#[derive(serde::Deserialize)]
+struct PrestopQuery {
+    /// How long to hold the request, as a duration (`5s`).
+    sleep: Option<String>,
+}
+
+/// Longest `/prestop?sleep=` the server honours, so that a mistyped value
+/// cannot pin a handler for hours.
+const PRESTOP_MAX: Duration = Duration::from_secs(300);
+
+/// The preStop hook for clusters without the native `sleep` action: the kubelet
+/// calls `GET /prestop?sleep=5s` and waits for the answer before SIGTERM,
+/// which gives the endpoint removal time to propagate. The server keeps
+/// serving normally meanwhile; the drain starts with SIGTERM.
+async fn prestop(Query(query): Query<PrestopQuery>, State(shared): State<Arc<Shared>>) -> Response {
+    let wait = match query.sleep.as_deref().map(config::parse_duration) {
+        None => Duration::from_secs(5),
+        Some(Ok(d)) if d <= PRESTOP_MAX => d,
+        Some(Ok(d)) => {
+            return (StatusCode::BAD_REQUEST, format!("sleep {d:?} is over the {PRESTOP_MAX:?} limit\n"))
+                .into_response();
+        }
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("sleep: {e}\n")).into_response(),
+    };
+    info!(server_id = %shared.server_id, wait_ms = wait.as_millis() as u64, "prestop");
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shared.drain.cancelled() => {}
+    }
+    "done\n".into_response()
+}
+
+async fn ws_upgrade(
+    upgrade: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    State(shared): State<Arc<Shared>>,
+) -> Response {
+    if shared.is_draining() {
+        shared.metrics.upgrades_rejected.with_label_values(&["draining"]).inc();
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another replica\n").into_response();
+    }
+    // Taken before the upgrade completes, so a drain that starts in between
+    // still waits for this session.
+    let token = shared.sessions.token();
+    upgrade
+        .max_message_size(gsd_protocol::MAX_WIRE_BYTES)
+        .max_frame_size(gsd_protocol::MAX_WIRE_BYTES)
+        .on_failed_upgrade(|e| warn!(error = %e, "upgrade_failed"))
+        .on_upgrade(move |socket| async move {
+            session::run(socket, shared, peer).await;
+            drop(token);
+        })
+}
+
+/// Serves on `listener` until `shutdown` resolves, drains, lingers for the
+/// last scrape and returns what the drain did. Every session is closed when
+/// this returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    registry: Registry,
+    shutdown: impl Future<Output = ()>,
+) -> Result<DrainSummary, ServerError> {
+    let server_id = config.resolved_server_id();
+    let metrics = ServerMetrics::new(&registry, &server_id);
+    let shared = Arc::new(Shared {
+        config,
+        server_id,
+        metrics,
+        registry,
+        drain: CancellationToken::new(),
+        deadline: OnceLock::new(),
+        drain_span: Mutex::new(None),
+        sessions: TaskTracker::new(),
+        active: AtomicUsize::new(0),
+        drained_complete: AtomicU64::new(0),
+        drained_incomplete: AtomicU64::new(0),
+        drained_messages: AtomicU64::new(0),
+        drain_finished: AtomicBool::new(false),
+        scraped_after_drain: Notify::new(),
+    });
+    let addr = listener.local_addr()?;
+    let stop_http = CancellationToken::new();
+    let app = router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let mut http = tokio::spawn(
+        axum::serve(listener, app).with_graceful_shutdown(stop_http.clone().cancelled_owned()).into_future(),
+    );
+    info!(server_id = %shared.server_id, %addr, "listening");
+
+    tokio::select! {
+        _ = shutdown => {}
+        result = &mut http => {
+            // The HTTP server only ends on its own when accepting fails.
+            let error = match result {
+                Ok(Ok(())) => std::io::Error::other("HTTP server stopped before the shutdown signal"),
+                Ok(Err(e)) => e,
+                Err(join) => std::io::Error::other(join),
+            };
+            return Err(error.into());
+        }
+    }
+
+    let summary = drain(&shared).await;
+
+    let linger = shared.config.metrics_linger;
+    if !linger.is_zero() {
+        tokio::select! {
+            _ = shared.scraped_after_drain.notified() => info!(server_id = %shared.server_id, "metrics_scraped_after_drain"),
+            _ = tokio::time::sleep(linger) => info!(server_id = %shared.server_id, linger_ms = linger.as_millis() as u64, "metrics_linger_elapsed"),
+        }
+    }
+    stop_http.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), &mut http).await.is_err() {
+        http.abort();
+    }
+    Ok(summary)
+}
+
+/// The drain proper: from the signal to the last session closed.
+async fn drain(shared: &Arc<Shared>) -> DrainSummary {
+    let started = Instant::now();
+    let timeout = shared.config.drain_timeout;
+    let sessions = shared.sessions.len() as u64;
+    let span = info_span!(target: "gsd_server::drain", "drain", server_id = %shared.server_id, sessions,
+        complete = tracing::field::Empty, incomplete = tracing::field::Empty, duration_ms = tracing::field::Empty);
+    shared.deadline.set(started + timeout).expect("drain runs once");
+    *shared.drain_span.lock().expect("not poisoned") = Some(span.clone());
+    shared.metrics.draining.set(1);
+    info!(server_id = %shared.server_id, sessions, timeout_ms = timeout.as_millis() as u64, "drain_start");
+    shared.drain.cancel();
+    shared.sessions.close();
+
+    // Each session honours the deadline itself; this bound is only a net
+    // under a bug, so that the process always exits.
+    let net = started + timeout + shared.config.close_timeout + Duration::from_secs(1);
+    if tokio::time::timeout_at(net, shared.sessions.wait()).await.is_err() {
+        warn!(server_id = %shared.server_id, open = shared.sessions.len(), "drain_sessions_abandoned");
+    }
+    let duration = started.elapsed();
+    shared.metrics.shutdown_duration.observe(duration.as_secs_f64());
+    let summary = DrainSummary {
+        sessions: (shared.drained_complete.load(Ordering::SeqCst) + shared.drained_incomplete.load(Ordering::SeqCst))
+            .max(sessions),
+        complete: shared.drained_complete.load(Ordering::SeqCst),
+        incomplete: shared.drained_incomplete.load(Ordering::SeqCst),
+        messages: shared.drained_messages.load(Ordering::SeqCst),
+        duration,
+    };
+    span.record("complete", summary.complete);
+    span.record("incomplete", summary.incomplete);
+    span.record("duration_ms", duration.as_millis() as u64);
+    shared.drain_span.lock().expect("not poisoned").take();
+    drop(span);
+    shared.drain_finished.store(true, Ordering::SeqCst);
+    info!(
+        server_id = %shared.server_id,
+        sessions = summary.sessions,
+        complete = summary.complete,
+        incomplete = summary.incomplete,
+        messages = summary.messages,
+        duration_ms = duration.as_millis() as u64,
+        "drain_end"
+    );
+    summary
+}

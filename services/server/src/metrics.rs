@@ -1,0 +1,119 @@
+//! The server's Prometheus metrics. Names and labels are a contract with the
+//! dashboards and alerts; docs/metrics.md describes each one.
+
+use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Handles on every server metric, registered in one registry.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    /// Open WebSocket sessions.
+    pub sessions: IntGauge,
+    /// Sessions ever opened (welcome sent).
+    pub sessions_opened: IntCounter,
+    /// Sessions ended, by why they ended.
+    pub sessions_closed: IntCounterVec,
+    /// 1 from the signal until exit, else 0.
+    pub draining: IntGauge,
+    /// Signal to last session closed.
+    pub shutdown_duration: Histogram,
+    /// Data frames sent in the drain phase, one observation per drained session.
+    pub drain_messages: Histogram,
+    /// Per-session drain duration, notice to close.
+    pub drain_session_duration: Histogram,
+    /// Drained sessions by outcome (complete|incomplete).
+    pub drains: IntCounterVec,
+    /// Frames sent, by message type (plus `close`).
+    pub messages_sent: IntCounterVec,
+    /// Frames received, by message type.
+    pub messages_received: IntCounterVec,
+    /// Bad input, by kind.
+    pub protocol_errors: IntCounterVec,
+    /// Upgrade requests refused, by reason (draining|capacity).
+    pub upgrades_rejected: IntCounterVec,
+    /// Constant 1 carrying the server id and version as labels.
+    pub info: IntGaugeVec,
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid histogram")
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+}
+
+impl ServerMetrics {
+    pub fn new(registry: &Registry, server_id: &str) -> Self {
+        let m = ServerMetrics {
+            sessions: IntGauge::new("gsd_server_sessions", "Open WebSocket sessions.").unwrap(),
+            sessions_opened: IntCounter::new("gsd_server_sessions_opened_total", "Sessions opened (welcome sent).")
+                .unwrap(),
+            sessions_closed: counter_vec("gsd_server_sessions_closed_total", "Sessions ended, by reason.", &["reason"]),
+            draining: IntGauge::new("gsd_server_draining", "1 while the server drains after a signal, else 0.")
+                .unwrap(),
+            shutdown_duration: histogram(
+                "gsd_server_shutdown_duration_seconds",
+                "Time from the termination signal to the last session closed.",
+                DURATION_BUCKETS,
+            ),
+            drain_messages: histogram(
+                "gsd_server_drain_messages",
+                "Data frames sent in the drain phase, one observation per drained session.",
+                COUNT_BUCKETS,
+            ),
+            drain_session_duration: histogram(
+                "gsd_server_drain_session_duration_seconds",
+                "Time from a session's shutdown notice to its close.",
+                DURATION_BUCKETS,
+            ),
+            drains: counter_vec("gsd_server_drains_total", "Drained sessions, by outcome.", &["outcome"]),
+            messages_sent: counter_vec("gsd_server_messages_sent_total", "Frames sent to clients, by type.", &["type"]),
+            messages_received: counter_vec(
+                "gsd_server_messages_received_total",
+                "Frames received from clients, by type.",
+                &["type"],
+            ),
+            protocol_errors: counter_vec(
+                "gsd_server_protocol_errors_total",
+                "Frames rejected as bad input, by kind.",
+                &["kind"],
+            ),
+            upgrades_rejected: counter_vec(
+                "gsd_server_upgrades_rejected_total",
+                "WebSocket upgrades refused, by reason.",
+                &["reason"],
+            ),
+            info: IntGaugeVec::new(
+                Opts::new("gsd_server_info", "Always 1; labels name the replica and the build."),
+                &["server_id", "version"],
+            )
+            .unwrap(),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.sessions.clone()),
+            Box::new(m.sessions_opened.clone()),
+            Box::new(m.sessions_closed.clone()),
+            Box::new(m.draining.clone()),
+            Box::new(m.shutdown_duration.clone()),
+            Box::new(m.drain_messages.clone()),
+            Box::new(m.drain_session_duration.clone()),
+            Box::new(m.drains.clone()),
+            Box::new(m.messages_sent.clone()),
+            Box::new(m.messages_received.clone()),
+            Box::new(m.protocol_errors.clone()),
+            Box::new(m.upgrades_rejected.clone()),
+            Box::new(m.info.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("each metric is registered once per registry");
+        }
+        m.info.with_label_values(&[server_id, env!("CARGO_PKG_VERSION")]).set(1);
+        // Zero-initialise the label values dashboards and alerts rely on, so a
+        // rate() over them has data before the first drain.
+        for outcome in ["complete", "incomplete"] {
+            m.drains.with_label_values(&[outcome]);
+        }
+        m
+    }
+}

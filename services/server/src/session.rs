@@ -1,0 +1,349 @@
+//! One WebSocket session: pushes, requests, acks, and its part of the drain.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use gsd_protocol::{ClientMessage, DecodeError, ServerMessage, close};
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::{Instrument, Span, info, info_span, warn};
+
+use crate::Shared;
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    /// Every owed frame acknowledged and every request answered.
+    DrainComplete,
+    /// The drain deadline passed first.
+    DrainDeadline,
+    /// The client sent a close frame (with its code, if any).
+    ClientClosed(Option<u16>),
+    /// The connection ended without a close frame.
+    Vanished,
+    /// The WebSocket layer failed (reset, oversize beyond the hard cap, ...).
+    Failed(String),
+    /// Bad input the session cannot go on after; closed with `code`.
+    Rejected { code: u16, reason: &'static str },
+    /// Over `max_sessions`.
+    Capacity,
+}
+
+impl End {
+    /// What the label does not say: the client's close code, the error.
+    fn detail(&self) -> Option<String> {
+        match self {
+            End::ClientClosed(Some(code)) => Some(format!("client close code {code}")),
+            End::Failed(error) => Some(error.clone()),
+            End::Rejected { code, reason } => Some(format!("closed {code}: {reason}")),
+            _ => None,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            End::DrainComplete => "drain_complete",
+            End::DrainDeadline => "drain_deadline",
+            End::ClientClosed(_) => "client_close",
+            End::Vanished => "vanished",
+            End::Failed(_) => "error",
+            End::Rejected { .. } => "rejected",
+            End::Capacity => "capacity",
+        }
+    }
+}
+
+/// The part of a session's state that exists once its drain has begun.
+struct Drain {
+    started: Instant,
+    /// Data frames announced in the notice.
+    remaining: u32,
+    /// Data frames actually sent since the notice.
+    sent: u32,
+    /// The seq the client must acknowledge for the drain to be complete.
+    last_seq: u64,
+    /// Child of the server's `drain` span.
+    span: Span,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    session_id: String,
+    tx: SplitSink<WebSocket, Message>,
+    /// Seq of the next data frame; the first is 1.
+    next_seq: u64,
+    /// Highest seq the client has acknowledged (cumulative).
+    acked: u64,
+    /// Requests waiting out the simulated processing latency, in arrival
+    /// order (the latency is constant, so arrival order is answer order).
+    pending: VecDeque<(Instant, u64, String)>,
+    drain: Option<Drain>,
+}
+
+/// Runs one upgraded connection to its end.
+pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
+    let session_id = format!("{:016x}", rand::random::<u64>());
+    let span =
+        info_span!(target: "gsd_server::session", "session", server_id = %shared.server_id, session_id = %session_id);
+    async move {
+        let (tx, rx) = socket.split();
+        let mut session =
+            Session { shared, session_id, tx, next_seq: 1, acked: 0, pending: VecDeque::new(), drain: None };
+        let max = session.shared.config.max_sessions;
+        if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
+            session.shared.active.fetch_sub(1, Ordering::SeqCst);
+            session.shared.metrics.upgrades_rejected.with_label_values(&["capacity"]).inc();
+            warn!(session_id = %session.session_id, %peer, max_sessions = max, "session_refused_capacity");
+            session.finish(End::Capacity, rx).await;
+            return;
+        }
+        let shared = session.shared.clone();
+        shared.metrics.sessions.inc();
+        shared.metrics.sessions_opened.inc();
+        let opened = Instant::now();
+        info!(session_id = %session.session_id, %peer, "session_open");
+        let (end, rx) = session.serve(rx).await;
+        let (data_sent, acked) = (session.next_seq - 1, session.acked);
+        let label = end.label();
+        let detail = end.detail();
+        session.finish(end, rx).await;
+        shared.metrics.sessions.dec();
+        shared.metrics.sessions_closed.with_label_values(&[label]).inc();
+        if max > 0 {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+        }
+        info!(
+            session_id = %session.session_id,
+            reason = label,
+            detail,
+            data_sent,
+            acked,
+            duration_ms = opened.elapsed().as_millis() as u64,
+            "session_close"
+        );
+    }
+    .instrument(span)
+    .await
+}
+
+impl Session {
+    /// The session loop, until something ends it.
+    async fn serve(&mut self, mut rx: SplitStream<WebSocket>) -> (End, SplitStream<WebSocket>) {
+        let shared = self.shared.clone();
+        if let Err(end) = self
+            .send(ServerMessage::Welcome { server_id: shared.server_id.clone(), session_id: self.session_id.clone() })
+            .await
+        {
+            return (end, rx);
+        }
+        let period = shared.config.push_interval;
+        let pushing = !period.is_zero();
+        let mut push = tokio::time::interval_at(
+            Instant::now() + period.max(Duration::from_millis(1)),
+            period.max(Duration::from_millis(1)),
+        );
+        push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let end = loop {
+            if let Some(drain) = &self.drain {
+                if self.acked >= drain.last_seq && self.pending.is_empty() {
+                    break End::DrainComplete;
+                }
+            }
+            let next_answer = self.pending.front().map(|(at, _, _)| *at);
+            let step = tokio::select! {
+                biased;
+                _ = shared.deadline_passed(), if self.drain.is_some() => Err(End::DrainDeadline),
+                _ = shared.drain.cancelled(), if self.drain.is_none() => self.start_drain().await,
+                frame = rx.next() => self.on_frame(frame).await,
+                _ = tokio::time::sleep_until(next_answer.unwrap_or_else(Instant::now)), if next_answer.is_some() => {
+                    self.answer_ready().await
+                }
+                _ = push.tick(), if pushing && self.drain.is_none() => self.push().await,
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        (end, rx)
+    }
+
+    /// Sends one message; during a drain, gives up at the deadline so that a
+    /// client that stopped reading cannot hold the server.
+    async fn send(&mut self, message: ServerMessage) -> Result<(), End> {
+        let shared = self.shared.clone();
+        let kind = message.kind();
+        tokio::select! {
+            sent = self.tx.send(Message::Text(message.encode().into())) => {
+                sent.map_err(|e| End::Failed(e.to_string()))?;
+            }
+            _ = shared.deadline_passed() => return Err(End::DrainDeadline),
+        }
+        shared.metrics.messages_sent.with_label_values(&[kind]).inc();
+        Ok(())
+    }
+
+    async fn push(&mut self) -> Result<(), End> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(drain) = &mut self.drain {
+            drain.sent += 1;
+        }
+        let payload = format!("{}:{seq}", self.session_id);
+        self.send(ServerMessage::Data { seq, payload }).await
+    }
+
+    async fn answer_ready(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        while self.pending.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, id, payload) = self.pending.pop_front().expect("checked");
+            self.send(ServerMessage::Response { id, payload }).await?;
+        }
+        Ok(())
+    }
+
+    async fn start_drain(&mut self) -> Result<(), End> {
+        let shared = self.shared.clone();
+        let range = shared.config.drain_messages;
+        let remaining = rand::rng().random_range(range.min..=range.max);
+        let now = Instant::now();
+        let deadline = *shared.deadline.get().expect("set before the drain starts");
+        let deadline_ms = deadline.saturating_duration_since(now).as_millis() as u64;
+        let parent = shared.drain_span.lock().expect("not poisoned").clone();
+        let span = match parent {
+            Some(parent) => info_span!(target: "gsd_server::drain", parent: &parent, "session_drain",
+                server_id = %shared.server_id, session_id = %self.session_id, remaining,
+                outcome = tracing::field::Empty, duration_ms = tracing::field::Empty),
+            None => Span::none(),
+        };
+        self.drain =
+            Some(Drain { started: now, remaining, sent: 0, last_seq: self.next_seq - 1 + remaining as u64, span });
+        info!(session_id = %self.session_id, remaining, deadline_ms, "drain_notice");
+        self.send(ServerMessage::ShutdownNotice { remaining, deadline_ms }).await?;
+        for _ in 0..remaining {
+            self.push().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Result<(), End> {
+        match frame {
+            None => Err(End::Vanished),
+            Some(Err(e)) => Err(End::Failed(e.to_string())),
+            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+            Some(Ok(Message::Binary(bytes))) => {
+                self.protocol_error("binary", &format!("{} bytes", bytes.len()), "close 1003");
+                Err(End::Rejected { code: close::UNSUPPORTED_DATA, reason: "binary frames are not supported" })
+            }
+            Some(Ok(Message::Close(frame))) => Err(End::ClientClosed(frame.map(|f| f.code))),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let metrics = &self.shared.metrics;
+        match ClientMessage::decode(text) {
+            Ok(message) => {
+                metrics.messages_received.with_label_values(&[message.kind()]).inc();
+                match message {
+                    ClientMessage::Request { id, payload } => {
+                        let at = Instant::now() + self.shared.config.processing_latency;
+                        self.pending.push_back((at, id, payload));
+                    }
+                    ClientMessage::Ack { seq } if seq < self.next_seq => self.acked = self.acked.max(seq),
+                    ClientMessage::Ack { seq } => {
+                        let detail = format!("ack for seq {seq}, but the last seq sent is {}", self.next_seq - 1);
+                        self.protocol_error("ack_unsent", &detail, "close 1008");
+                        return Err(End::Rejected {
+                            code: close::POLICY_VIOLATION,
+                            reason: "ack for a seq never sent",
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Err(e @ DecodeError::TooBig { .. }) => {
+                self.protocol_error(e.kind(), &e.to_string(), "close 1009");
+                Err(End::Rejected { code: close::MESSAGE_TOO_BIG, reason: "frame over 65536 bytes" })
+            }
+            Err(e) => {
+                self.protocol_error(e.kind(), &e.to_string(), "error frame");
+                self.send(ServerMessage::Error { message: e.to_string() }).await
+            }
+        }
+    }
+
+    fn protocol_error(&self, kind: &str, detail: &str, action: &str) {
+        self.shared.metrics.protocol_errors.with_label_values(&[kind]).inc();
+        warn!(session_id = %self.session_id, kind, detail, action, "protocol_error");
+    }
+
+    /// Closes the connection as `end` requires, waits briefly for the client's
+    /// close reply, and accounts for the drain.
+    async fn finish(&mut self, end: End, mut rx: SplitStream<WebSocket>) {
+        let shared = self.shared.clone();
+        let now = Instant::now();
+        let mut close_by = now + shared.config.close_timeout;
+        if let Some(deadline) = shared.deadline.get() {
+            // A drain must not outlive its deadline by more than a moment.
+            close_by = close_by.min((*deadline).max(now + Duration::from_millis(250)));
+        }
+        let frame = match &end {
+            End::DrainComplete | End::DrainDeadline => Some((close::GOING_AWAY, "server draining")),
+            End::Rejected { code, reason } => Some((*code, *reason)),
+            End::Capacity => Some((close::TRY_AGAIN_LATER, "server at capacity")),
+            End::ClientClosed(_) | End::Vanished | End::Failed(_) => None,
+        };
+        let handshake = async {
+            match frame {
+                Some((code, reason)) => {
+                    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+                    if self.tx.send(close).await.is_ok() {
+                        shared.metrics.messages_sent.with_label_values(&["close"]).inc();
+                        // Read until the client's close reply (or the end).
+                        while let Some(Ok(message)) = rx.next().await {
+                            if matches!(message, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                // The client closed first: flushing sends the reply that the
+                // WebSocket layer has queued.
+                None if matches!(end, End::ClientClosed(_)) => {
+                    let _ = self.tx.flush().await;
+                }
+                None => {}
+            }
+        };
+        let _ = tokio::time::timeout_at(close_by, handshake).await;
+
+        if let Some(drain) = self.drain.take() {
+            let complete = matches!(end, End::DrainComplete);
+            let outcome = if complete { "complete" } else { "incomplete" };
+            let duration = drain.started.elapsed();
+            shared.metrics.drains.with_label_values(&[outcome]).inc();
+            shared.metrics.drain_messages.observe(drain.sent as f64);
+            shared.metrics.drain_session_duration.observe(duration.as_secs_f64());
+            shared.drained_messages.fetch_add(drain.sent as u64, Ordering::SeqCst);
+            let counter = if complete { &shared.drained_complete } else { &shared.drained_incomplete };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let duration_ms = duration.as_millis() as u64;
+            drain.span.record("outcome", outcome);
+            drain.span.record("duration_ms", duration_ms);
+            let (remaining, sent, acked) = (drain.remaining, drain.sent, self.acked);
+            if complete {
+                info!(session_id = %self.session_id, remaining, sent, acked, outcome, duration_ms, "session_drained");
+            } else {
+                warn!(session_id = %self.session_id, remaining, sent, acked, last_seq = drain.last_seq, outcome,
+                    reason = end.label(), duration_ms, "session_drained");
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("GET http://{addr}{path}: {source}")]
+    Io { addr: String, path: String, source: std::io::Error },
+    #[error("GET http://{addr}{path}: no answer within {timeout:?}")]
+    Timeout { addr: String, path: String, timeout: Duration },
+    #[error("GET http://{addr}{path}: not an HTTP/1.x response")]
+    Malformed { addr: String, path: String },
+}
+
+/// `GET http://{addr}{path}` over a fresh HTTP/1.1 connection (closed after the
+/// answer), returning the status code and the body. Enough to scrape
+/// `/metrics` and probe `/readyz` on loopback without a full HTTP client; it
+/// does not handle chunked bodies, which gsd's endpoints never send.
+pub async fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), HttpError> {
+    let io = |source| HttpError::Io { addr: addr.to_owned(), path: path.to_owned(), source };
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: gsd\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(io)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.map_err(io)?;
+        Ok(raw)
+    };
+    let raw = tokio::time::timeout(timeout, exchange).await.map_err(|_| HttpError::Timeout {
+        addr: addr.to_owned(),
+        path: path.to_owned(),
+        timeout,
+    })??;
+    let malformed = || HttpError::Malformed { addr: addr.to_owned(), path: path.to_owned() };
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(malformed)?;
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(malformed)?;
+    Ok((status, body.to_owned()))
+}

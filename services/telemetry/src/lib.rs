@@ -1,0 +1,12 @@
+//! What every gsd binary shares for being observed: log set-up (`LOG_FORMAT`,
+//! `RUST_LOG`), OTLP trace export (standard `OTEL_*` variables), the Prometheus
+//! text exposition, the histogram buckets, and a tiny HTTP GET used by the lab
+//! and the tests to scrape `/metrics` and probe `/readyz`.
+
+mod http;
+mod logs;
+mod metrics;
+
+pub use http::{HttpError, http_get};
+pub use logs::{LogFormat, Telemetry, TelemetryError, init};
+pub use metrics::{COUNT_BUCKETS, DURATION_BUCKETS, metrics_response, render};

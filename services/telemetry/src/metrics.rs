@@ -1,0 +1,27 @@
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// Buckets for durations, in seconds: sub-millisecond to a minute. Drains of a
+/// healthy session last milliseconds; a stuck one lasts the whole drain
+/// timeout (20 s by default), so the upper buckets must reach past it.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
+
+/// Buckets for message counts: one per value from 0 to 10 (the default drain
+/// range is 1 to 10), then coarser beyond for configured larger ranges.
+pub const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0, 50.0, 100.0];
+
+/// The registry in the Prometheus text exposition format (version 0.0.4).
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut buf).expect("the text encoder only fails on a broken writer");
+    String::from_utf8(buf).expect("the text format is UTF-8")
+}
+
+/// An HTTP response carrying [`render`] with the exposition content type.
+pub fn metrics_response(registry: &Registry) -> Response {
+    let mut response = render(registry).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
+    response
+}
