@@ -239,7 +239,8 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         // A session opened ahead of time and never used: close it properly.
         if handle.is_finished() {
             if let Ok(Some(mut connected)) = handle.await {
-                let _ = tokio::time::timeout(Duration::from_secs(1), connected.ws.close(Some(normal_close()))).await;
+                let close = connected.ws.send(Message::Close(Some(normal_close())));
+                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
             }
         } else {
             handle.abort();
@@ -381,7 +382,8 @@ impl Session<'_> {
             if let Some(by) = exit_by {
                 let settled = self.book.outstanding.is_empty() && self.processing.is_empty();
                 if settled || Instant::now() >= by {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
+                    let close = self.sink.send(Message::Close(Some(normal_close())));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
                     // Wait (briefly) for the server's close reply.
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         while let Some(Ok(message)) = stream.next().await {

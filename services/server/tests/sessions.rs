@@ -1,0 +1,372 @@
+//! Real gsd-server and gsd-client processes on loopback, real signals: the
+//! drain, failover, the deadline, bad input, scale and the command line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Forwarder, Proc, Raw, Seen, metric, only, u};
+use gsd_protocol::{ClientMessage, ServerMessage, close};
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+const SAFETY: Duration = Duration::from_secs(60);
+
+/// Reads a raw session through its drain: after the notice, exactly
+/// `remaining` data frames with consecutive seqs, each acked, then close
+/// 1001. Returns `remaining`.
+async fn follow_drain(raw: &mut Raw, ack: bool) -> u32 {
+    let mut last_seq = 0;
+    let remaining = loop {
+        match raw.next().await {
+            Seen::Msg(ServerMessage::Data { seq, .. }) => {
+                assert_eq!(seq, last_seq + 1, "seq must rise by exactly 1");
+                last_seq = seq;
+                if ack {
+                    raw.send(ClientMessage::Ack { seq }).await;
+                }
+            }
+            Seen::Msg(ServerMessage::ShutdownNotice { remaining, deadline_ms }) => {
+                assert!(deadline_ms > 0 && deadline_ms <= 60_000, "deadline_ms {deadline_ms}");
+                break remaining;
+            }
+            Seen::Msg(ServerMessage::Response { .. }) => {}
+            other => panic!("before the notice: {other:?}"),
+        }
+    };
+    for _ in 0..remaining {
+        match raw.next().await {
+            Seen::Msg(ServerMessage::Data { seq, .. }) => {
+                assert_eq!(seq, last_seq + 1, "drained seq must continue");
+                last_seq = seq;
+                if ack {
+                    raw.send(ClientMessage::Ack { seq }).await;
+                }
+            }
+            other => panic!("expected {remaining} drained data frames, got {other:?}"),
+        }
+    }
+    remaining
+}
+
+#[tokio::test]
+async fn sigterm_drains_every_session_and_nothing_is_lost() {
+    let (mut server, addr) = Proc::server("s0", &["--push-interval", "50ms", "--metrics-linger", "0s"]).await;
+    let url = format!("ws://{addr}/ws");
+    let (mut client, _) = Proc::client("client", &url, 6, &["--request-interval", "20ms"]).await;
+    // Two hand-driven sessions check the wire frame by frame.
+    let mut raws = vec![Raw::connect(addr).await, Raw::connect(addr).await];
+    server.wait_count("session_open", 8, SAFETY).await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // traffic flows
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let mut followers = Vec::new();
+    for mut raw in raws.drain(..) {
+        followers.push(tokio::spawn(async move {
+            let remaining = follow_drain(&mut raw, true).await;
+            assert_eq!(raw.next().await, Seen::Close(Some(close::GOING_AWAY)));
+            remaining
+        }));
+    }
+    for follower in followers {
+        let remaining = follower.await.unwrap();
+        assert!((1..=10).contains(&remaining), "remaining {remaining} outside the default 1-10");
+    }
+    let status = server.wait_exit(SAFETY).await;
+    assert!(status.success(), "server exit: {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(20), "drain outlived DRAIN_TIMEOUT");
+
+    let end = only(&server, "drain_end");
+    assert_eq!((u(&end, "sessions"), u(&end, "complete"), u(&end, "incomplete")), (8, 8, 0), "{end}");
+    let drained = server.events("session_drained");
+    assert_eq!(drained.len(), 8);
+    let mut total = 0;
+    for d in &drained {
+        assert_eq!(d["outcome"], "complete");
+        assert_eq!(u(d, "sent"), u(d, "remaining"));
+        total += u(d, "sent");
+    }
+    assert_eq!(u(&end, "messages"), total);
+
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    let exit = only(&client, "client_exit");
+    assert_eq!(u(&exit, "drains_complete"), 6, "{exit}");
+    assert_eq!(u(&exit, "drains_incomplete"), 0, "{exit}");
+    assert_eq!(u(&exit, "messages_lost"), 0, "{exit}");
+    assert_eq!(u(&exit, "requests_lost"), 0, "{exit}");
+    assert!(u(&exit, "requests_answered") > 0, "{exit}");
+}
+
+async fn failover(make_before_break: bool) {
+    let args = ["--push-interval", "50ms", "--metrics-linger", "0s"];
+    let (mut a, addr_a) = Proc::server("a", &args).await;
+    let (mut b, addr_b) = Proc::server("b", &args).await;
+    let service = Forwarder::start(vec![addr_a, addr_b]).await;
+    let mbb = make_before_break.to_string();
+    let (mut client, metrics) =
+        Proc::client("client", &service.url(), 8, &["--request-interval", "20ms", "--make-before-break", &mbb]).await;
+    a.wait_count("session_open", 4, SAFETY).await;
+    b.wait_count("session_open", 4, SAFETY).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    a.signal(Signal::SIGTERM);
+    assert!(a.wait_exit(SAFETY).await.success());
+    let end = only(&a, "drain_end");
+    assert_eq!((u(&end, "complete"), u(&end, "incomplete")), (4, 0), "{end}");
+    // Every user that was on `a` is back, on `b`.
+    b.wait_count("session_open", 8, SAFETY).await;
+    let deadline = Instant::now() + SAFETY;
+    while metric(metrics, "gsd_client_sessions").await != Some(8.0) {
+        assert!(Instant::now() < deadline, "the users did not all come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // and carry on there
+
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    let exit = only(&client, "client_exit");
+    assert_eq!(u(&exit, "reconnects"), 4, "{exit}");
+    assert_eq!(u(&exit, "drains_complete"), 4, "{exit}");
+    assert_eq!(u(&exit, "drains_incomplete"), 0, "{exit}");
+    assert_eq!(u(&exit, "messages_lost"), 0, "{exit}");
+    assert_eq!(u(&exit, "requests_lost"), 0, "{exit}");
+    assert_eq!(exit["servers"], "a,b");
+    // The sessions on `b` were never disturbed, and closed cleanly with 1000.
+    let closes = b.events("session_close");
+    assert_eq!(closes.len(), 8);
+    assert!(closes.iter().all(|c| c["detail"] == "client close code 1000"), "{closes:?}");
+    b.signal(Signal::SIGTERM);
+    assert!(b.wait_exit(SAFETY).await.success());
+}
+
+#[tokio::test]
+async fn failover_through_a_forwarder_loses_nothing() {
+    failover(false).await;
+}
+
+#[tokio::test]
+async fn make_before_break_failover_loses_nothing() {
+    failover(true).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_acks_cannot_hold_the_server_past_the_deadline() {
+    let (mut server, addr) =
+        Proc::server("s0", &["--drain-timeout", "1500ms", "--push-interval", "0s", "--metrics-linger", "0s"]).await;
+    let mut silent = Raw::connect(addr).await;
+    let mut polite = Raw::connect(addr).await;
+    server.wait_count("session_open", 2, SAFETY).await;
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let polite = tokio::spawn(async move {
+        follow_drain(&mut polite, true).await;
+        polite.next().await
+    });
+    follow_drain(&mut silent, false).await;
+    // Readiness fails and new upgrades are refused while the drain runs.
+    let status = |path: &'static str| async move {
+        gsd_telemetry::http_get(&addr.to_string(), path, Duration::from_secs(5)).await.unwrap().0
+    };
+    assert_eq!(status("/readyz").await, 503);
+    assert_eq!(status("/healthz").await, 200);
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap_err();
+    assert!(refused.to_string().contains("503"), "{refused}");
+
+    assert_eq!(silent.next().await, Seen::Close(Some(close::GOING_AWAY)), "closed with 1001 anyway");
+    assert_eq!(polite.await.unwrap(), Seen::Close(Some(close::GOING_AWAY)));
+    assert!(server.wait_exit(SAFETY).await.success());
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_millis(1400), "the deadline was not waited for: {took:?}");
+    assert!(took < Duration::from_secs(6), "the deadline did not bound the drain: {took:?}");
+    let end = only(&server, "drain_end");
+    assert_eq!((u(&end, "complete"), u(&end, "incomplete")), (1, 1), "{end}");
+    let incomplete: Vec<_> =
+        server.events("session_drained").into_iter().filter(|d| d["outcome"] == "incomplete").collect();
+    assert_eq!(incomplete.len(), 1);
+    assert_eq!(incomplete[0]["session_id"], serde_json::Value::from(silent.session_id.clone()));
+    assert_eq!(incomplete[0]["reason"], "drain_deadline");
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let (mut server, addr) = Proc::server("s0", &["--drain-timeout", "60s", "--push-interval", "0s"]).await;
+    let mut silent = Raw::connect(addr).await;
+    server.signal(Signal::SIGTERM);
+    follow_drain(&mut silent, false).await;
+    let second = Instant::now();
+    server.signal(Signal::SIGINT);
+    let status = server.wait_exit(SAFETY).await;
+    assert!(second.elapsed() < Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130));
+    server.wait_for("second signal log", |e| e["message"] == "second_signal_exit_now", SAFETY).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_answer_and_disturbs_nobody() {
+    let (mut server, addr) = Proc::server("s0", &["--push-interval", "0s", "--metrics-linger", "0s"]).await;
+    let mut bystander = Raw::connect(addr).await;
+
+    // Text that is not a known message: an error frame, and the session goes on.
+    let mut garbage = Raw::connect(addr).await;
+    for text in ["{not json", "[1,2,3]", r#"{"type":"subscribe","topic":"x"}"#, r#"{"type":"ack","seq":"one"}"#, ""] {
+        garbage.send_text(text).await;
+        match garbage.next().await {
+            Seen::Msg(ServerMessage::Error { message }) => assert!(!message.is_empty()),
+            other => panic!("{text:?}: expected an error frame, got {other:?}"),
+        }
+    }
+    garbage.send(ClientMessage::Request { id: 1, payload: "still here?".into() }).await;
+    assert_eq!(garbage.next().await, Seen::Msg(ServerMessage::Response { id: 1, payload: "still here?".into() }));
+
+    // A binary frame: close 1003.
+    let mut binary = Raw::connect(addr).await;
+    binary.send_frame(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into())).await;
+    assert_eq!(binary.next().await, Seen::Close(Some(close::UNSUPPORTED_DATA)));
+
+    // Over the 64 KiB limit: close 1009.
+    let mut big = Raw::connect(addr).await;
+    let payload = "x".repeat(gsd_protocol::MAX_FRAME_BYTES);
+    big.send(ClientMessage::Request { id: 1, payload }).await;
+    assert_eq!(big.next().await, Seen::Close(Some(close::MESSAGE_TOO_BIG)));
+
+    // Over the hard cap: dropped, without taking anything else down.
+    let mut huge = Raw::connect(addr).await;
+    huge.send_frame(tokio_tungstenite::tungstenite::Message::Text("y".repeat(gsd_protocol::MAX_WIRE_BYTES + 1).into()))
+        .await;
+    assert!(matches!(huge.next().await, Seen::End | Seen::Close(_)));
+
+    // An ack for a seq never sent: close 1008.
+    let mut liar = Raw::connect(addr).await;
+    liar.send(ClientMessage::Ack { seq: 99 }).await;
+    assert_eq!(liar.next().await, Seen::Close(Some(close::POLICY_VIOLATION)));
+
+    // An abrupt TCP reset mid-session.
+    let reset = Raw::connect(addr).await;
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = reset.ws.get_ref() {
+        tcp.set_zero_linger().unwrap();
+    }
+    drop(reset);
+
+    server.wait_count("session_close", 5, SAFETY).await;
+    let errors = server.events("protocol_error");
+    let kinds: Vec<&str> = errors.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["not_json", "unknown_type", "malformed", "binary", "too_big", "ack_unsent"] {
+        assert!(kinds.contains(&kind), "no `{kind}` in {kinds:?}");
+    }
+    assert!(errors.iter().all(|e| e["session_id"].as_str().is_some_and(|s| s.len() == 16)), "{errors:?}");
+
+    // The bystander never noticed, the server is healthy, and a later
+    // SIGTERM still drains cleanly.
+    bystander.send(ClientMessage::Request { id: 7, payload: "ok".into() }).await;
+    assert_eq!(bystander.next().await, Seen::Msg(ServerMessage::Response { id: 7, payload: "ok".into() }));
+    let (status, _) = gsd_telemetry::http_get(&addr.to_string(), "/healthz", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status, 200);
+    server.signal(Signal::SIGTERM);
+    let remaining = follow_drain(&mut bystander, true).await;
+    assert!(remaining >= 1);
+    assert_eq!(bystander.next().await, Seen::Close(Some(close::GOING_AWAY)));
+    assert!(garbage.next().await != Seen::End);
+    assert!(server.wait_exit(SAFETY).await.success());
+    let end = only(&server, "drain_end");
+    assert_eq!(u(&end, "incomplete"), 1, "the garbage session never acks: {end}");
+    assert_eq!(u(&end, "complete"), 1, "{end}");
+}
+
+#[tokio::test]
+async fn one_server_holds_and_drains_a_thousand_sessions() {
+    let (mut server, addr) = Proc::server("s0", &["--push-interval", "500ms", "--metrics-linger", "0s"]).await;
+    let url = format!("ws://{addr}/ws");
+    let (mut client, _) = Proc::client("client", &url, 1000, &["--request-interval", "500ms"]).await;
+    let deadline = Instant::now() + SAFETY;
+    while metric(addr, "gsd_server_sessions").await != Some(1000.0) {
+        assert!(Instant::now() < deadline, "1000 sessions did not open; log:\n{}", client.tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success());
+    let end = only(&server, "drain_end");
+    assert_eq!((u(&end, "sessions"), u(&end, "complete"), u(&end, "incomplete")), (1000, 1000, 0), "{end}");
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    let exit = only(&client, "client_exit");
+    assert_eq!(u(&exit, "drains_complete"), 1000, "{exit}");
+    assert_eq!(u(&exit, "messages_lost"), 0, "{exit}");
+    assert_eq!(u(&exit, "requests_lost"), 0, "{exit}");
+}
+
+#[tokio::test]
+async fn client_sigterm_closes_sessions_with_1000_and_exits_zero() {
+    let (mut server, addr) = Proc::server("s0", &["--push-interval", "20ms", "--metrics-linger", "0s"]).await;
+    let (mut client, _) = Proc::client("client", &format!("ws://{addr}/ws"), 3, &["--request-interval", "10ms"]).await;
+    server.wait_count("session_open", 3, SAFETY).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    server.wait_count("session_close", 3, SAFETY).await;
+    for close in server.events("session_close") {
+        assert_eq!(close["detail"], "client close code 1000", "{close}");
+    }
+    let exit = only(&client, "client_exit");
+    assert_eq!(u(&exit, "requests_lost"), 0, "{exit}");
+    assert!(u(&exit, "data_received") > 0, "{exit}");
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success());
+}
+
+#[tokio::test]
+async fn the_client_backs_off_and_retries_until_a_server_appears() {
+    // Reserve a port, then free it: nothing listens there yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let (mut client, metrics) =
+        Proc::client("client", &url, 2, &["--reconnect-backoff-base", "20ms", "--reconnect-backoff-cap", "200ms"])
+            .await;
+    let deadline = Instant::now() + SAFETY;
+    while metric(metrics, r#"gsd_client_connect_failures_total{reason="refused"}"#).await.unwrap_or(0.0) < 4.0 {
+        assert!(Instant::now() < deadline, "no retries seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let port = port.to_string();
+    let (mut server, _) = Proc::server("late", &["--port", &port, "--metrics-linger", "0s"]).await;
+    server.wait_count("session_open", 2, SAFETY).await;
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success());
+}
+
+#[tokio::test]
+async fn garbage_flags_and_environment_fail_with_a_clear_message() {
+    /// Binary, flags, environment, and what stderr must say.
+    type Case = (&'static str, &'static [&'static str], &'static [(&'static str, &'static str)], &'static str);
+    let cases: &[Case] = &[
+        ("gsd-server", &["--drain-timeout", "banana"], &[], "drain-timeout"),
+        ("gsd-server", &[], &[("DRAIN_MESSAGES", "10-1")], "MIN 10 is larger than MAX 1"),
+        ("gsd-server", &[], &[("PORT", "http")], "port"),
+        ("gsd-server", &[], &[("LOG_FORMAT", "xml")], "log-format"),
+        ("gsd-server", &[], &[("PUSH_INTERVAL", "-1s")], "push-interval"),
+        ("gsd-client", &[], &[("SERVER_URL", "http://example/ws")], "not a ws:// URL"),
+        ("gsd-client", &[], &[("CLIENTS", "0")], "clients"),
+        ("gsd-client", &["--reconnect-backoff-cap", "0s"], &[], "larger than 0"),
+    ];
+    for (binary, args, envs, needle) in cases {
+        let output =
+            std::process::Command::new(common::bin(binary)).args(*args).envs(envs.iter().copied()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{binary} {args:?} {envs:?}: {stderr}");
+        assert!(stderr.contains(needle), "{binary} {args:?} {envs:?}: {stderr:?} lacks {needle:?}");
+    }
+    // A bad RUST_LOG is refused by the telemetry set-up, before anything runs.
+    let output = std::process::Command::new(common::bin("gsd-server")).env("RUST_LOG", "gsd=[[[").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("RUST_LOG"));
+    // Flags win over the environment, and --help documents the variables.
+    let help = std::process::Command::new(common::bin("gsd-server")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for var in ["PORT", "SERVER_ID", "DRAIN_TIMEOUT", "DRAIN_MESSAGES", "PUSH_INTERVAL", "METRICS_LINGER"] {
+        assert!(help.contains(&format!("[env: {var}")), "--help lacks {var}");
+    }
+}
