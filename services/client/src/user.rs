@@ -289,6 +289,9 @@ fn normal_close() -> CloseFrame {
 struct Notice {
     remaining: u32,
     received: u32,
+    /// Drained frames already counted lost by a seq gap, so that the
+    /// shortfall at the close does not count them twice.
+    skipped: u64,
 }
 
 /// State of one session, from welcome to end.
@@ -475,6 +478,9 @@ impl Session<'_> {
                     let lost = seq - self.expected;
                     self.ledger.messages_lost += lost;
                     metrics.messages_lost.inc_by(lost);
+                    if let Some(notice) = &mut self.notice {
+                        notice.skipped += lost;
+                    }
                     warn!(expected = self.expected, received = seq, lost, "data_gap");
                 }
                 self.expected = seq + 1;
@@ -502,7 +508,7 @@ impl Session<'_> {
                     return Ok(None);
                 }
                 info!(remaining, deadline_ms, "shutdown_notice");
-                self.notice = Some(Notice { remaining, received: 0 });
+                self.notice = Some(Notice { remaining, received: 0, skipped: 0 });
                 if self.shared.config.make_before_break && self.next.is_none() {
                     let delay = random_up_to(self.shared.config.reconnect_jitter);
                     let span = info_span!(target: "gsd_client::reconnect", "reconnect", user = self.user,
@@ -539,7 +545,7 @@ impl Session<'_> {
         let unacked = self.processing.len();
         let unanswered = self.book.outstanding.len();
         if let Some(notice) = self.notice.take() {
-            let missing = notice.remaining.saturating_sub(notice.received) as u64;
+            let missing = (notice.remaining as u64).saturating_sub(notice.received as u64 + notice.skipped);
             if missing > 0 {
                 self.ledger.messages_lost += missing;
                 metrics.messages_lost.inc_by(missing);

@@ -32,8 +32,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A binary frame: gsd speaks text frames only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// A message that breaks the session's rules (an `ack` for a `seq` never
-    /// sent, a `welcome` sent by a client, ...).
+    /// A message that breaks the session's rules: an `ack` for a `seq` the
+    /// server never sent.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over [`super::MAX_FRAME_BYTES`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;

@@ -31,7 +31,7 @@ pub struct Config {
     pub drain_timeout: Duration,
 
     /// How many data frames each session is still owed when the drain starts,
-    /// drawn uniformly from MIN-MAX (or exactly N).
+    /// drawn uniformly from MIN-MAX (or exactly N); MIN is at least 1.
     #[arg(long, env = "DRAIN_MESSAGES", default_value = "1-10", value_parser = parse_range)]
     pub drain_messages: MessageRange,
 
@@ -89,6 +89,11 @@ pub fn parse_range(text: &str) -> Result<MessageRange, String> {
     if min > max {
         return Err(format!("MIN {min} is larger than MAX {max}"));
     }
+    // The client's ack of the last drained frame is what proves it has seen
+    // the notice (and so sent its last request): a drain owes at least one.
+    if min == 0 {
+        return Err("MIN must be at least 1: the ack of the last drained frame ends the drain".into());
+    }
     if max > MAX_DRAIN_MESSAGES {
         return Err(format!("MAX {max} is over the limit of {MAX_DRAIN_MESSAGES}"));
     }
@@ -142,8 +147,8 @@ mod tests {
     fn ranges_parse_and_reject_garbage() {
         assert_eq!(parse_range("1-10"), Ok(MessageRange { min: 1, max: 10 }));
         assert_eq!(parse_range("3"), Ok(MessageRange { min: 3, max: 3 }));
-        assert_eq!(parse_range(" 0 - 2 "), Ok(MessageRange { min: 0, max: 2 }));
-        for bad in ["", "-", "a-b", "10-1", "1-", "-5", "1-2-3", "1-99999", "1.5"] {
+        assert_eq!(parse_range(" 2 - 4 "), Ok(MessageRange { min: 2, max: 4 }));
+        for bad in ["", "-", "a-b", "10-1", "1-", "-5", "1-2-3", "1-99999", "1.5", "0", "0-3"] {
             assert!(parse_range(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -9,7 +9,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 pub struct ServerMetrics {
     /// Open WebSocket sessions.
     pub sessions: IntGauge,
-    /// Sessions ever opened (welcome sent).
+    /// Sessions ever opened (upgraded and admitted under MAX_SESSIONS).
     pub sessions_opened: IntCounter,
     /// Sessions ended, by why they ended.
     pub sessions_closed: IntCounterVec,
@@ -47,8 +47,11 @@ impl ServerMetrics {
     pub fn new(registry: &Registry, server_id: &str) -> Self {
         let m = ServerMetrics {
             sessions: IntGauge::new("gsd_server_sessions", "Open WebSocket sessions.").unwrap(),
-            sessions_opened: IntCounter::new("gsd_server_sessions_opened_total", "Sessions opened (welcome sent).")
-                .unwrap(),
+            sessions_opened: IntCounter::new(
+                "gsd_server_sessions_opened_total",
+                "Sessions opened (upgraded and admitted).",
+            )
+            .unwrap(),
             sessions_closed: counter_vec("gsd_server_sessions_closed_total", "Sessions ended, by reason.", &["reason"]),
             draining: IntGauge::new("gsd_server_draining", "1 while the server drains after a signal, else 0.")
                 .unwrap(),

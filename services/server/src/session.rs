@@ -101,6 +101,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             session.shared.metrics.upgrades_rejected.with_label_values(&["capacity"]).inc();
             warn!(session_id = %session.session_id, %peer, max_sessions = max, "session_refused_capacity");
             session.finish(End::Capacity, rx).await;
+            session.shared.metrics.sessions_closed.with_label_values(&[End::Capacity.label()]).inc();
             return;
         }
         let shared = session.shared.clone();
@@ -192,11 +193,12 @@ impl Session {
     async fn push(&mut self) -> Result<(), End> {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let payload = format!("{}:{seq}", self.session_id);
+        self.send(ServerMessage::Data { seq, payload }).await?;
         if let Some(drain) = &mut self.drain {
             drain.sent += 1;
         }
-        let payload = format!("{}:{seq}", self.session_id);
-        self.send(ServerMessage::Data { seq, payload }).await
+        Ok(())
     }
 
     async fn answer_ready(&mut self) -> Result<(), End> {

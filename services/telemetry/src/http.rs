@@ -13,15 +13,15 @@ pub enum HttpError {
     Malformed { addr: String, path: String },
 }
 
-/// `GET http://{addr}{path}` over a fresh HTTP/1.1 connection (closed after the
-/// answer), returning the status code and the body. Enough to scrape
-/// `/metrics` and probe `/readyz` on loopback without a full HTTP client; it
-/// does not handle chunked bodies, which gsd's endpoints never send.
+/// `GET http://{addr}{path}` as an HTTP/1.0 request (so the answer is never
+/// chunked and the connection closes after it), returning the status code
+/// and the body. Enough to scrape `/metrics`, probe `/readyz` and query a
+/// local Prometheus or Jaeger without a full HTTP client.
 pub async fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), HttpError> {
     let io = |source| HttpError::Io { addr: addr.to_owned(), path: path.to_owned(), source };
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: gsd\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: gsd\r\n\r\n");
         stream.write_all(request.as_bytes()).await.map_err(io)?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.map_err(io)?;

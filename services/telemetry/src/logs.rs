@@ -21,8 +21,8 @@ pub enum LogFormat {
 pub enum TelemetryError {
     #[error("RUST_LOG is not a valid filter: {0}")]
     Filter(String),
-    #[error("OTLP exporter set-up failed (OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}): {detail}")]
-    Otlp { endpoint: String, detail: String },
+    #[error("OTLP exporter set-up failed ({variable}={endpoint}): {detail}")]
+    Otlp { variable: &'static str, endpoint: String, detail: String },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
 }
@@ -36,12 +36,12 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
-/// The OTLP endpoint from the standard variables, if any is set and non-empty.
-fn otlp_endpoint() -> Option<String> {
+/// The OTLP endpoint variable and its value, if any is set and non-empty.
+fn otlp_endpoint() -> Option<(&'static str, String)> {
     ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .filter_map(|name| std::env::var(name).ok())
-        .find(|value| !value.trim().is_empty())
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name, value)))
+        .find(|(_, value)| !value.trim().is_empty())
 }
 
 /// Installs the global tracing subscriber: the log layer in `format`, filtered
@@ -77,9 +77,11 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
 
     let provider = match otlp_endpoint() {
         None => None,
-        Some(endpoint) => {
-            Some(otlp_provider(default_service).map_err(|detail| TelemetryError::Otlp { endpoint, detail })?)
-        }
+        Some((variable, endpoint)) => Some(otlp_provider(default_service).map_err(|detail| TelemetryError::Otlp {
+            variable,
+            endpoint,
+            detail,
+        })?),
     };
     let otel_layer = provider.as_ref().map(|provider| {
         // Only gsd's own spans go to the collector, never the HTTP stack's.

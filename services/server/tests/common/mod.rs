@@ -326,3 +326,43 @@ pub fn sample(body: &str, series: &str) -> Option<f64> {
         (name == series).then(|| value.parse().unwrap())
     })
 }
+
+/// An external tool (Prometheus, promtool, Jaeger): from the environment
+/// variable `env`, else from PATH. When it is missing the calling test is
+/// skipped with a note, unless GSD_REQUIRE_TOOLS=1 (scripts/test and CI set
+/// it), where a missing tool fails the test.
+pub fn tool(name: &str, env: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(env).map(PathBuf::from).filter(|p| p.exists()).or_else(|| {
+        std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.exists()))
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("GSD_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{name} is required (GSD_REQUIRE_TOOLS=1) but neither ${env} nor PATH has it; scripts/test installs it"
+        );
+        eprintln!("SKIPPED: {name} not found (set ${env} or run scripts/test, which installs it)");
+    }
+    found
+}
+
+/// Polls `check` every 100 ms until it yields, or panics after `timeout`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
