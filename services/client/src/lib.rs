@@ -7,6 +7,7 @@
 //! users until `shutdown` resolves; then every session is closed with 1000
 //! and the summed ledger is returned.
 
+pub mod cli;
 pub mod config;
 pub mod ledger;
 pub mod metrics;

@@ -201,6 +201,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     let mut prefetched: Option<JoinHandle<Option<Connected>>> = None;
     let mut first_delay = Duration::ZERO;
     let mut last_end: Option<(Instant, EndReason)> = None;
+    let mut last_server: Option<String> = None;
     loop {
         let reconnect_span = match last_end {
             Some((_, reason)) => {
@@ -221,7 +222,12 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
             shared.metrics.reconnects.with_label_values(&[reason.label()]).inc();
             reconnect_span.record("latency_ms", latency.as_millis() as u64);
             reconnect_span.record("server_id", connected.server_id.as_str());
+            // One line per reconnect, for gsd-lab's report (debug: thousands
+            // of users would flood `kubectl logs` at info).
+            debug!(target: "gsd_client::reconnect", user, from = last_server.as_deref(), to = %connected.server_id,
+                reason = reason.label(), latency_us = latency.as_micros() as u64, "reconnected");
         }
+        last_server = Some(connected.server_id.clone());
         drop(reconnect_span);
         let (reason, ended, next) = Session::run(connected, user, &shared, &mut book, &mut ledger).await;
         prefetched = next;

@@ -9,6 +9,7 @@
 //! (a [`TaskTracker`]), because the HTTP server's own graceful shutdown does
 //! not wait for upgraded connections.
 
+pub mod cli;
 pub mod config;
 pub mod metrics;
 mod session;

@@ -340,33 +340,51 @@ async fn the_client_backs_off_and_retries_until_a_server_appears() {
 
 #[tokio::test]
 async fn garbage_flags_and_environment_fail_with_a_clear_message() {
-    /// Binary, flags, environment, and what stderr must say.
+    /// Program (`server`, `client`, or the lab itself), flags, environment,
+    /// and what stderr must say.
     type Case = (&'static str, &'static [&'static str], &'static [(&'static str, &'static str)], &'static str);
     let cases: &[Case] = &[
-        ("gsd-server", &["--drain-timeout", "banana"], &[], "drain-timeout"),
-        ("gsd-server", &[], &[("DRAIN_MESSAGES", "10-1")], "MIN 10 is larger than MAX 1"),
-        ("gsd-server", &[], &[("PORT", "http")], "port"),
-        ("gsd-server", &[], &[("LOG_FORMAT", "xml")], "log-format"),
-        ("gsd-server", &[], &[("PUSH_INTERVAL", "-1s")], "push-interval"),
-        ("gsd-client", &[], &[("SERVER_URL", "http://example/ws")], "not a ws:// URL"),
-        ("gsd-client", &[], &[("CLIENTS", "0")], "clients"),
-        ("gsd-client", &["--reconnect-backoff-cap", "0s"], &[], "larger than 0"),
+        ("server", &["--drain-timeout", "banana"], &[], "drain-timeout"),
+        ("server", &[], &[("DRAIN_MESSAGES", "10-1")], "MIN 10 is larger than MAX 1"),
+        ("server", &[], &[("DRAIN_MESSAGES", "0-3")], "MIN must be at least 1"),
+        ("server", &[], &[("PORT", "http")], "port"),
+        ("server", &[], &[("LOG_FORMAT", "xml")], "log-format"),
+        ("server", &[], &[("PUSH_INTERVAL", "-1s")], "push-interval"),
+        ("server", &[], &[("SERVER_ID", "two words")], "not a usable id"),
+        ("client", &[], &[("SERVER_URL", "http://example/ws")], "not a ws:// URL"),
+        ("client", &[], &[("CLIENTS", "0")], "clients"),
+        ("client", &["--reconnect-backoff-cap", "0s"], &[], "larger than 0"),
+        ("lab", &["--scenario", "explode"], &[], "scenario"),
+        ("lab", &["--grace", "0s"], &[], "--grace must be larger than 0"),
+        ("lab", &["--rounds", "0"], &[], "rounds"),
     ];
-    for (binary, args, envs, needle) in cases {
-        let output =
-            std::process::Command::new(common::bin(binary)).args(*args).envs(envs.iter().copied()).output().unwrap();
+    for (program, args, envs, needle) in cases {
+        let role: &[&str] = if *program == "lab" { &[] } else { &[program] };
+        let output = std::process::Command::new(common::lab())
+            .args(role)
+            .args(*args)
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{binary} {args:?} {envs:?}: {stderr}");
-        assert!(stderr.contains(needle), "{binary} {args:?} {envs:?}: {stderr:?} lacks {needle:?}");
+        assert_eq!(output.status.code(), Some(2), "{program} {args:?} {envs:?}: {stderr}");
+        assert!(stderr.contains(needle), "{program} {args:?} {envs:?}: {stderr:?} lacks {needle:?}");
     }
     // A bad RUST_LOG is refused by the telemetry set-up, before anything runs.
-    let output = std::process::Command::new(common::bin("gsd-server")).env("RUST_LOG", "gsd=[[[").output().unwrap();
+    let output = std::process::Command::new(common::lab()).arg("server").env("RUST_LOG", "gsd=[[[").output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("RUST_LOG"));
-    // Flags win over the environment, and --help documents the variables.
-    let help = std::process::Command::new(common::bin("gsd-server")).arg("--help").output().unwrap();
+    // --help documents the variables.
+    let help = std::process::Command::new(common::lab()).args(["server", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for var in ["PORT", "SERVER_ID", "DRAIN_TIMEOUT", "DRAIN_MESSAGES", "PUSH_INTERVAL", "METRICS_LINGER"] {
         assert!(help.contains(&format!("[env: {var}")), "--help lacks {var}");
     }
+    // A flag wins over its variable.
+    let (mut server, _) =
+        Proc::server_env("from-flag", &["--metrics-linger", "0s"], &[("SERVER_ID", "from-env"), ("PORT", "1")]).await;
+    let listening = only(&server, "listening");
+    assert_eq!(listening["server_id"], "from-flag");
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success());
 }

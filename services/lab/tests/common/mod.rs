@@ -2,116 +2,44 @@
 //! WebSocket sessions, and a minimal TCP forwarder standing in for a Service.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use gsd_protocol::{ClientMessage, ServerMessage};
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Path of a workspace binary. `cargo test` builds only the binaries of the
-/// package under test, so the others come from `cargo build --workspace`
-/// (scripts/test runs it first); a missing or stale one fails loudly rather
-/// than testing old code.
-pub fn bin(name: &str) -> PathBuf {
-    let server = PathBuf::from(env!("CARGO_BIN_EXE_gsd-server"));
-    let path = server.with_file_name(name);
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: run `cargo build --workspace` first", path.display()));
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let crate_dir = name.strip_prefix("gsd-").unwrap_or(name);
-    for dir in [crate_dir, "protocol", "telemetry"] {
-        let src = root.join("services").join(dir).join("src");
-        for entry in std::fs::read_dir(&src).into_iter().flatten().flatten() {
-            let changed = entry.metadata().and_then(|m| m.modified()).expect("source mtime");
-            assert!(
-                changed <= built,
-                "{} is older than {}: run `cargo build --workspace` first",
-                path.display(),
-                entry.path().display()
-            );
-        }
-    }
-    path
+/// gsd-lab, which is gsd-server as `gsd-lab server` and gsd-client as
+/// `gsd-lab client` (the same `cli::main` the thin binaries call): cargo
+/// always rebuilds it for these tests, so they never run stale code.
+pub fn lab() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gsd-lab"))
 }
 
-#[derive(Default)]
-struct Log {
-    /// Every stdout line that parsed as JSON.
-    events: Mutex<Vec<Value>>,
-    /// The last lines of stdout and stderr, for failure messages.
-    tail: Mutex<VecDeque<String>>,
-    changed: Notify,
-}
-
-/// A running gsd binary; killed when dropped.
+/// A running gsd process whose JSON log the test reads; killed when dropped.
+/// Failures panic with the process's last log lines.
 pub struct Proc {
     pub name: String,
-    child: Child,
-    log: Arc<Log>,
-    readers: Vec<JoinHandle<()>>,
+    inner: gsd_lab::proc::Proc,
 }
 
 impl Proc {
-    pub async fn spawn(binary: &str, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
-        let mut command = Command::new(bin(binary));
-        command
-            .args(args)
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in envs {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {binary}: {e}"));
-        let log = Arc::new(Log::default());
-        let mut readers = Vec::new();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for (stream, parse) in
-            [(Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, true), (Box::new(stderr), false)]
-        {
-            let log = log.clone();
-            readers.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if parse {
-                        if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                            log.events.lock().unwrap().push(value);
-                        }
-                    }
-                    let mut tail = log.tail.lock().unwrap();
-                    tail.push_back(line);
-                    if tail.len() > 60 {
-                        tail.pop_front();
-                    }
-                    drop(tail);
-                    log.changed.notify_waiters();
-                }
-                log.changed.notify_waiters();
-            }));
-        }
-        Proc { name: name.to_owned(), child, log, readers }
+    /// `role` is `server` or `client`.
+    pub async fn spawn(role: &str, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        let mut all = vec![role];
+        all.extend_from_slice(args);
+        let inner = gsd_lab::proc::Proc::spawn(&lab(), &all, envs, name, &gsd_lab::proc::Reaper::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Proc { name: name.to_owned(), inner }
     }
 
     /// A gsd-server on 127.0.0.1 and a free port; returns once it listens.
@@ -125,7 +53,7 @@ impl Proc {
             all.extend(["--port", "0"]);
         }
         all.extend_from_slice(args);
-        let proc = Proc::spawn("gsd-server", id, &all, envs).await;
+        let mut proc = Proc::spawn("server", id, &all, envs).await;
         let listening = proc.wait_for("listening", |e| e["message"] == "listening", Duration::from_secs(20)).await;
         let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
         (proc, addr)
@@ -138,69 +66,41 @@ impl Proc {
         let mut all =
             vec!["--server-url", url, "--clients", &users, "--metrics-bind", "127.0.0.1", "--metrics-port", "0"];
         all.extend_from_slice(args);
-        let proc = Proc::spawn("gsd-client", name, &all, &[]).await;
+        let mut proc = Proc::spawn("client", name, &all, &[]).await;
         let up =
             proc.wait_for("metrics_listening", |e| e["message"] == "metrics_listening", Duration::from_secs(20)).await;
         (proc, up["metrics_addr"].as_str().unwrap().parse().unwrap())
     }
 
     pub fn events(&self, message: &str) -> Vec<Value> {
-        self.log.events.lock().unwrap().iter().filter(|e| e["message"] == message).cloned().collect()
+        self.inner.events(message)
     }
 
     pub fn count(&self, message: &str) -> usize {
-        self.log.events.lock().unwrap().iter().filter(|e| e["message"] == message).count()
+        self.inner.count(message)
     }
 
     pub fn tail(&self) -> String {
-        self.log.tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.inner.tail()
     }
 
-    /// Waits for a log event matching `pred`; panics with the log tail if
-    /// none comes within `timeout` (a safety net, not a performance bound).
-    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
-        self.wait_until(what, || self.log.events.lock().unwrap().iter().find(|e| pred(e)).cloned(), timeout).await
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+        self.inner.wait_for(what, pred, timeout).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Waits until at least `n` events named `message` were logged.
-    pub async fn wait_count(&self, message: &str, n: usize, timeout: Duration) {
-        self.wait_until(&format!("{n} x {message}"), || (self.count(message) >= n).then_some(()), timeout).await
-    }
-
-    async fn wait_until<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>, timeout: Duration) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.log.changed.notified();
-            if let Some(found) = check() {
-                return found;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                if let Some(found) = check() {
-                    return found;
-                }
-                panic!("{}: no `{what}` within {timeout:?}; log tail:\n{}", self.name, self.tail());
-            }
-        }
-    }
-
-    pub fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id().expect("still running") as i32)
+    pub async fn wait_count(&mut self, message: &str, n: usize, timeout: Duration) {
+        self.inner.wait_count(message, n, timeout).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn signal(&self, signal: Signal) {
-        nix::sys::signal::kill(self.pid(), signal).expect("signal delivered");
+        self.inner.signal(signal)
     }
 
-    /// Waits for the process to exit; panics after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let status = tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} still running after {timeout:?}; log tail:\n{}", self.name, self.tail()))
-            .expect("wait");
-        for reader in self.readers.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        match self.inner.wait_exit(timeout).await {
+            Some(status) => status,
+            None => panic!("{} still running after {timeout:?}; log tail:\n{}", self.name, self.tail()),
         }
-        status
     }
 }
 

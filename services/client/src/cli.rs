@@ -1,0 +1,41 @@
+//! The `gsd-client` program: parse the configuration, start telemetry, run the
+//! virtual users until SIGTERM/SIGINT, close every session with 1000, exit 0.
+
+use std::time::Duration;
+
+use crate::Config;
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+/// The whole program: `args` as from `std::env::args_os()` (the first is the
+/// program name). Shared by the thin binary and by gsd-lab, which re-executes
+/// itself as server and client.
+pub fn main<I, T>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let config = Config::parse_from(args);
+    let telemetry = gsd_telemetry::init(config.log_format, "gsd-client")?;
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).ok();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let result = runtime.block_on(async move {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        info!(version = env!("CARGO_PKG_VERSION"), nofile, "start");
+        let shutdown = async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            info!(signal = name, "signal_received");
+        };
+        crate::run(config, prometheus::Registry::new(), shutdown).await?;
+        anyhow::Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    telemetry.shutdown(Duration::from_secs(3));
+    result
+}

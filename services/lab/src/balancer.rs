@@ -1,0 +1,162 @@
+//! The Service stand-in: an L4 round-robin TCP balancer like kube-proxy.
+//!
+//! New connections go only to endpoints that are ready (polled on `/readyz`)
+//! and not yet removed by the terminator; connections already open are never
+//! cut when an endpoint goes away, as with kube-proxy's conntrack. With
+//! ClientIP affinity a client address keeps its backend while it stays
+//! eligible.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// One endpoint of the Service.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    id: String,
+    addr: SocketAddr,
+    /// Last `/readyz` answer was 200.
+    ready: bool,
+    /// Removed from the endpoints (the pod is terminating and the removal
+    /// has propagated).
+    removed: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    endpoints: Mutex<Vec<Endpoint>>,
+    next: AtomicUsize,
+    affinity: Mutex<HashMap<IpAddr, String>>,
+    /// Connections refused because no endpoint was eligible.
+    refused: AtomicU64,
+}
+
+/// Handle on a running balancer; stops when dropped.
+pub struct Balancer {
+    inner: Arc<Inner>,
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Balancer {
+    /// Listens on `listen` and polls readiness every `period`.
+    pub async fn start(listen: SocketAddr, client_ip_affinity: bool, period: Duration) -> std::io::Result<Balancer> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, inner.clone(), client_ip_affinity, stop.clone()));
+        tokio::spawn(probe_loop(inner.clone(), period, stop.clone()));
+        Ok(Balancer { inner, addr, stop })
+    }
+
+    /// Adds a pod's endpoint; it takes traffic once its readiness probe passes.
+    pub fn add(&self, id: &str, addr: SocketAddr) {
+        let endpoint = Endpoint { id: id.to_owned(), addr, ready: false, removed: false };
+        self.inner.endpoints.lock().unwrap().push(endpoint);
+    }
+
+    /// The terminator's endpoint removal: no new connections from now on.
+    pub fn remove(&self, id: &str) {
+        for e in self.inner.endpoints.lock().unwrap().iter_mut().filter(|e| e.id == id) {
+            e.removed = true;
+        }
+    }
+
+    /// Drops the endpoint entirely (the pod is gone).
+    pub fn forget(&self, id: &str) {
+        self.inner.endpoints.lock().unwrap().retain(|e| e.id != id);
+    }
+
+    /// Whether `id` is ready and not removed.
+    pub fn eligible(&self, id: &str) -> bool {
+        self.inner.endpoints.lock().unwrap().iter().any(|e| e.id == id && e.ready && !e.removed)
+    }
+
+    /// Connections refused for want of an eligible endpoint.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Inner {
+    fn pick(&self, client: IpAddr, affinity: bool) -> Option<SocketAddr> {
+        let endpoints = self.endpoints.lock().unwrap();
+        let eligible: Vec<&Endpoint> = endpoints.iter().filter(|e| e.ready && !e.removed).collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        if affinity {
+            let mut sticky = self.affinity.lock().unwrap();
+            if let Some(e) = sticky.get(&client).and_then(|id| eligible.iter().find(|e| &e.id == id)) {
+                return Some(e.addr);
+            }
+            let e = eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()];
+            sticky.insert(client, e.id.clone());
+            return Some(e.addr);
+        }
+        Some(eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()].addr)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, affinity: bool, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.cancelled() => return,
+        };
+        let Ok((mut inbound, peer)) = accepted else {
+            // Out of descriptors or the like: back off a moment.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Some(backend) = inner.pick(peer.ip(), affinity) else {
+            // No endpoint: the connection is reset, as a Service without
+            // endpoints rejects it.
+            inner.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = inbound.set_zero_linger();
+            continue;
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(mut outbound) = TcpStream::connect(backend).await else { return };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn probe_loop(inner: Arc<Inner>, period: Duration, stop: CancellationToken) {
+    loop {
+        let targets: Vec<(String, SocketAddr)> =
+            inner.endpoints.lock().unwrap().iter().map(|e| (e.id.clone(), e.addr)).collect();
+        for (id, addr) in targets {
+            let ready = matches!(
+                gsd_telemetry::http_get(&addr.to_string(), "/readyz", Duration::from_secs(1)).await,
+                Ok((200, _))
+            );
+            for e in inner.endpoints.lock().unwrap().iter_mut().filter(|e| e.id == id) {
+                e.ready = ready;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// gsd-lab: rehearse a Kubernetes pod deletion or rolling restart on this
+/// machine, with real gsd-server and gsd-client processes, real signals and
+/// a Service stand-in, then report whether anything was lost.
+///
+/// It stands in for a cluster, not for Kubernetes itself: pods are
+/// processes, the Service is an in-process TCP balancer, the kubelet is a
+/// timer that runs the preStop sleep, SIGTERM and SIGKILL. Exit status 0 means
+/// every drain completed and nothing was lost.
+///
+/// `gsd-lab server ...` and `gsd-lab client ...` run gsd-server and
+/// gsd-client (the lab starts its pods and clients that way).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gsd-lab", version, about, long_about, args_override_self = true)]
+pub struct LabConfig {
+    /// What to rehearse.
+    #[arg(long, value_enum, default_value = "delete-pod")]
+    pub scenario: Scenario,
+
+    /// How many times to repeat it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+
+    /// Server replicas (pods) behind the Service.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub servers: u32,
+
+    /// Client processes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub clients: u32,
+
+    /// Virtual users per client process.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub users: u32,
+
+    /// The Service's address (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// preStop sleep before SIGTERM (the chart's default).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub prestop: Duration,
+
+    /// terminationGracePeriodSeconds, counted from the start of preStop.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Delay before a terminating pod's endpoint is removed from the Service,
+    /// concurrent with preStop (the EndpointSlice propagation race).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub propagation_delay: Duration,
+
+    /// Interval of the Service's readiness probes.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub readiness_period: Duration,
+
+    /// Session affinity of the Service.
+    #[arg(long, value_enum, default_value = "none")]
+    pub affinity: Affinity,
+
+    /// The servers' DRAIN_TIMEOUT.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// The servers' and clients' message rhythm.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub push_interval: Duration,
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub request_interval: Duration,
+
+    /// The clients' processing time per data frame (slow it to make drains long).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub processing_time: Duration,
+
+    /// The clients open their next session at the notice.
+    #[arg(long)]
+    pub make_before_break: bool,
+
+    /// Traffic time before the first deletion and between rounds.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+
+    /// How long users may take to be back on a session after a drain.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub reconnect_timeout: Duration,
+
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// One pod deleted per round; the Deployment replaces it.
+    DeletePod,
+    /// Every replica replaced per round: maxSurge 1, maxUnavailable 0.
+    RollingRestart,
+    /// One pod SIGKILLed per round, without preStop or grace: what loss looks like.
+    Kill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    None,
+    ClientIp,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration such as 500ms or 5s: {e}"))
+}
+
+impl LabConfig {
+    /// Checks what clap cannot: that the budget makes sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.grace.is_zero() {
+            return Err("--grace must be larger than 0".into());
+        }
+        if self.readiness_period.is_zero() {
+            return Err("--readiness-period must be larger than 0".into());
+        }
+        Ok(())
+    }
+}

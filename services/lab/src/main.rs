@@ -1,0 +1,78 @@
+//! The `gsd-lab` binary. `gsd-lab server ...` and `gsd-lab client ...` are
+//! gsd-server and gsd-client (the lab re-executes itself as its pods and
+//! clients, so one build gives everything); anything else is a rehearsal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gsd_lab::{LabConfig, proc::Reaper};
+use tokio::signal::unix::{SignalKind, signal};
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let role = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+    let program = |name: &str| std::iter::once(name.into()).chain(args.iter().skip(2).cloned());
+    let result = match role {
+        "server" => gsd_server::cli::main(program("gsd-server")),
+        "client" => gsd_client::cli::main(program("gsd-client")),
+        _ => return rehearse(LabConfig::parse()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rehearse(config: LabConfig) -> ExitCode {
+    if let Err(e) = config.validate() {
+        eprintln!("gsd-lab: {e}");
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("gsd-lab: cannot find its own executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reaper = Reaper::default();
+    reaper.on_panic();
+    let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
+    let json = config.json.clone();
+    let outcome = runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            report = gsd_lab::run(config, exe, reaper.clone()) => Some(report),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        }
+    });
+    // Whatever happened, no child outlives the lab.
+    reaper.kill_all();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
+        None => {
+            eprintln!("\ngsd-lab: interrupted; every process it started was ended");
+            ExitCode::from(130)
+        }
+        Some(Err(e)) => {
+            eprintln!("\ngsd-lab: {e}");
+            ExitCode::from(2)
+        }
+        Some(Ok(report)) => {
+            print!("{}", gsd_lab::render(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).expect("the report serialises");
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("gsd-lab: writing {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
+}

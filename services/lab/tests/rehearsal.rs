@@ -1,0 +1,150 @@
+//! gsd-lab end to end: the rehearsals a user runs, their verdicts, and no
+//! process left behind.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Runs `gsd-lab args` on a free port with short timings; returns its output
+/// and the JSON report.
+fn rehearse(args: &[&str]) -> (Output, Value) {
+    let json =
+        std::env::temp_dir().join(format!("gsd-lab-report-{}-{}.json", std::process::id(), args.join("_").len()));
+    let output = std::process::Command::new(common::lab())
+        .args(["--listen", "127.0.0.1:0", "--prestop", "300ms", "--propagation-delay", "100ms", "--settle", "500ms"])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&json)
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap_or_else(|_| panic!("no report; stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
+    let _ = std::fs::remove_file(&json);
+    (output, report)
+}
+
+fn rows(report: &Value) -> &Vec<Value> {
+    report["drains"].as_array().unwrap()
+}
+
+#[test]
+fn a_rolling_restart_of_2_servers_with_50_users_loses_nothing() {
+    let (output, report) =
+        rehearse(&["--scenario", "rolling-restart", "--servers", "2", "--users", "50", "--rounds", "2"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("PASS"), "{stdout}");
+    assert_eq!(rows(&report).len(), 4, "2 rounds x 2 replicas: {report}");
+    let mut moved = 0;
+    for row in rows(&report) {
+        assert_eq!(row["outcome"], "complete", "{row}");
+        assert_eq!(row["sigkilled"], false);
+        assert!(row["sessions"].as_u64().unwrap() > 0, "every drained pod held sessions: {row}");
+        assert_eq!(row["drained"], row["sessions"], "{row}");
+        // Every user that was on the drained pod moved to another pod.
+        assert_eq!(row["moved"], row["sessions"], "{row}");
+        assert!(row["shutdown_seconds"].as_f64().unwrap() > 0.0);
+        moved += row["moved"].as_u64().unwrap();
+    }
+    let totals = &report["totals"];
+    assert_eq!(totals["users"], 50);
+    assert_eq!(totals["messages_lost"], 0);
+    assert_eq!(totals["requests_lost"], 0);
+    assert_eq!(totals["drains_incomplete"], 0);
+    assert_eq!(totals["reconnects"].as_u64(), Some(moved));
+    assert_eq!(totals["drains_complete"].as_u64(), Some(moved));
+    assert!(report["ok"].as_bool().unwrap());
+}
+
+#[test]
+fn a_kill_is_reported_as_loss_and_fails() {
+    let (output, report) = rehearse(&["--scenario", "kill", "--users", "10"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL") && stdout.contains("SIGKILLed"), "{stdout}");
+    let row = &rows(&report)[0];
+    assert_eq!(row["outcome"], "killed");
+    assert_eq!(row["sigkilled"], true);
+    assert_eq!(row["drained"], 0, "a killed pod drains nothing: {row}");
+    // The users were cut, not drained: they came back after an error.
+    assert_eq!(report["totals"]["reconnects_by_reason"]["error"], row["sessions"], "{report}");
+    assert_eq!(report["totals"]["drains_complete"], 0);
+    assert!(!report["ok"].as_bool().unwrap());
+}
+
+#[test]
+fn a_grace_period_shorter_than_prestop_plus_drain_ends_in_sigkill() {
+    // Clients that process slower than the server pushes build a backlog the
+    // drain must wait for; 1.5 s of grace cannot cover it.
+    let (output, report) = rehearse(&[
+        "--scenario",
+        "delete-pod",
+        "--grace",
+        "1500ms",
+        "--processing-time",
+        "400ms",
+        "--settle",
+        "2s",
+        "--reconnect-timeout",
+        "20s",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let row = &rows(&report)[0];
+    assert_eq!(row["outcome"], "sigkilled", "{stdout}");
+    assert_eq!(row["sigkilled"], true);
+    assert!(stdout.contains("SIGKILLed at the grace period"), "{stdout}");
+}
+
+/// Pids of processes whose environment carries `tag`.
+fn tagged(tag: &str) -> Vec<u32> {
+    let needle = format!("GSD_LAB_TEST_TAG={tag}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_to_the_lab_ends_every_process_it_started() {
+    let tag = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let mut lab = std::process::Command::new(common::lab())
+        .args(["--listen", "127.0.0.1:0", "--settle", "60s", "--users", "5"])
+        .env("GSD_LAB_TEST_TAG", &tag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The lab, two pods and a client.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tagged(&tag).len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "the lab did not start its processes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(lab.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = lab.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> = tagged(&tag).into_iter().filter(|pid| !is_zombie(*pid)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+}
