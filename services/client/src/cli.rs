@@ -18,6 +18,16 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let config = Config::parse_from(args);
+    if config.check {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return match runtime.block_on(crate::check(&config)) {
+            Ok((server_id, session_id)) => {
+                println!("ok: welcome from {server_id}, session {session_id} ({})", config.server_url);
+                Ok(())
+            }
+            Err(e) => anyhow::bail!("no welcome from {}: {e}", config.server_url),
+        };
+    }
     let telemetry = gsd_telemetry::init(config.log_format, "gsd-client")?;
     let nofile = rlimit::increase_nofile_limit(u64::MAX).ok();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -74,6 +74,11 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+
+    /// Connect once, wait for the welcome, print it and exit: 0 if it came
+    /// within the connect timeout, 1 otherwise (the chart's `helm test`).
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn parse_url(text: &str) -> Result<String, String> {

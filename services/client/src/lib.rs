@@ -33,6 +33,12 @@ pub enum ClientError {
     MetricsBind { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
+/// `--check`: one connection to `config.server_url`; the welcome's server and
+/// session ids, or why there was none.
+pub async fn check(config: &Config) -> Result<(String, String), String> {
+    user::check(config).await
+}
+
 /// Runs the virtual users until `shutdown` resolves; returns the summed ledger.
 pub async fn run(
     config: Config,

@@ -122,6 +122,14 @@ fn random_up_to(max: Duration) -> Duration {
     Duration::from_micros(rand::rng().random_range(0..=max.as_micros() as u64))
 }
 
+/// One connection: the welcome's `(server_id, session_id)`, then close 1000.
+pub(crate) async fn check(config: &Config) -> Result<(String, String), String> {
+    let mut connected = connect_once(config).await.map_err(|e| e.to_string())?;
+    let close = connected.ws.send(Message::Close(Some(normal_close())));
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    Ok((connected.server_id, connected.session_id))
+}
+
 /// One attempt: TCP (the host resolved afresh), upgrade, welcome.
 async fn connect_once(config: &Config) -> Result<Connected, ConnectError> {
     let ws_config = WebSocketConfig::default()

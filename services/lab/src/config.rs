@@ -46,8 +46,9 @@ pub struct LabConfig {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub prestop: Duration,
 
-    /// terminationGracePeriodSeconds, counted from the start of preStop.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// terminationGracePeriodSeconds, counted from the start of preStop (the
+    /// chart's default).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub grace: Duration,
 
     /// Delay before a terminating pod's endpoint is removed from the Service,

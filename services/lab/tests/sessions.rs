@@ -388,3 +388,26 @@ async fn garbage_flags_and_environment_fail_with_a_clear_message() {
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(SAFETY).await.success());
 }
+
+#[tokio::test]
+async fn client_check_reports_a_welcome_or_its_absence() {
+    let (mut server, addr) = Proc::server("checked", &["--metrics-linger", "0s"]).await;
+    let check = |url: String| async move {
+        tokio::process::Command::new(common::lab())
+            .args(["client", "--check", "--connect-timeout", "2s", "--server-url", &url])
+            .output()
+            .await
+            .unwrap()
+    };
+    let ok = check(format!("ws://{addr}/ws")).await;
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: welcome from checked, session "));
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success());
+    let closed = only(&server, "session_close");
+    assert_eq!(closed["detail"], "client close code 1000");
+
+    let refused = check(format!("ws://{addr}/ws")).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no welcome from"));
+}

@@ -192,6 +192,7 @@ pub async fn run(
 ) -> Result<DrainSummary, ServerError> {
     let server_id = config.resolved_server_id();
     let metrics = ServerMetrics::new(&registry, &server_id);
+    metrics.drain_timeout.set(config.drain_timeout.as_secs_f64());
     let shared = Arc::new(Shared {
         config,
         server_id,

@@ -33,6 +33,9 @@ pub struct ServerMetrics {
     pub upgrades_rejected: IntCounterVec,
     /// Constant 1 carrying the server id and version as labels.
     pub info: IntGaugeVec,
+    /// The configured DRAIN_TIMEOUT, so alerts can compare shutdown
+    /// durations with it.
+    pub drain_timeout: prometheus::Gauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -92,6 +95,11 @@ impl ServerMetrics {
                 &["server_id", "version"],
             )
             .unwrap(),
+            drain_timeout: prometheus::Gauge::new(
+                "gsd_server_drain_timeout_seconds",
+                "The configured drain timeout (DRAIN_TIMEOUT).",
+            )
+            .unwrap(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.sessions.clone()),
@@ -107,6 +115,7 @@ impl ServerMetrics {
             Box::new(m.protocol_errors.clone()),
             Box::new(m.upgrades_rejected.clone()),
             Box::new(m.info.clone()),
+            Box::new(m.drain_timeout.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("each metric is registered once per registry");
