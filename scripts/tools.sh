@@ -43,3 +43,15 @@ need_jaeger() {
             GOFLAGS=-mod=mod go build -o "$JAEGER_BIN" github.com/jaegertracing/jaeger/cmd/jaeger)
     fi
 }
+
+# Helm 3, built from the Go module proxy.
+need_helm() {
+    HELM_BIN="${HELM_BIN:-$(command -v helm || true)}"
+    if [ -z "$HELM_BIN" ]; then
+        HELM_BIN="$tools_dir/bin/helm"
+        if [ ! -x "$HELM_BIN" ]; then
+            step "go install helm v3.22.0 (first run only)"
+            GOBIN="$tools_dir/bin" go install helm.sh/helm/v3/cmd/helm@v3.22.0
+        fi
+    fi
+}

@@ -110,8 +110,22 @@ impl ClientMetrics {
         for c in collectors {
             registry.register(c).expect("each metric is registered once per registry");
         }
+        // Every known label value exists from the start, so increase() and
+        // the dashboards see a zero rather than nothing.
         for outcome in ["complete", "incomplete"] {
             m.drains.with_label_values(&[outcome]);
+        }
+        for reason in ["drain", "going_away", "server_close", "error"] {
+            m.reconnects.with_label_values(&[reason]);
+        }
+        for reason in ["refused", "http_503", "http_other", "timeout", "capacity", "protocol", "io"] {
+            m.connect_failures.with_label_values(&[reason]);
+        }
+        for kind in ["data", "response", "shutdown_notice", "error"] {
+            m.messages_received.with_label_values(&[kind]);
+        }
+        for kind in ["request", "ack"] {
+            m.messages_sent.with_label_values(&[kind]);
         }
         m
     }

@@ -122,14 +122,29 @@ async fn histograms_match_what_the_drain_did() {
 }
 
 /// Prometheus's HTTP API: the value of an instant query's first sample.
+/// A real Prometheus with `config`, its data in `dir`, on a free port;
+/// returns the process and its web address.
+fn start_prometheus(
+    prometheus: &std::path::Path,
+    dir: &std::path::Path,
+    config: &str,
+) -> (tokio::process::Child, String) {
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let child = tokio::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, web)
+}
+
 async fn prom_query(prometheus: &str, query: &str) -> Option<f64> {
-    let encoded: String = query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let encoded = url_encode(query);
     let (status, body) =
         gsd_telemetry::http_get(prometheus, &format!("/api/v1/query?query={encoded}"), Duration::from_secs(10))
             .await
@@ -151,17 +166,7 @@ async fn a_real_prometheus_gets_the_terminated_servers_last_scrape() {
     let config = format!(
         "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n  - job_name: gsd-server\n    static_configs:\n      - targets: ['{addr}']\n  - job_name: gsd-client\n    static_configs:\n      - targets: ['{client_metrics}']\n"
     );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let web = format!("127.0.0.1:{}", free_port());
-    let mut prom = tokio::process::Command::new(prometheus)
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut prom, web) = start_prometheus(&prometheus, &dir, &config);
     let up = format!("up{{instance=\"{addr}\"}}");
     eventually("prometheus scrapes the server", SAFETY, || prom_query(&web, &up)).await;
 
@@ -293,4 +298,216 @@ async fn without_an_otlp_endpoint_nothing_is_exported_or_said() {
         }
     }
     watcher.abort();
+}
+
+/// Every PromQL expression of a dashboard: (where, expr, instant?).
+fn dashboard_queries(dashboard: &Value) -> Vec<(String, String, bool)> {
+    fn panels(list: &Value, out: &mut Vec<(String, String, bool)>) {
+        for panel in list.as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    let title = format!("panel {:?} {}", panel["title"].as_str().unwrap_or(""), target["refId"]);
+                    out.push((title, expr.to_owned(), target["instant"] == true));
+                }
+            }
+            panels(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    panels(&dashboard["panels"], &mut out);
+    for a in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = a["expr"].as_str().or(a["target"]["expr"].as_str()) {
+            out.push((format!("annotation {}", a["name"]), expr.to_owned(), false));
+        }
+    }
+    out
+}
+
+/// What Grafana would send for the variables this test's Prometheus knows.
+fn substitute(expr: &str, range: &str) -> String {
+    expr.replace("$__rate_interval", "4s")
+        .replace("$__range", range)
+        .replace("$__interval", "1s")
+        .replace("${namespace}", "shop")
+        .replace("$namespace", "shop")
+        .replace("${release}", "gsd")
+        .replace("$release", "gsd")
+        .replace("${pod}", ".*")
+        .replace("$pod", ".*")
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Prometheus API call; the parsed JSON (status and errors included).
+async fn prom_api(prometheus: &str, path: &str) -> Value {
+    let (_, body) = gsd_telemetry::http_get(prometheus, path, Duration::from_secs(10)).await.unwrap();
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: {body}"))
+}
+
+/// Whether a query result holds at least one sample that is a number.
+fn has_data(result: &Value) -> bool {
+    result["data"]["result"].as_array().into_iter().flatten().any(|series| {
+        let values = series["values"].as_array().cloned().unwrap_or_else(|| vec![series["value"].clone()]);
+        values.iter().any(|v| v[1].as_str().is_some_and(|s| s != "NaN"))
+    })
+}
+
+/// Metric names an expression refers to (gsd's own, without histogram suffixes).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("gsd_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        if start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+            names.push(expr[start..end].to_owned());
+        }
+        i = end;
+    }
+    names
+}
+
+#[tokio::test]
+async fn dashboards_and_alerts_work_against_a_real_prometheus() {
+    let Some(prometheus) = tool("prometheus", "PROMETHEUS_BIN") else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let rules = root.join("charts/gsd/rules/gsd.rules.yaml").canonicalize().unwrap();
+    let mut dashboards = Vec::new();
+    for entry in std::fs::read_dir(root.join("dashboards")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json") {
+            let json: Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+            dashboards.push((entry.file_name().into_string().unwrap(), json));
+        }
+    }
+    assert!(!dashboards.is_empty());
+
+    // Two pods behind a forwarder and a client; pod `a` will drain with one
+    // session that never acks, so its drain is incomplete.
+    let (mut a, addr_a) =
+        Proc::server("a", &["--push-interval", "100ms", "--drain-timeout", "2s", "--metrics-linger", "30s"]).await;
+    let (mut b, addr_b) = Proc::server("b", &["--push-interval", "100ms", "--metrics-linger", "0s"]).await;
+    let service = Forwarder::start(vec![addr_a, addr_b]).await;
+    let (mut client, client_metrics) = Proc::client("client", &service.url(), 4, &["--request-interval", "50ms"]).await;
+    let mut silent = Raw::connect(addr_a).await;
+
+    let dir = tempdir("prometheus-dashboards");
+    let target = |addr: SocketAddr, pod: &str| {
+        format!("      - targets: ['{addr}']\n        labels: {{namespace: shop, release: gsd, pod: {pod}}}\n")
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: gsd-server\n    static_configs:\n{}{}  - job_name: gsd-client\n    static_configs:\n{}",
+        rules.display(),
+        target(addr_a, "a"),
+        target(addr_b, "b"),
+        target(client_metrics, "client-0"),
+    );
+    let (mut prom, web) = start_prometheus(&prometheus, &dir, &config);
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    eventually("prometheus scrapes all three", SAFETY, || async {
+        (prom_query(&web, "count(up == 1)").await == Some(3.0)).then_some(())
+    })
+    .await;
+    // Every rule loaded and healthy.
+    let loaded = prom_api(&web, "/api/v1/rules").await;
+    let healthy: Vec<&Value> = loaded["data"]["groups"][0]["rules"].as_array().unwrap().iter().collect();
+    assert_eq!(healthy.len(), 4, "{loaded}");
+    for rule in &healthy {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+
+    // Metric names the services export (histograms by their base name).
+    let mut exported = std::collections::BTreeSet::new();
+    for addr in [addr_a, client_metrics] {
+        for line in scrape(addr).await.lines().filter(|l| l.starts_with("# TYPE ")) {
+            exported.insert(line.split(' ').nth(2).unwrap().to_owned());
+        }
+    }
+
+    a.signal(Signal::SIGTERM);
+    follow_silently(&mut silent).await;
+    assert!(a.wait_exit(SAFETY).await.success());
+    let end = only(&a, "drain_end");
+    assert!(u(&end, "incomplete") >= 1 && u(&end, "complete") >= 1, "{end}");
+    b.wait_count("session_open", 4, SAFETY).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few scrapes of the aftermath
+
+    // Every query of every panel, with the variables substituted, returns data.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let range = format!("{}s", (now - started).ceil() as u64 + 5);
+    for (file, dashboard) in &dashboards {
+        assert!(dashboard["uid"].as_str().is_some_and(|u| !u.is_empty()), "{file}: no uid");
+        let queries = dashboard_queries(dashboard);
+        assert!(queries.len() >= 10, "{file}: only {} queries", queries.len());
+        for (place, expr, instant) in queries {
+            for name in metric_names(&expr) {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .fold(name.clone(), |n, s| n.strip_suffix(s).unwrap_or(&n).to_owned());
+                assert!(exported.contains(&name) || exported.contains(&base), "{file} {place}: {name} is not exported");
+            }
+            let query = url_encode(&substitute(&expr, &range));
+            let result = if instant {
+                prom_api(&web, &format!("/api/v1/query?query={query}")).await
+            } else {
+                prom_api(&web, &format!("/api/v1/query_range?query={query}&start={started}&end={now}&step=1")).await
+            };
+            assert_eq!(result["status"], "success", "{file} {place}: {expr}\n{result}");
+            assert!(has_data(&result), "{file} {place} returns no data: {}", substitute(&expr, &range));
+        }
+    }
+    // Every alert expression parses and names exported metrics only.
+    for rule in &healthy {
+        let expr = rule["query"].as_str().unwrap();
+        for name in metric_names(expr) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(name.clone(), |n, s| n.strip_suffix(s).unwrap_or(&n).to_owned());
+            assert!(exported.contains(&name) || exported.contains(&base), "{}: {name} is not exported", rule["name"]);
+        }
+        let result = prom_api(&web, &format!("/api/v1/query?query={}", url_encode(expr))).await;
+        assert_eq!(result["status"], "success", "{}: {result}", rule["name"]);
+    }
+
+    // The incomplete drain makes GsdDrainIncomplete fire, through the real
+    // rule evaluation, once its `for: 1m` has passed.
+    let alert = eventually("GsdDrainIncomplete firing", Duration::from_secs(150), || async {
+        let alerts = prom_api(&web, "/api/v1/alerts").await;
+        alerts["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "GsdDrainIncomplete" && a["state"] == "firing")
+            .cloned()
+    })
+    .await;
+    assert_eq!(alert["labels"]["pod"], "a", "{alert}");
+    assert_eq!(alert["labels"]["namespace"], "shop");
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert!(alert["annotations"]["description"].as_str().unwrap().starts_with("a in shop reported"), "{alert}");
+    // Nothing was lost, so GsdMessagesLost stays silent.
+    let alerts = prom_api(&web, "/api/v1/alerts").await;
+    assert!(!alerts.to_string().contains("GsdMessagesLost"), "{alerts}");
+
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    b.signal(Signal::SIGTERM);
+    assert!(b.wait_exit(SAFETY).await.success());
+    let _ = prom.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads a raw session to its close without ever acking.
+async fn follow_silently(raw: &mut Raw) {
+    while let common::Seen::Msg(_) = raw.next().await {}
 }

@@ -126,6 +126,22 @@ impl ServerMetrics {
         for outcome in ["complete", "incomplete"] {
             m.drains.with_label_values(&[outcome]);
         }
+        for reason in ["drain_complete", "drain_deadline", "client_close", "vanished", "error", "rejected", "capacity"]
+        {
+            m.sessions_closed.with_label_values(&[reason]);
+        }
+        for kind in ["not_json", "missing_type", "unknown_type", "malformed", "too_big", "binary", "ack_unsent"] {
+            m.protocol_errors.with_label_values(&[kind]);
+        }
+        for reason in ["draining", "capacity"] {
+            m.upgrades_rejected.with_label_values(&[reason]);
+        }
+        for kind in ["welcome", "data", "response", "shutdown_notice", "error", "close"] {
+            m.messages_sent.with_label_values(&[kind]);
+        }
+        for kind in ["request", "ack"] {
+            m.messages_received.with_label_values(&[kind]);
+        }
         m
     }
 }

@@ -4,9 +4,10 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 /// Buckets for durations, in seconds: sub-millisecond to a minute. Drains of a
 /// healthy session last milliseconds; a stuck one lasts the whole drain
-/// timeout (20 s by default), so the upper buckets must reach past it.
+/// timeout (20 s by default), so the upper buckets must reach past it, with
+/// one between 10 s and 20 s so a p99 near the deadline is not guessed.
 pub const DURATION_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0];
 
 /// Buckets for message counts: one per value from 0 to 10 (the default drain
 /// range is 1 to 10), then coarser beyond for configured larger ranges.
