@@ -304,7 +304,7 @@ impl Lab {
         let step = |what: &str| format!("round {round}/{}: {} {id}: {what}", c.rounds, c.scenario_verb());
         let before = scrape(pod.addr).await;
         let sessions =
-            before.as_deref().and_then(|b| gsd_telemetry_sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
+            before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
         let deleted = Instant::now();
         let balancer = self.balancer.clone();
         let (remove_id, delay) = (id.clone(), c.propagation_delay);
@@ -345,7 +345,7 @@ impl Lab {
                     if let Some(body) = scrape(pod.addr).await {
                         // A scrape carrying the shutdown histogram is the last
                         // one; the server exits after it.
-                        if gsd_telemetry_sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0) {
+                        if gsd_telemetry::sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0) {
                             final_body = Some(body.clone());
                         }
                         last = Some(body);
@@ -358,7 +358,7 @@ impl Lab {
         self.balancer.forget(&id);
 
         let body = final_body.as_deref().or(last.as_deref()).unwrap_or_default();
-        let value = |series: &str| gsd_telemetry_sample(body, series).unwrap_or(0.0);
+        let value = |series: &str| gsd_telemetry::sample(body, series).unwrap_or(0.0);
         let complete = value(r#"gsd_server_drains_total{outcome="complete"}"#) as u64;
         let incomplete = value(r#"gsd_server_drains_total{outcome="incomplete"}"#) as u64;
         let outcome = if kill {
@@ -502,22 +502,16 @@ impl LabConfig {
     }
 }
 
-fn gsd_telemetry_sample(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok()).flatten()
-    })
-}
-
-async fn scrape(addr: SocketAddr) -> Option<String> {
+/// `/metrics` of a pod or client, if it answers.
+pub(crate) async fn scrape(addr: SocketAddr) -> Option<String> {
     match gsd_telemetry::http_get(&addr.to_string(), "/metrics", Duration::from_secs(2)).await {
         Ok((200, body)) => Some(body),
         _ => None,
     }
 }
 
-async fn scrape_value(addr: SocketAddr, series: &str) -> Option<f64> {
-    gsd_telemetry_sample(&scrape(addr).await?, series)
+pub(crate) async fn scrape_value(addr: SocketAddr, series: &str) -> Option<f64> {
+    gsd_telemetry::sample(&scrape(addr).await?, series)
 }
 
 /// The live progress line on stderr: rewritten in place on a terminal, a
@@ -530,8 +524,8 @@ async fn show_progress(progress: Arc<Progress>, started: Instant) {
         let (mut sessions, mut lost) = (0.0, 0.0);
         for addr in addrs {
             if let Some(body) = scrape(addr).await {
-                sessions += gsd_telemetry_sample(&body, "gsd_client_sessions").unwrap_or(0.0);
-                lost += gsd_telemetry_sample(&body, "gsd_client_messages_lost_total").unwrap_or(0.0);
+                sessions += gsd_telemetry::sample(&body, "gsd_client_sessions").unwrap_or(0.0);
+                lost += gsd_telemetry::sample(&body, "gsd_client_messages_lost_total").unwrap_or(0.0);
             }
         }
         let step = progress.step.lock().unwrap().clone();
@@ -609,17 +603,4 @@ pub fn render(report: &Report) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_are_found_by_exact_series() {
-        let body = "# HELP x y\nx_total{outcome=\"complete\"} 3\nx_total{outcome=\"incomplete\"} 0\ny 1.5\n";
-        assert_eq!(gsd_telemetry_sample(body, r#"x_total{outcome="complete"}"#), Some(3.0));
-        assert_eq!(gsd_telemetry_sample(body, "y"), Some(1.5));
-        assert_eq!(gsd_telemetry_sample(body, "x_total"), None);
-    }
 }

@@ -351,6 +351,7 @@ async fn garbage_flags_and_environment_fail_with_a_clear_message() {
         ("server", &[], &[("LOG_FORMAT", "xml")], "log-format"),
         ("server", &[], &[("PUSH_INTERVAL", "-1s")], "push-interval"),
         ("server", &[], &[("SERVER_ID", "two words")], "not a usable id"),
+        ("server", &["--drain-pacing", "30s"], &[], "must be shorter than DRAIN_TIMEOUT"),
         ("client", &[], &[("SERVER_URL", "http://example/ws")], "not a ws:// URL"),
         ("client", &[], &[("CLIENTS", "0")], "clients"),
         ("client", &["--reconnect-backoff-cap", "0s"], &[], "larger than 0"),
@@ -410,4 +411,59 @@ async fn client_check_reports_a_welcome_or_its_absence() {
     let refused = check(format!("ws://{addr}/ws")).await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no welcome from"));
+}
+
+#[tokio::test]
+async fn drain_pacing_spreads_the_notices_and_still_drains_everything() {
+    let (mut server, addr) =
+        Proc::server("paced", &["--drain-pacing", "1s", "--push-interval", "50ms", "--metrics-linger", "0s"]).await;
+    let (mut client, _) = Proc::client("client", &format!("ws://{addr}/ws"), 8, &["--request-interval", "50ms"]).await;
+    server.wait_count("session_open", 8, SAFETY).await;
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success());
+    let end = only(&server, "drain_end");
+    assert_eq!((u(&end, "complete"), u(&end, "incomplete")), (8, 0), "{end}");
+    // The notices went out over the window, not in one instant.
+    let mut at: Vec<String> =
+        server.events("drain_notice").iter().map(|e| e["timestamp"].as_str().unwrap().to_owned()).collect();
+    at.sort();
+    let ms = |t: &str| -> f64 {
+        let secs = t.split(':').next_back().unwrap().trim_end_matches('Z');
+        let minutes: f64 = t.split(':').nth(1).unwrap().parse().unwrap();
+        minutes * 60_000.0 + secs.parse::<f64>().unwrap() * 1000.0
+    };
+    let spread = ms(at.last().unwrap()) - ms(&at[0]);
+    assert!(spread > 200.0 && spread < 1200.0, "notices spread over {spread} ms: {at:?}");
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    let exit = only(&client, "client_exit");
+    assert_eq!((u(&exit, "drains_complete"), u(&exit, "messages_lost")), (8, 0), "{exit}");
+}
+
+#[tokio::test]
+async fn sessions_over_max_sessions_are_refused_with_1013() {
+    let (mut server, addr) =
+        Proc::server("full", &["--max-sessions", "2", "--drain-timeout", "1s", "--metrics-linger", "0s"]).await;
+    let _first = Raw::connect(addr).await;
+    let _second = Raw::connect(addr).await;
+    let (mut third, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    let frame = tokio::time::timeout(SAFETY, futures_util::StreamExt::next(&mut third)).await.unwrap();
+    match frame {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), close::TRY_AGAIN_LATER)
+        }
+        other => panic!("expected close 1013 before any welcome, got {other:?}"),
+    }
+    assert_eq!(metric(addr, r#"gsd_server_upgrades_rejected_total{reason="capacity"}"#).await, Some(1.0));
+    // A client that meets the limit counts it and keeps retrying.
+    let (mut client, metrics) =
+        Proc::client("client", &format!("ws://{addr}/ws"), 1, &["--reconnect-backoff-cap", "200ms"]).await;
+    common::eventually("a capacity refusal counted", SAFETY, || async {
+        metric(metrics, r#"gsd_client_connect_failures_total{reason="capacity"}"#).await.filter(|v| *v >= 1.0)
+    })
+    .await;
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success());
 }

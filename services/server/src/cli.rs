@@ -18,6 +18,9 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let config = Config::parse_from(args);
+    if let Err(e) = config.validate() {
+        clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).exit();
+    }
     let telemetry = gsd_telemetry::init(config.log_format, "gsd-server")?;
     // Thousands of sessions need thousands of descriptors.
     let nofile = rlimit::increase_nofile_limit(u64::MAX).ok();

@@ -35,6 +35,13 @@ pub struct Config {
     #[arg(long, env = "DRAIN_MESSAGES", default_value = "1-10", value_parser = parse_range)]
     pub drain_messages: MessageRange,
 
+    /// Spread the sessions' shutdown notices over this window (each session
+    /// starts its drain at a random offset in it) instead of all at once, so
+    /// that reconnects do not hit the other replicas in one burst. Must be
+    /// shorter than the drain timeout; 0s drains every session at once.
+    #[arg(long, env = "DRAIN_PACING", default_value = "0s", value_parser = parse_duration)]
+    pub drain_pacing: Duration,
+
     /// Interval between regular data pushes on each session; 0s turns them off.
     #[arg(long, env = "PUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub push_interval: Duration,
@@ -120,6 +127,17 @@ fn parse_server_id(text: &str) -> Result<String, String> {
 }
 
 impl Config {
+    /// Checks what one flag alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.drain_pacing >= self.drain_timeout {
+            return Err(format!(
+                "DRAIN_PACING ({:?}) must be shorter than DRAIN_TIMEOUT ({:?}): the last notices would come after the deadline",
+                self.drain_pacing, self.drain_timeout
+            ));
+        }
+        Ok(())
+    }
+
     /// The replica's name: `--server-id`/`SERVER_ID`, else `POD_NAME`, else the
     /// hostname, else `gsd-server`.
     pub fn resolved_server_id(&self) -> String {

@@ -67,7 +67,9 @@ pub(crate) struct Shared {
     pub registry: Registry,
     /// Cancelled when the drain starts; every session selects on it.
     pub drain: CancellationToken,
-    /// When the drain must be over; set just before `drain` is cancelled.
+    /// When the drain started and when it must be over; set just before
+    /// `drain` is cancelled.
+    pub started: OnceLock<Instant>,
     pub deadline: OnceLock<Instant>,
     /// Parent of every session's drain span; taken (and so closed) when the
     /// drain ends.
@@ -90,6 +92,14 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn is_draining(&self) -> bool {
         self.drain.is_cancelled()
+    }
+
+    /// Resolves when a session whose pacing offset is `offset` should start
+    /// its drain: `offset` after the drain began (never before the drain).
+    pub async fn drain_turn(&self, offset: Duration) {
+        self.drain.cancelled().await;
+        let started = *self.started.get().expect("set before the drain starts");
+        tokio::time::sleep_until(started + offset).await;
     }
 
     /// Resolves once the drain deadline has passed (never before the drain).
@@ -199,6 +209,7 @@ pub async fn run(
         metrics,
         registry,
         drain: CancellationToken::new(),
+        started: OnceLock::new(),
         deadline: OnceLock::new(),
         drain_span: Mutex::new(None),
         sessions: TaskTracker::new(),
@@ -253,10 +264,12 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     let sessions = shared.sessions.len() as u64;
     let span = info_span!(target: "gsd_server::drain", "drain", server_id = %shared.server_id, sessions,
         complete = tracing::field::Empty, incomplete = tracing::field::Empty, duration_ms = tracing::field::Empty);
+    shared.started.set(started).expect("drain runs once");
     shared.deadline.set(started + timeout).expect("drain runs once");
     *shared.drain_span.lock().expect("not poisoned") = Some(span.clone());
     shared.metrics.draining.set(1);
-    info!(server_id = %shared.server_id, sessions, timeout_ms = timeout.as_millis() as u64, "drain_start");
+    info!(server_id = %shared.server_id, sessions, timeout_ms = timeout.as_millis() as u64,
+        pacing_ms = shared.config.drain_pacing.as_millis() as u64, "drain_start");
     shared.drain.cancel();
     shared.sessions.close();
 

@@ -151,6 +151,9 @@ impl Session {
         );
         push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+        // With DRAIN_PACING, this session's notice waits for its turn.
+        let pacing = shared.config.drain_pacing;
+        let offset = if pacing.is_zero() { Duration::ZERO } else { pacing.mul_f64(rand::rng().random_range(0.0..1.0)) };
         let end = loop {
             if let Some(drain) = &self.drain {
                 if self.acked >= drain.last_seq && self.pending.is_empty() {
@@ -161,7 +164,7 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 _ = shared.deadline_passed(), if self.drain.is_some() => Err(End::DrainDeadline),
-                _ = shared.drain.cancelled(), if self.drain.is_none() => self.start_drain().await,
+                _ = shared.drain_turn(offset), if self.drain.is_none() => self.start_drain().await,
                 frame = rx.next() => self.on_frame(frame).await,
                 _ = tokio::time::sleep_until(next_answer.unwrap_or_else(Instant::now)), if next_answer.is_some() => {
                     self.answer_ready().await

@@ -9,4 +9,4 @@ mod metrics;
 
 pub use http::{HttpError, http_get};
 pub use logs::{LogFormat, Telemetry, TelemetryError, init};
-pub use metrics::{COUNT_BUCKETS, DURATION_BUCKETS, metrics_response, render};
+pub use metrics::{COUNT_BUCKETS, DURATION_BUCKETS, metrics_response, render, sample};

@@ -26,3 +26,26 @@ pub fn metrics_response(registry: &Registry) -> Response {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
     response
 }
+
+/// The value of the sample named exactly `series` (metric name plus labels
+/// as exposed, e.g. `x_total{outcome="complete"}`) in a text exposition.
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_found_by_exact_series() {
+        let body = "# HELP x y\nx_total{outcome=\"complete\"} 3\nx_total{outcome=\"incomplete\"} 0\ny 1.5\nz NaN\n";
+        assert_eq!(sample(body, r#"x_total{outcome="complete"}"#), Some(3.0));
+        assert_eq!(sample(body, "y"), Some(1.5));
+        assert_eq!(sample(body, "x_total"), None);
+        assert!(sample(body, "z").unwrap().is_nan());
+    }
+}

@@ -220,12 +220,7 @@ pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
     sample(&body, series)
 }
 
-pub fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().unwrap())
-    })
-}
+pub use gsd_telemetry::sample;
 
 /// An external tool (Prometheus, promtool, Jaeger): from the environment
 /// variable `env`, else from PATH. When it is missing the calling test is
