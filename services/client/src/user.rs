@@ -134,7 +134,10 @@ pub(crate) async fn check(config: &Config) -> Result<(String, String), String> {
 async fn connect_once(config: &Config) -> Result<Connected, ConnectError> {
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(gsd_protocol::MAX_WIRE_BYTES))
-        .max_frame_size(Some(gsd_protocol::MAX_WIRE_BYTES));
+        .max_frame_size(Some(gsd_protocol::MAX_WIRE_BYTES))
+        .read_buffer_size(gsd_protocol::READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(gsd_protocol::MAX_WRITE_BUFFER_BYTES);
     let attempt = async {
         let (mut ws, _) =
             tokio_tungstenite::connect_async_with_config(config.server_url.as_str(), Some(ws_config), true)

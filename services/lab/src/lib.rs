@@ -3,6 +3,7 @@
 //! lost. It stands in for a cluster: see the README's "Local rehearsal".
 
 pub mod balancer;
+pub mod bench;
 pub mod config;
 pub mod lab;
 pub mod proc;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match role {
         "server" => gsd_server::cli::main(program("gsd-server")),
         "client" => gsd_client::cli::main(program("gsd-client")),
+        "bench" => return bench(gsd_lab::bench::BenchConfig::parse_from(program("gsd-lab bench"))),
         _ => return rehearse(LabConfig::parse()),
     };
     match result {
@@ -22,6 +23,57 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `work` on a fresh runtime until it ends or SIGTERM/SIGINT arrives
+/// (`None`); whatever happens, no child process outlives it, a panic included.
+fn interruptible<F, T>(work: impl FnOnce(Reaper) -> F) -> Option<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    let reaper = Reaper::default();
+    reaper.on_panic();
+    let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
+    let outcome = runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            result = work(reaper.clone()) => Some(result),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        }
+    });
+    reaper.kill_all();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    outcome
+}
+
+/// `gsd-lab bench`: measures, prints the Markdown tables, writes JSON.
+fn bench(config: gsd_lab::bench::BenchConfig) -> ExitCode {
+    let Ok(exe) = std::env::current_exe() else {
+        eprintln!("gsd-lab: cannot find its own executable");
+        return ExitCode::from(2);
+    };
+    let json = config.json.clone();
+    let outcome = interruptible(|reaper| gsd_lab::bench::run(config, exe, reaper));
+    match outcome {
+        None => ExitCode::from(130),
+        Some(Err(e)) => {
+            eprintln!("gsd-lab bench: {e}");
+            ExitCode::from(2)
+        }
+        Some(Ok(report)) => {
+            print!("{}", gsd_lab::bench::render(&report));
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).expect("the results serialise");
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("gsd-lab bench: writing {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            ExitCode::SUCCESS
         }
     }
 }
@@ -38,22 +90,8 @@ fn rehearse(config: LabConfig) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let reaper = Reaper::default();
-    reaper.on_panic();
-    let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
     let json = config.json.clone();
-    let outcome = runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            report = gsd_lab::run(config, exe, reaper.clone()) => Some(report),
-            _ = term.recv() => None,
-            _ = int.recv() => None,
-        }
-    });
-    // Whatever happened, no child outlives the lab.
-    reaper.kill_all();
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    let outcome = interruptible(|reaper| gsd_lab::run(config, exe, reaper));
     match outcome {
         None => {
             eprintln!("\ngsd-lab: interrupted; every process it started was ended");

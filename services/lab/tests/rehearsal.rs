@@ -148,3 +148,33 @@ fn sigterm_to_the_lab_ends_every_process_it_started() {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
 }
+
+#[test]
+fn the_benchmark_command_runs_every_scenario_in_its_quick_form() {
+    let json = std::env::temp_dir().join(format!("gsd-bench-{}.json", std::process::id()));
+    let output =
+        std::process::Command::new(common::lab()).args(["bench", "--quick", "--json"]).arg(&json).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for table in ["### Drain time", "### Failover", "### Memory per idle session", "### Steady throughput"] {
+        assert!(stdout.contains(table), "{stdout}");
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    for drain in report["drain"].as_array().unwrap() {
+        assert_eq!(drain["complete"], drain["sessions"], "{drain}");
+        assert_eq!(drain["incomplete"], 0);
+        assert_eq!(drain["messages_lost"], 0);
+        assert!(drain["shutdown_seconds"].as_f64().unwrap() > 0.0);
+    }
+    let failover = report["failover"].as_array().unwrap();
+    assert_eq!(failover.len(), 4);
+    for f in failover {
+        assert!(f["reconnects"].as_u64().unwrap() > 0, "{f}");
+        assert_eq!(f["drains_incomplete"], 0, "{f}");
+        assert_eq!((f["messages_lost"].as_u64(), f["requests_lost"].as_u64()), (Some(0), Some(0)), "{f}");
+        assert!(f["all_back_seconds"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    assert!(report["memory"]["server_kib_per_session"].as_f64().unwrap() > 0.0);
+    assert!(report["throughput"]["messages_per_cpu_second"].as_f64().unwrap() > 0.0);
+}

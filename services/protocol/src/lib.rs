@@ -23,6 +23,18 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// protects.
 pub const MAX_WIRE_BYTES: usize = 1024 * 1024;
 
+/// Initial read buffer of each WebSocket connection, on both sides. Frames
+/// are small (a data frame is well under 200 bytes), and thousands of idle
+/// sessions must stay cheap: the WebSocket layer's default of 128 KiB per
+/// connection would cost over a gigabyte at 10,000 sessions. The buffer
+/// grows for a larger frame and shrinks back.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Bound on the bytes queued for writing on one connection: a peer that
+/// stops reading gets backpressure (its session's sends wait), never an
+/// unbounded buffer.
+pub const MAX_WRITE_BUFFER_BYTES: usize = 2 * MAX_WIRE_BYTES;
+
 /// WebSocket close codes gsd sends (RFC 6455 section 7.4.1 and the IANA registry).
 pub mod close {
     /// The client ends its session (client shutdown).

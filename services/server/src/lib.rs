@@ -184,6 +184,9 @@ async fn ws_upgrade(
     upgrade
         .max_message_size(gsd_protocol::MAX_WIRE_BYTES)
         .max_frame_size(gsd_protocol::MAX_WIRE_BYTES)
+        .read_buffer_size(gsd_protocol::READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(gsd_protocol::MAX_WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|e| warn!(error = %e, "upgrade_failed"))
         .on_upgrade(move |socket| async move {
             session::run(socket, shared, peer).await;

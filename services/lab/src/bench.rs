@@ -1,0 +1,505 @@
+//! `gsd-lab bench`: the numbers behind docs/benchmarks.md, measured on
+//! loopback with the real server and client processes. Not a test: it
+//! measures and reports; the tests assert behaviour.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::balancer::Balancer;
+use crate::lab::{scrape, scrape_value};
+use crate::proc::{Proc, ProcError, Reaper};
+
+/// gsd-lab bench: drain time against sessions, failover, memory per idle
+/// session and steady throughput, on loopback.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gsd-lab bench", about, long_about = None)]
+pub struct BenchConfig {
+    /// Sessions held by one server in the drain scenario, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    pub drain_sizes: Vec<u32>,
+    /// Virtual users in the failover scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub failover_users: u32,
+    /// Idle sessions in the memory scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub memory_sessions: u32,
+    /// Busy sessions in the throughput scenario.
+    #[arg(long, default_value_t = 1_000)]
+    pub throughput_sessions: u32,
+    /// Measurement window of the throughput scenario.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub throughput_window: Duration,
+    /// Small sizes everywhere: a smoke run for CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainResult {
+    pub sessions: u32,
+    /// Signal to last session closed, from the server's histogram.
+    pub shutdown_seconds: f64,
+    /// Signal to process exit, measured by the bench.
+    pub exit_seconds: f64,
+    pub complete: u64,
+    pub incomplete: u64,
+    pub messages_drained: u64,
+    pub messages_lost: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverResult {
+    pub variant: String,
+    pub users: u32,
+    pub reconnects: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// SIGTERM to every user holding a session again.
+    pub all_back_seconds: f64,
+    pub drains_complete: u64,
+    pub drains_incomplete: u64,
+    pub messages_lost: u64,
+    pub requests_lost: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryResult {
+    pub sessions: u32,
+    pub server_rss_idle_kib: u64,
+    pub server_rss_loaded_kib: u64,
+    pub server_kib_per_session: f64,
+    pub client_rss_one_kib: u64,
+    pub client_rss_loaded_kib: u64,
+    pub client_kib_per_session: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputResult {
+    pub sessions: u32,
+    pub window_seconds: f64,
+    /// Frames the server sent and received in the window.
+    pub messages: u64,
+    pub messages_per_second: f64,
+    /// Server CPU seconds (user + system) in the window.
+    pub server_cpu_seconds: f64,
+    pub messages_per_cpu_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub drain: Vec<DrainResult>,
+    pub failover: Vec<FailoverResult>,
+    pub memory: MemoryResult,
+    pub throughput: ThroughputResult,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error("{0}")]
+    Stuck(String),
+}
+
+const SETTLE: Duration = Duration::from_secs(2);
+
+struct Bench {
+    exe: PathBuf,
+    reaper: Reaper,
+}
+
+/// A server process and its address.
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Bench {
+    async fn server(&self, id: &str, extra: &[&str]) -> Result<Server, BenchError> {
+        let mut args = vec!["server", "--bind", "127.0.0.1", "--port", "0", "--server-id", id];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn(&self.exe, &args, &[], id, &self.reaper)?;
+        let up = proc.wait_for("listening", |e| e["message"] == "listening", Duration::from_secs(30)).await?;
+        let addr = up["addr"].as_str().and_then(|a| a.parse().ok()).expect("the server logs its address");
+        Ok(Server { proc, addr })
+    }
+
+    async fn client(&self, url: &str, users: u32, extra: &[&str]) -> Result<(Proc, SocketAddr), BenchError> {
+        let users = users.to_string();
+        // Spread 10,000 connects over a couple of seconds rather than one burst.
+        let ramp = format!("{}ms", users.parse::<u64>().unwrap_or(1) / 5);
+        let mut args = vec![
+            "client",
+            "--server-url",
+            url,
+            "--clients",
+            &users,
+            "--metrics-bind",
+            "127.0.0.1",
+            "--metrics-port",
+            "0",
+            "--ramp-up",
+            &ramp,
+        ];
+        args.extend_from_slice(extra);
+        let envs = [("RUST_LOG", "warn,gsd_client::reconnect=debug,gsd_client=info")];
+        let mut proc = Proc::spawn(&self.exe, &args, &envs, "client", &self.reaper)?;
+        let up = proc.wait_for("metrics", |e| e["message"] == "metrics_listening", Duration::from_secs(30)).await?;
+        let addr = up["metrics_addr"].as_str().and_then(|a| a.parse().ok()).expect("the client logs its address");
+        Ok((proc, addr))
+    }
+
+    async fn drain(&self, sessions: u32) -> Result<DrainResult, BenchError> {
+        let mut server = self.server("bench-drain", &["--push-interval", "1s", "--metrics-linger", "30s"]).await?;
+        let url = format!("ws://{}/ws", server.addr);
+        let (mut client, _) = self.client(&url, sessions, &["--request-interval", "1s"]).await?;
+        wait_value(server.addr, "gsd_server_sessions", sessions as f64, Duration::from_secs(180)).await?;
+        tokio::time::sleep(SETTLE).await;
+        let signalled = Instant::now();
+        server.proc.signal(Signal::SIGTERM);
+        let last = last_scrape(&mut server).await;
+        let exit = signalled.elapsed();
+        let totals = stop_client(&mut client).await?;
+        let v = |series: &str| gsd_telemetry::sample(&last, series).unwrap_or(f64::NAN);
+        Ok(DrainResult {
+            sessions,
+            shutdown_seconds: v("gsd_server_shutdown_duration_seconds_sum"),
+            exit_seconds: exit.as_secs_f64(),
+            complete: v(r#"gsd_server_drains_total{outcome="complete"}"#) as u64,
+            incomplete: v(r#"gsd_server_drains_total{outcome="incomplete"}"#) as u64,
+            messages_drained: v("gsd_server_drain_messages_sum") as u64,
+            messages_lost: totals.get("messages_lost").copied().unwrap_or(0),
+        })
+    }
+
+    async fn failover(&self, variant: &str, users: u32) -> Result<FailoverResult, BenchError> {
+        let (server_args, client_args): (&[&str], &[&str]) = match variant {
+            "no jitter" => (&[], &["--reconnect-jitter", "0s"]),
+            "jitter 100ms (default)" => (&[], &[]),
+            "jitter 100ms + drain pacing 1s" => (&["--drain-pacing", "1s"], &[]),
+            "make-before-break" => (&[], &["--make-before-break"]),
+            other => unreachable!("variant {other}"),
+        };
+        let mut common = vec!["--push-interval", "1s", "--metrics-linger", "30s"];
+        common.extend_from_slice(server_args);
+        let mut a = self.server("bench-a", &common).await?;
+        let b = self.server("bench-b", &common).await?;
+        let balancer = Arc::new(
+            Balancer::start("127.0.0.1:0".parse().unwrap(), false, Duration::from_millis(100))
+                .await
+                .map_err(|e| BenchError::Stuck(format!("balancer: {e}")))?,
+        );
+        balancer.add("bench-a", a.addr);
+        balancer.add("bench-b", b.addr);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(balancer.eligible("bench-a") && balancer.eligible("bench-b")) {
+            if Instant::now() > deadline {
+                return Err(BenchError::Stuck("the servers never became ready".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let url = format!("ws://{}/ws", balancer.addr);
+        let mut args = vec!["--request-interval", "1s"];
+        args.extend_from_slice(client_args);
+        let (mut client, metrics) = self.client(&url, users, &args).await?;
+        wait_value(metrics, "gsd_client_sessions", users as f64, Duration::from_secs(180)).await?;
+        tokio::time::sleep(SETTLE).await;
+
+        // A pod deletion with the endpoint already gone: SIGTERM, drain, and
+        // the users come back through the balancer to the other replica.
+        balancer.remove("bench-a");
+        let signalled = Instant::now();
+        a.proc.signal(Signal::SIGTERM);
+        let mut back = None;
+        let until = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < until {
+            let reconnects: f64 =
+                scrape_value(metrics, "gsd_client_reconnect_latency_seconds_count").await.unwrap_or(0.0);
+            let sessions = scrape_value(metrics, "gsd_client_sessions").await.unwrap_or(0.0);
+            if reconnects > 0.0 && sessions >= users as f64 {
+                back = Some(signalled.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = last_scrape(&mut a).await;
+        let totals = stop_client(&mut client).await?;
+        let mut latencies: Vec<f64> = client
+            .events("reconnected")
+            .iter()
+            .map(|e| e["latency_us"].as_u64().unwrap_or(0) as f64 / 1000.0)
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let q = |q: f64| match latencies.len() {
+            0 => f64::NAN,
+            n => latencies[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
+        };
+        let mut b = b;
+        b.proc.signal(Signal::SIGTERM);
+        let _ = last_scrape(&mut b).await;
+        let t = |k: &str| totals.get(k).copied().unwrap_or(0);
+        Ok(FailoverResult {
+            variant: variant.to_owned(),
+            users,
+            reconnects: latencies.len() as u64,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            max_ms: q(1.0),
+            all_back_seconds: back.map_or(f64::NAN, |d| d.as_secs_f64()),
+            drains_complete: t("drains_complete"),
+            drains_incomplete: t("drains_incomplete"),
+            messages_lost: t("messages_lost"),
+            requests_lost: t("requests_lost"),
+        })
+    }
+
+    async fn memory(&self, sessions: u32) -> Result<MemoryResult, BenchError> {
+        let idle = ["--push-interval", "0s", "--metrics-linger", "0s"];
+        let mut server = self.server("bench-memory", &idle).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let server_idle = rss_kib(&server.proc);
+        let url = format!("ws://{}/ws", server.addr);
+        let (mut one, one_metrics) = self.client(&url, 1, &["--request-interval", "0s"]).await?;
+        wait_value(one_metrics, "gsd_client_sessions", 1.0, Duration::from_secs(30)).await?;
+        tokio::time::sleep(SETTLE).await;
+        let client_one = rss_kib(&one);
+        stop_client(&mut one).await?;
+        let (mut many, many_metrics) = self.client(&url, sessions, &["--request-interval", "0s"]).await?;
+        wait_value(many_metrics, "gsd_client_sessions", sessions as f64, Duration::from_secs(180)).await?;
+        tokio::time::sleep(SETTLE).await;
+        let server_loaded = rss_kib(&server.proc);
+        let client_loaded = rss_kib(&many);
+        stop_client(&mut many).await?;
+        server.proc.signal(Signal::SIGTERM);
+        let _ = last_scrape(&mut server).await;
+        let per = |loaded: u64, base: u64, n: u32| loaded.saturating_sub(base) as f64 / n.max(1) as f64;
+        Ok(MemoryResult {
+            sessions,
+            server_rss_idle_kib: server_idle,
+            server_rss_loaded_kib: server_loaded,
+            server_kib_per_session: per(server_loaded, server_idle, sessions),
+            client_rss_one_kib: client_one,
+            client_rss_loaded_kib: client_loaded,
+            client_kib_per_session: per(client_loaded, client_one, sessions.saturating_sub(1)),
+        })
+    }
+
+    async fn throughput(&self, sessions: u32, window: Duration) -> Result<ThroughputResult, BenchError> {
+        let mut server = self
+            .server(
+                "bench-throughput",
+                &["--push-interval", "10ms", "--processing-latency", "0s", "--metrics-linger", "0s"],
+            )
+            .await?;
+        let url = format!("ws://{}/ws", server.addr);
+        let (mut client, _) =
+            self.client(&url, sessions, &["--request-interval", "10ms", "--processing-time", "0s"]).await?;
+        wait_value(server.addr, "gsd_server_sessions", sessions as f64, Duration::from_secs(120)).await?;
+        tokio::time::sleep(SETTLE).await;
+        let frames = |body: &str| -> f64 {
+            body.lines()
+                .filter(|l| {
+                    l.starts_with("gsd_server_messages_sent_total{")
+                        || l.starts_with("gsd_server_messages_received_total{")
+                })
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        let before =
+            (frames(&scrape(server.addr).await.unwrap_or_default()), cpu_seconds(&server.proc), Instant::now());
+        tokio::time::sleep(window).await;
+        let after = (frames(&scrape(server.addr).await.unwrap_or_default()), cpu_seconds(&server.proc), Instant::now());
+        stop_client(&mut client).await?;
+        server.proc.signal(Signal::SIGTERM);
+        let _ = last_scrape(&mut server).await;
+        let messages = (after.0 - before.0) as u64;
+        let seconds = (after.2 - before.2).as_secs_f64();
+        let cpu = after.1 - before.1;
+        Ok(ThroughputResult {
+            sessions,
+            window_seconds: seconds,
+            messages,
+            messages_per_second: messages as f64 / seconds,
+            server_cpu_seconds: cpu,
+            messages_per_cpu_second: if cpu > 0.0 { messages as f64 / cpu } else { f64::NAN },
+        })
+    }
+}
+
+/// Polls `/metrics` until `series` reaches `want`.
+async fn wait_value(addr: SocketAddr, series: &str, want: f64, timeout: Duration) -> Result<(), BenchError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let value = scrape_value(addr, series).await.unwrap_or(0.0);
+        if value >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Stuck(format!("{series} reached only {value} of {want} at {addr}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Scrapes a terminating server until its shutdown histogram shows (which
+/// also ends its linger), then waits for its exit; the last body.
+async fn last_scrape(server: &mut Server) -> String {
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.proc.try_status().is_none() && Instant::now() < deadline {
+        if let Some(body) = scrape(server.addr).await {
+            let done = gsd_telemetry::sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0);
+            last = body;
+            if done {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.proc.wait_exit(Duration::from_secs(10)).await;
+    last
+}
+
+/// SIGTERM to a client; the numeric fields of its `client_exit` event.
+async fn stop_client(client: &mut Proc) -> Result<BTreeMap<String, u64>, BenchError> {
+    client.signal(Signal::SIGTERM);
+    let exit = client.wait_for("client_exit", |e| e["message"] == "client_exit", Duration::from_secs(60)).await?;
+    client.wait_exit(Duration::from_secs(10)).await;
+    Ok(exit.as_object().into_iter().flatten().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect())
+}
+
+fn proc_file(proc: &Proc, file: &str) -> String {
+    std::fs::read_to_string(Path::new("/proc").join(proc.pid().to_string()).join(file)).unwrap_or_default()
+}
+
+fn rss_kib(proc: &Proc) -> u64 {
+    proc_file(proc, "status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds of a process (Linux clock ticks are 1/100 s).
+fn cpu_seconds(proc: &Proc) -> f64 {
+    let stat = proc_file(proc, "stat");
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn machine() -> (usize, f64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    (cores, kib / 1024.0 / 1024.0)
+}
+
+/// Runs every scenario and returns the results.
+pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Result<BenchReport, BenchError> {
+    if config.quick {
+        config.drain_sizes = vec![50, 200];
+        config.failover_users = 200;
+        config.memory_sessions = 500;
+        config.throughput_sessions = 100;
+        config.throughput_window = Duration::from_secs(3);
+    }
+    let bench = Bench { exe, reaper };
+    let (cores, memory_gib) = machine();
+    let mut drain = Vec::new();
+    for &n in &config.drain_sizes {
+        eprintln!("bench: drain with {n} sessions");
+        drain.push(bench.drain(n).await?);
+    }
+    let mut failover = Vec::new();
+    for variant in ["no jitter", "jitter 100ms (default)", "jitter 100ms + drain pacing 1s", "make-before-break"] {
+        eprintln!("bench: failover of {} users, {variant}", config.failover_users);
+        failover.push(bench.failover(variant, config.failover_users).await?);
+    }
+    eprintln!("bench: memory at {} idle sessions", config.memory_sessions);
+    let memory = bench.memory(config.memory_sessions).await?;
+    eprintln!("bench: throughput of {} sessions", config.throughput_sessions);
+    let throughput = bench.throughput(config.throughput_sessions, config.throughput_window).await?;
+    Ok(BenchReport { cores, memory_gib, drain, failover, memory, throughput })
+}
+
+/// The results as the Markdown tables of docs/benchmarks.md.
+pub fn render(r: &BenchReport) -> String {
+    let mut out = format!("Machine: {} cores, {:.1} GiB.\n\n", r.cores, r.memory_gib);
+    out += "### Drain time against sessions (one server, no preStop)\n\n";
+    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    for d in &r.drain {
+        out += &format!(
+            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} |\n",
+            d.sessions,
+            d.shutdown_seconds,
+            d.exit_seconds,
+            d.complete,
+            d.incomplete,
+            d.messages_drained,
+            d.messages_lost
+        );
+    }
+    out += "\n### Failover (two servers behind the Service stand-in, one terminated)\n\n";
+    out += "| variant | users | reconnects | p50 | p99 | max | all back after | drains complete / incomplete | lost (messages / requests) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for f in &r.failover {
+        out += &format!(
+            "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3} s | {} / {} | {} / {} |\n",
+            f.variant,
+            f.users,
+            f.reconnects,
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            f.all_back_seconds,
+            f.drains_complete,
+            f.drains_incomplete,
+            f.messages_lost,
+            f.requests_lost
+        );
+    }
+    let m = &r.memory;
+    out += "\n### Memory per idle session\n\n";
+    out += "| sessions | server RSS idle | server RSS loaded | server per session | client RSS (1 user) | client RSS loaded | client per session |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += &format!(
+        "| {} | {} KiB | {} KiB | {:.1} KiB | {} KiB | {} KiB | {:.1} KiB |\n",
+        m.sessions,
+        m.server_rss_idle_kib,
+        m.server_rss_loaded_kib,
+        m.server_kib_per_session,
+        m.client_rss_one_kib,
+        m.client_rss_loaded_kib,
+        m.client_kib_per_session
+    );
+    let t = &r.throughput;
+    out += "\n### Steady throughput (one server)\n\n";
+    out += "| sessions | window | frames (sent + received) | frames/s | server CPU | frames per CPU-second |\n|---:|---:|---:|---:|---:|---:|\n";
+    out += &format!(
+        "| {} | {:.1} s | {} | {:.0} | {:.2} s | {:.0} |\n",
+        t.sessions,
+        t.window_seconds,
+        t.messages,
+        t.messages_per_second,
+        t.server_cpu_seconds,
+        t.messages_per_cpu_second
+    );
+    out
+}
