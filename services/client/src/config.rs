@@ -96,8 +96,17 @@ pub fn parse_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Longest duration any option takes: beyond it a value is a mistake (and
+/// deadline arithmetic would overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration such as 500ms or 5s: {e}"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration such as 500ms or 20s: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{text}` is over the 24h limit"));
+    }
+    Ok(d)
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {

@@ -25,6 +25,9 @@ use crate::metrics::ClientMetrics;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Data frames a session holds in processing before it stops reading more.
+const MAX_PROCESSING: usize = 4096;
+
 /// What every virtual user of the process shares.
 pub(crate) struct Shared {
     pub config: Config,
@@ -254,13 +257,10 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     }
     if let Some(handle) = prefetched.take() {
         // A session opened ahead of time and never used: close it properly.
-        if handle.is_finished() {
-            if let Ok(Some(mut connected)) = handle.await {
-                let close = connected.ws.send(Message::Close(Some(normal_close())));
-                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
-            }
-        } else {
-            handle.abort();
+        // (Its connect loop stops by itself on shutdown.)
+        if let Ok(Some(mut connected)) = handle.await {
+            let close = connected.ws.send(Message::Close(Some(normal_close())));
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         }
     }
     let unanswered = book.outstanding.len() as u64;
@@ -424,7 +424,9 @@ impl Session<'_> {
                     Ok(None)
                 }
                 _ = tokio::time::sleep_until(exit_by.unwrap_or_else(Instant::now)), if exit_by.is_some() => Ok(None),
-                frame = stream.next() => self.on_frame(frame).await,
+                // A server that floods data waits (TCP backpressure) until
+                // processing catches up, rather than growing `processing`.
+                frame = stream.next(), if self.processing.len() < MAX_PROCESSING => self.on_frame(frame).await,
                 _ = tokio::time::sleep_until(next_done.unwrap_or_else(Instant::now)), if next_done.is_some() => {
                     self.ack_processed().await.map(|_| None)
                 }
@@ -496,11 +498,11 @@ impl Session<'_> {
                     self.ledger.messages_lost += lost;
                     metrics.messages_lost.inc_by(lost);
                     if let Some(notice) = &mut self.notice {
-                        notice.skipped += lost;
+                        notice.skipped = notice.skipped.saturating_add(lost);
                     }
                     warn!(expected = self.expected, received = seq, lost, "data_gap");
                 }
-                self.expected = seq + 1;
+                self.expected = seq.saturating_add(1);
                 self.ledger.data_received += 1;
                 let start = self.processing.back().map_or_else(Instant::now, |(at, _)| (*at).max(Instant::now()));
                 self.processing.push_back((start + self.shared.config.processing_time, seq));
@@ -562,7 +564,8 @@ impl Session<'_> {
         let unacked = self.processing.len();
         let unanswered = self.book.outstanding.len();
         if let Some(notice) = self.notice.take() {
-            let missing = (notice.remaining as u64).saturating_sub(notice.received as u64 + notice.skipped);
+            let missing =
+                (notice.remaining as u64).saturating_sub((notice.received as u64).saturating_add(notice.skipped));
             if missing > 0 {
                 self.ledger.messages_lost += missing;
                 metrics.messages_lost.inc_by(missing);

@@ -355,17 +355,15 @@ async fn wait_value(addr: SocketAddr, series: &str, want: f64, timeout: Duration
     }
 }
 
-/// Scrapes a terminating server until its shutdown histogram shows (which
-/// also ends its linger), then waits for its exit; the last body.
+/// Scrapes a terminating server until it exits (a scrape after the drain
+/// ends its linger); the first body carrying the shutdown histogram.
 async fn last_scrape(server: &mut Server) -> String {
     let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.proc.try_status().is_none() && Instant::now() < deadline {
         if let Some(body) = scrape(server.addr).await {
-            let done = gsd_telemetry::sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0);
-            last = body;
-            if done {
-                break;
+            if gsd_telemetry::sample(&last, "gsd_server_shutdown_duration_seconds_count") != Some(1.0) {
+                last = body;
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

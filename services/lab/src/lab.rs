@@ -341,15 +341,16 @@ impl Lab {
                     pod.proc.wait_exit(Duration::from_secs(10)).await;
                     break;
                 }
-                if final_body.is_none() {
-                    if let Some(body) = scrape(pod.addr).await {
-                        // A scrape carrying the shutdown histogram is the last
-                        // one; the server exits after it.
-                        if gsd_telemetry::sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0) {
-                            final_body = Some(body.clone());
-                        }
-                        last = Some(body);
+                // Scrape until the exit: the first body carrying the shutdown
+                // histogram is the final account, and a scrape after the
+                // drain is what ends the server's metrics linger.
+                if let Some(body) = scrape(pod.addr).await {
+                    if final_body.is_none()
+                        && gsd_telemetry::sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0)
+                    {
+                        final_body = Some(body.clone());
                     }
+                    last = Some(body);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -421,3 +421,36 @@ fn dashboards_have_stable_uids_and_the_variables() {
     }
     assert!(uids.contains(&"gsd-drains".to_owned()));
 }
+
+#[test]
+fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
+    // scripts/test builds etcd, kube-apiserver, kube-controller-manager and
+    // kubectl into KUBE_BIN_DIR; scripts/apiserver-test does the rest.
+    let dir = std::env::var_os("KUBE_BIN_DIR").map(PathBuf::from);
+    let Some(apiserver) = dir
+        .map(|d| d.join("kube-apiserver"))
+        .filter(|p| p.exists())
+        .or_else(|| common::tool("kube-apiserver", "KUBE_APISERVER_BIN"))
+    else {
+        return;
+    };
+    let Some(helm) = common::tool("helm", "HELM_BIN") else { return };
+    let out = Command::new(root().join("scripts/apiserver-test"))
+        .env("KUBE_BIN_DIR", apiserver.parent().unwrap())
+        .env("HELM_BIN", helm)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scripts/apiserver-test failed:\n{stdout}\n{stderr}");
+    for step in [
+        "ok: strict dry-run apply: defaults",
+        "ok: a misspelt field is refused",
+        "ok: 2 server pods and 1 client pod carry the preStop sleep",
+        "ok: upgraded: ServiceMonitors, PrometheusRule, NetworkPolicy, PDB",
+        "ok: helm uninstall removed everything",
+        "apiserver-test: PASS",
+    ] {
+        assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
+    }
+}

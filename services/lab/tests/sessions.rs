@@ -352,6 +352,8 @@ async fn garbage_flags_and_environment_fail_with_a_clear_message() {
         ("server", &[], &[("PUSH_INTERVAL", "-1s")], "push-interval"),
         ("server", &[], &[("SERVER_ID", "two words")], "not a usable id"),
         ("server", &["--drain-pacing", "30s"], &[], "must be shorter than DRAIN_TIMEOUT"),
+        ("server", &["--drain-timeout", "100000h"], &[], "over the 24h limit"),
+        ("client", &[], &[("REQUEST_INTERVAL", "9999999h")], "over the 24h limit"),
         ("client", &[], &[("SERVER_URL", "http://example/ws")], "not a ws:// URL"),
         ("client", &[], &[("CLIENTS", "0")], "clients"),
         ("client", &["--reconnect-backoff-cap", "0s"], &[], "larger than 0"),

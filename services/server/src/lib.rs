@@ -174,13 +174,15 @@ async fn ws_upgrade(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     State(shared): State<Arc<Shared>>,
 ) -> Response {
+    // Taken before the draining check: the drain cancels before it closes
+    // and waits on the tracker, so either this request sees the drain and is
+    // refused, or the drain waits for this session.
+    let token = shared.sessions.token();
     if shared.is_draining() {
+        drop(token);
         shared.metrics.upgrades_rejected.with_label_values(&["draining"]).inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another replica\n").into_response();
     }
-    // Taken before the upgrade completes, so a drain that starts in between
-    // still waits for this session.
-    let token = shared.sessions.token();
     upgrade
         .max_message_size(gsd_protocol::MAX_WIRE_BYTES)
         .max_frame_size(gsd_protocol::MAX_WIRE_BYTES)

@@ -16,6 +16,9 @@ use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::Shared;
 
+/// Requests a session holds unanswered before it stops reading more.
+const MAX_PENDING_REQUESTS: usize = 1024;
+
 /// Why a session ended.
 #[derive(Debug)]
 enum End {
@@ -165,10 +168,12 @@ impl Session {
                 biased;
                 _ = shared.deadline_passed(), if self.drain.is_some() => Err(End::DrainDeadline),
                 _ = shared.drain_turn(offset), if self.drain.is_none() => self.start_drain().await,
-                frame = rx.next() => self.on_frame(frame).await,
                 _ = tokio::time::sleep_until(next_answer.unwrap_or_else(Instant::now)), if next_answer.is_some() => {
                     self.answer_ready().await
                 }
+                // A client that floods requests waits (TCP backpressure)
+                // until the answers catch up, rather than growing `pending`.
+                frame = rx.next(), if self.pending.len() < MAX_PENDING_REQUESTS => self.on_frame(frame).await,
                 _ = push.tick(), if pushing && self.drain.is_none() => self.push().await,
             };
             if let Err(end) = step {
@@ -329,7 +334,16 @@ impl Session {
         };
         let _ = tokio::time::timeout_at(close_by, handshake).await;
 
-        if let Some(drain) = self.drain.take() {
+        // A send blocked since before this session's turn can meet the
+        // deadline with no notice sent: that is an incomplete drain too.
+        let unannounced =
+            || Drain { started: now, remaining: 0, sent: 0, last_seq: self.next_seq - 1, span: Span::none() };
+        let drain = match (self.drain.take(), &end) {
+            (Some(drain), _) => Some(drain),
+            (None, End::DrainDeadline) => Some(unannounced()),
+            (None, _) => None,
+        };
+        if let Some(drain) = drain {
             let complete = matches!(end, End::DrainComplete);
             let outcome = if complete { "complete" } else { "incomplete" };
             let duration = drain.started.elapsed();
