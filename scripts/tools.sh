@@ -55,3 +55,35 @@ need_helm() {
         fi
     fi
 }
+
+# etcd, kube-apiserver, kube-controller-manager and kubectl, built once from
+# the Go module proxy at the versions pinned in scripts/tools/kube/go.mod
+# (Kubernetes v1.34.4, etcd v3.6.4) into .tools/bin.
+kube_version_ldflags() {
+    local v=v1.34.4 pkg flags=""
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        flags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=34"
+        flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=2026-01-01T00:00:00Z"
+    done
+    echo "$flags"
+}
+
+need_kube() {
+    KUBE_BIN_DIR="${KUBE_BIN_DIR:-$tools_dir/bin}"
+    local mod
+    mod="$(cd "$(dirname "${BASH_SOURCE[0]}")/tools/kube" && pwd)"
+    local tool name
+    for tool in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3; do
+        name=$(basename "$tool")
+        [ "$name" = v3 ] && name=etcd
+        if [ ! -x "$KUBE_BIN_DIR/$name" ]; then
+            step "go build $name (first run only; several minutes)"
+            # A module build carries no version; stamp the real one, as the
+            # Kubernetes release build does, so that clients (Helm's
+            # .Capabilities.KubeVersion) see v1.34.4.
+            (cd "$mod" && GOFLAGS=-mod=mod go build -ldflags "$(kube_version_ldflags)" \
+                -o "$KUBE_BIN_DIR/$name" "$tool")
+        fi
+    done
+}

@@ -453,4 +453,14 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
     ] {
         assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
     }
+    // No etcd, kube-apiserver or kube-controller-manager is left behind.
+    let bin_dir = apiserver.parent().unwrap().canonicalize().unwrap();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path().join("exe")).ok())
+        .filter(|exe| exe.parent() == Some(bin_dir.as_path()))
+        .map(|exe| exe.display().to_string())
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
 }
