@@ -56,7 +56,7 @@ pub async fn run(
         .route("/metrics", get(move || async move { gsd_telemetry::metrics_response(&registry) }))
         .route("/healthz", get(|| async { "ok\n" }));
     let http = tokio::spawn(axum::serve(listener, app).into_future());
-    info!(%metrics_addr, server_url = %config.server_url, clients = config.clients, "metrics_listening");
+    info!(target: "gsd_client::lifecycle", %metrics_addr, server_url = %config.server_url, clients = config.clients, "metrics_listening");
 
     let shared = Arc::new(user::Shared { config, metrics, shutdown: CancellationToken::new() });
     let mut users = JoinSet::new();
@@ -78,6 +78,7 @@ pub async fn run(
     macro_rules! exit_event {
         ($level:ident) => {
             $level!(
+                target: "gsd_client::lifecycle",
                 users = shared.config.clients,
                 sessions = total.sessions,
                 reconnects = total.reconnects,

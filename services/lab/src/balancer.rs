@@ -15,6 +15,14 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+/// How many connections the balancer in this process can proxy: two
+/// descriptors each, under the NOFILE limit, with `reserve` kept for
+/// everything else.
+pub fn capacity(reserve: u64) -> u64 {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    soft.saturating_sub(reserve) / 2
+}
+
 /// One endpoint of the Service.
 #[derive(Debug, Clone)]
 struct Endpoint {
@@ -46,7 +54,7 @@ pub struct Balancer {
 impl Balancer {
     /// Listens on `listen` and polls readiness every `period`.
     pub async fn start(listen: SocketAddr, client_ip_affinity: bool, period: Duration) -> std::io::Result<Balancer> {
-        let listener = TcpListener::bind(listen).await?;
+        let listener = gsd_telemetry::listen(listen)?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner::default());
         let stop = CancellationToken::new();

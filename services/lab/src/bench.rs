@@ -37,6 +37,11 @@ pub struct BenchConfig {
     /// Measurement window of the throughput scenario.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub throughput_window: Duration,
+    /// RUST_LOG of the servers (and the clients' own events): `info` logs
+    /// several lines per session and drain, as in production; `warn` shows
+    /// what that logging costs.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
     /// Small sizes everywhere: a smoke run for CI.
     #[arg(long)]
     pub quick: bool,
@@ -100,6 +105,7 @@ pub struct ThroughputResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub cores: usize,
+    pub log_level: String,
     pub memory_gib: f64,
     pub drain: Vec<DrainResult>,
     pub failover: Vec<FailoverResult>,
@@ -120,6 +126,9 @@ const SETTLE: Duration = Duration::from_secs(2);
 struct Bench {
     exe: PathBuf,
     reaper: Reaper,
+    /// RUST_LOG of the servers, and of the clients besides their
+    /// `reconnected` events (which the bench needs for percentiles).
+    log_level: String,
 }
 
 /// A server process and its address.
@@ -132,7 +141,9 @@ impl Bench {
     async fn server(&self, id: &str, extra: &[&str]) -> Result<Server, BenchError> {
         let mut args = vec!["server", "--bind", "127.0.0.1", "--port", "0", "--server-id", id];
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn(&self.exe, &args, &[], id, &self.reaper)?;
+        // The lifecycle events (listening, drain start and end) always show.
+        let filter = format!("{},gsd_server::lifecycle=info", self.log_level);
+        let mut proc = Proc::spawn(&self.exe, &args, &[("RUST_LOG", filter.as_str())], id, &self.reaper)?;
         let up = proc.wait_for("listening", |e| e["message"] == "listening", Duration::from_secs(30)).await?;
         let addr = up["addr"].as_str().and_then(|a| a.parse().ok()).expect("the server logs its address");
         Ok(Server { proc, addr })
@@ -156,7 +167,8 @@ impl Bench {
             &ramp,
         ];
         args.extend_from_slice(extra);
-        let envs = [("RUST_LOG", "warn,gsd_client::reconnect=debug,gsd_client=info")];
+        let filter = format!("{},gsd_client::reconnect=debug,gsd_client::lifecycle=info", self.log_level);
+        let envs = [("RUST_LOG", filter.as_str())];
         let mut proc = Proc::spawn(&self.exe, &args, &envs, "client", &self.reaper)?;
         let up = proc.wait_for("metrics", |e| e["message"] == "metrics_listening", Duration::from_secs(30)).await?;
         let addr = up["metrics_addr"].as_str().and_then(|a| a.parse().ok()).expect("the client logs its address");
@@ -420,12 +432,22 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
         config.throughput_sessions = 100;
         config.throughput_window = Duration::from_secs(3);
     }
-    let bench = Bench { exe, reaper };
+    let bench = Bench { exe, reaper, log_level: config.log_level.clone() };
     let (cores, memory_gib) = machine();
     let mut drain = Vec::new();
     for &n in &config.drain_sizes {
         eprintln!("bench: drain with {n} sessions");
         drain.push(bench.drain(n).await?);
+    }
+    let room = crate::balancer::capacity(512) / 100 * 100;
+    if u64::from(config.failover_users) > room {
+        eprintln!(
+            "bench: {} users need {} open files for the Service stand-in; this machine allows fewer \
+             (ulimit -n), so failover is measured with {room} users",
+            config.failover_users,
+            u64::from(config.failover_users) * 2 + 512
+        );
+        config.failover_users = room as u32;
     }
     let mut failover = Vec::new();
     for variant in ["no jitter", "jitter 100ms (default)", "jitter 100ms + drain pacing 1s", "make-before-break"] {
@@ -436,12 +458,12 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
     let memory = bench.memory(config.memory_sessions).await?;
     eprintln!("bench: throughput of {} sessions", config.throughput_sessions);
     let throughput = bench.throughput(config.throughput_sessions, config.throughput_window).await?;
-    Ok(BenchReport { cores, memory_gib, drain, failover, memory, throughput })
+    Ok(BenchReport { cores, log_level: config.log_level, memory_gib, drain, failover, memory, throughput })
 }
 
 /// The results as the Markdown tables of docs/benchmarks.md.
 pub fn render(r: &BenchReport) -> String {
-    let mut out = format!("Machine: {} cores, {:.1} GiB.\n\n", r.cores, r.memory_gib);
+    let mut out = format!("Machine: {} cores, {:.1} GiB. Log level: {}.\n\n", r.cores, r.memory_gib, r.log_level);
     out += "### Drain time against sessions (one server, no preStop)\n\n";
     out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost |\n|---:|---:|---:|---:|---:|---:|---:|\n";
     for d in &r.drain {

@@ -128,6 +128,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// returns (or killed through `reaper` if the lab is interrupted).
 pub async fn run(config: LabConfig, exe: PathBuf, reaper: Reaper) -> Result<Report, LabError> {
     let started = Instant::now();
+    let users = (config.clients * config.users) as u64;
+    let room = crate::balancer::capacity(256);
+    if users > room {
+        return Err(LabError::Stuck(format!(
+            "{users} users need {} open files for the Service stand-in, over this process's limit \
+             (it proxies at most {room}); raise `ulimit -n` or use fewer users",
+            users * 2 + 256
+        )));
+    }
     let balancer = Balancer::start(config.listen, config.affinity == Affinity::ClientIp, config.readiness_period)
         .await
         .map_err(|source| LabError::Listen { addr: config.listen, source })?;

@@ -35,6 +35,11 @@ where
 {
     let reaper = Reaper::default();
     reaper.on_panic();
+    // The Service stand-in holds two descriptors per proxied connection, so
+    // 10,000 users need 20,000 and more: raise the hard limit too where
+    // allowed (root), else the soft one to the hard one. Children inherit it.
+    let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 1 << 20, 1 << 20)
+        .or_else(|_| rlimit::increase_nofile_limit(u64::MAX).map(|_| ()));
     let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
     let outcome = runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

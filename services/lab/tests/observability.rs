@@ -149,7 +149,10 @@ async fn prom_query(prometheus: &str, query: &str) -> Option<f64> {
         gsd_telemetry::http_get(prometheus, &format!("/api/v1/query?query={encoded}"), Duration::from_secs(10))
             .await
             .ok()?;
-    assert_eq!(status, 200, "{body}");
+    // 503 until Prometheus is ready; the callers poll.
+    if status != 200 {
+        return None;
+    }
     let json: Value = serde_json::from_str(&body).unwrap();
     json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }

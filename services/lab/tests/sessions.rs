@@ -360,6 +360,7 @@ async fn garbage_flags_and_environment_fail_with_a_clear_message() {
         ("lab", &["--scenario", "explode"], &[], "scenario"),
         ("lab", &["--grace", "0s"], &[], "--grace must be larger than 0"),
         ("lab", &["--rounds", "0"], &[], "rounds"),
+        ("lab", &["--users", "100000", "--clients", "20", "--listen", "127.0.0.1:0"], &[], "raise `ulimit -n`"),
     ];
     for (program, args, envs, needle) in cases {
         let role: &[&str] = if *program == "lab" { &[] } else { &[program] };

@@ -33,7 +33,7 @@ where
 
 async fn serve(config: Config, nofile: Option<u64>) -> anyhow::Result<()> {
     let addr = std::net::SocketAddr::new(config.bind, config.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = gsd_telemetry::listen(addr).with_context(|| format!("binding {addr}"))?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     info!(server_id = %config.resolved_server_id(), version = env!("CARGO_PKG_VERSION"), nofile, "start");

@@ -231,7 +231,7 @@ pub async fn run(
     let mut http = tokio::spawn(
         axum::serve(listener, app).with_graceful_shutdown(stop_http.clone().cancelled_owned()).into_future(),
     );
-    info!(server_id = %shared.server_id, %addr, "listening");
+    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, %addr, "listening");
 
     tokio::select! {
         _ = shutdown => {}
@@ -273,7 +273,7 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     shared.deadline.set(started + timeout).expect("drain runs once");
     *shared.drain_span.lock().expect("not poisoned") = Some(span.clone());
     shared.metrics.draining.set(1);
-    info!(server_id = %shared.server_id, sessions, timeout_ms = timeout.as_millis() as u64,
+    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, sessions, timeout_ms = timeout.as_millis() as u64,
         pacing_ms = shared.config.drain_pacing.as_millis() as u64, "drain_start");
     shared.drain.cancel();
     shared.sessions.close();
@@ -301,6 +301,7 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     drop(span);
     shared.drain_finished.store(true, Ordering::SeqCst);
     info!(
+        target: "gsd_server::lifecycle",
         server_id = %shared.server_id,
         sessions = summary.sessions,
         complete = summary.complete,

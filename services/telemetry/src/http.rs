@@ -3,6 +3,19 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Listen backlog of every gsd listener: a failover sends thousands of
+/// connects in a moment, and a full backlog drops SYNs, which the client's
+/// kernel retries only after a second. (The kernel caps it at somaxconn.)
+const BACKLOG: u32 = 8192;
+
+/// A TCP listener on `addr` with a backlog sized for reconnect storms.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("GET http://{addr}{path}: {source}")]
