@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::balancer::Balancer;
-use crate::lab::{scrape, scrape_value};
+use crate::lab::{percentile, scrape, scrape_value};
 use crate::proc::{Proc, ProcError, Reaper};
 
 /// gsd-lab bench: drain time against sessions, failover, memory per idle
@@ -144,8 +144,7 @@ impl Bench {
         // The lifecycle events (listening, drain start and end) always show.
         let filter = format!("{},gsd_server::lifecycle=info", self.log_level);
         let mut proc = Proc::spawn(&self.exe, &args, &[("RUST_LOG", filter.as_str())], id, &self.reaper)?;
-        let up = proc.wait_for("listening", |e| e["message"] == "listening", Duration::from_secs(30)).await?;
-        let addr = up["addr"].as_str().and_then(|a| a.parse().ok()).expect("the server logs its address");
+        let addr = proc.listening_addr(Duration::from_secs(30)).await?;
         Ok(Server { proc, addr })
     }
 
@@ -170,8 +169,7 @@ impl Bench {
         let filter = format!("{},gsd_client::reconnect=debug,gsd_client::lifecycle=info", self.log_level);
         let envs = [("RUST_LOG", filter.as_str())];
         let mut proc = Proc::spawn(&self.exe, &args, &envs, "client", &self.reaper)?;
-        let up = proc.wait_for("metrics", |e| e["message"] == "metrics_listening", Duration::from_secs(30)).await?;
-        let addr = up["metrics_addr"].as_str().and_then(|a| a.parse().ok()).expect("the client logs its address");
+        let addr = proc.listening_addr(Duration::from_secs(30)).await?;
         Ok((proc, addr))
     }
 
@@ -256,10 +254,7 @@ impl Bench {
             .map(|e| e["latency_us"].as_u64().unwrap_or(0) as f64 / 1000.0)
             .collect();
         latencies.sort_by(f64::total_cmp);
-        let q = |q: f64| match latencies.len() {
-            0 => f64::NAN,
-            n => latencies[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
-        };
+        let q = |q: f64| percentile(&latencies, q).unwrap_or(f64::NAN);
         let mut b = b;
         b.proc.signal(Signal::SIGTERM);
         let _ = last_scrape(&mut b).await;

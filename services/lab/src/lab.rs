@@ -201,8 +201,7 @@ impl Lab {
             ];
             let envs = [("RUST_LOG", "info,gsd_client::reconnect=debug")];
             let mut proc = Proc::spawn(&self.exe, &args, &envs, &format!("client-{i}"), &self.reaper)?;
-            let up = proc.wait_for("metrics listener", |e| e["message"] == "metrics_listening", START_TIMEOUT).await?;
-            let addr = up["metrics_addr"].as_str().and_then(|a| a.parse().ok()).expect("the client logs its address");
+            let addr = proc.listening_addr(START_TIMEOUT).await?;
             self.progress.clients.lock().unwrap().push(addr);
             self.clients.push(proc);
         }
@@ -258,9 +257,7 @@ impl Lab {
             "10s".into(),
         ];
         let mut proc = Proc::spawn(&self.exe, &args, &[], &id, &self.reaper)?;
-        let listening = proc.wait_for("listening", |e| e["message"] == "listening", START_TIMEOUT).await?;
-        let addr: SocketAddr =
-            listening["addr"].as_str().and_then(|a| a.parse().ok()).expect("the server logs its address");
+        let addr = proc.listening_addr(START_TIMEOUT).await?;
         self.balancer.add(&id, addr);
         self.pods.push(Pod { id: id.clone(), proc, addr });
         Ok(id)
@@ -427,10 +424,7 @@ impl Lab {
             client.wait_exit(Duration::from_secs(10)).await;
         }
         latencies.sort_by(f64::total_cmp);
-        let quantile = |q: f64| match latencies.len() {
-            0 => 0.0,
-            n => latencies[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
-        };
+        let quantile = |q: f64| percentile(&latencies, q).unwrap_or(0.0);
         totals.reconnect_latency =
             Latency { p50_ms: quantile(0.5), p95_ms: quantile(0.95), p99_ms: quantile(0.99), max_ms: quantile(1.0) };
         Ok(totals)
@@ -509,6 +503,14 @@ impl LabConfig {
             Scenario::Kill => "kill",
             _ => "delete",
         }
+    }
+}
+
+/// The `q` quantile (0 to 1, nearest rank) of ascending `sorted` values.
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    match sorted.len() {
+        0 => None,
+        n => Some(sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1]),
     }
 }
 

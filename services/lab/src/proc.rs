@@ -137,6 +137,17 @@ impl Proc {
         self.wait_until(what, || log.events.lock().unwrap().iter().find(|e| pred(e)).cloned(), timeout).await
     }
 
+    /// Waits for the address a gsd process logs when it starts listening:
+    /// `addr` of a server's `listening`, `metrics_addr` of a client's
+    /// `metrics_listening`.
+    pub async fn listening_addr(&mut self, timeout: Duration) -> Result<std::net::SocketAddr, ProcError> {
+        let event = self
+            .wait_for("listening", |e| e["message"] == "listening" || e["message"] == "metrics_listening", timeout)
+            .await?;
+        let addr = event["addr"].as_str().or(event["metrics_addr"].as_str());
+        Ok(addr.and_then(|a| a.parse().ok()).expect("gsd logs the address it listens on"))
+    }
+
     /// Waits until at least `n` events named `message` were logged.
     pub async fn wait_count(&mut self, message: &str, n: usize, timeout: Duration) -> Result<(), ProcError> {
         let log = self.log.clone();

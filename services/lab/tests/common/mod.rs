@@ -54,8 +54,7 @@ impl Proc {
         }
         all.extend_from_slice(args);
         let mut proc = Proc::spawn("server", id, &all, envs).await;
-        let listening = proc.wait_for("listening", |e| e["message"] == "listening", Duration::from_secs(20)).await;
-        let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+        let addr = proc.listening_addr().await;
         (proc, addr)
     }
 
@@ -67,9 +66,13 @@ impl Proc {
             vec!["--server-url", url, "--clients", &users, "--metrics-bind", "127.0.0.1", "--metrics-port", "0"];
         all.extend_from_slice(args);
         let mut proc = Proc::spawn("client", name, &all, &[]).await;
-        let up =
-            proc.wait_for("metrics_listening", |e| e["message"] == "metrics_listening", Duration::from_secs(20)).await;
-        (proc, up["metrics_addr"].as_str().unwrap().parse().unwrap())
+        let addr = proc.listening_addr().await;
+        (proc, addr)
+    }
+
+    /// The address the process logs when it starts listening.
+    async fn listening_addr(&mut self) -> SocketAddr {
+        self.inner.listening_addr(Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn events(&self, message: &str) -> Vec<Value> {
