@@ -1,8 +1,10 @@
 # Sourced by scripts/test and the other scripts: finds or installs the
-# external tools the tests drive. Everything lands in .tools/ (git-ignored),
-# except Debian packages, which apt installs system-wide.
+# external tools the tests drive. Built tools land in a cache outside the
+# work tree (GSD_TOOLS_DIR, default ~/.cache/gsd/tools), so that every clone
+# on the machine reuses the first run's builds; Debian packages are
+# installed system-wide by apt.
 
-tools_dir="${GSD_TOOLS_DIR:-$(pwd)/.tools}"
+tools_dir="${GSD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gsd/tools}"
 mkdir -p "$tools_dir/bin"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -56,9 +58,10 @@ need_helm() {
     fi
 }
 
-# etcd, kube-apiserver, kube-controller-manager and kubectl, built once from
-# the Go module proxy at the versions pinned in scripts/tools/kube/go.mod
-# (Kubernetes v1.34.4, etcd v3.6.4) into .tools/bin.
+# etcd, kube-apiserver, kube-controller-manager and kubectl (plus any other
+# k8s.io/kubernetes/cmd/... given as arguments), built once from the Go
+# module proxy at the versions pinned in scripts/tools/kube/go.mod
+# (Kubernetes v1.34.4, etcd v3.6.4) into the tools cache.
 kube_version_ldflags() {
     local v=v1.34.4 pkg flags=""
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -74,7 +77,7 @@ need_kube() {
     mod="$(cd "$(dirname "${BASH_SOURCE[0]}")/tools/kube" && pwd)"
     local tool name
     for tool in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-        k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3; do
+        k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3 "$@"; do
         name=$(basename "$tool")
         [ "$name" = v3 ] && name=etcd
         if [ ! -x "$KUBE_BIN_DIR/$name" ]; then
@@ -86,4 +89,24 @@ need_kube() {
                 -o "$KUBE_BIN_DIR/$name" "$tool")
         fi
     done
+}
+
+# What the one-node cluster (scripts/cluster) needs on top of need_kube:
+# the node's components from the same pinning module, CoreDNS from its own
+# module, and Debian's container runtime, CNI plugins and debootstrap.
+need_node() {
+    need_kube k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler \
+        k8s.io/kubernetes/cmd/kube-proxy
+    if [ ! -x "$KUBE_BIN_DIR/coredns" ]; then
+        step "go install coredns v1.12.4 (first run only; about two minutes)"
+        GOBIN="$KUBE_BIN_DIR" go install github.com/coredns/coredns@v1.12.4
+    fi
+    local missing=()
+    command -v containerd >/dev/null || missing+=(docker.io)
+    [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+    command -v iptables >/dev/null || missing+=(iptables)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+    if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
