@@ -54,6 +54,18 @@ pub struct Config {
     #[arg(long, env = "CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub connect_timeout: Duration,
 
+    /// After this long without any frame from the server, send it a
+    /// WebSocket ping (and let TCP keepalive probe it). 0s turns liveness
+    /// checks off.
+    #[arg(long, env = "PING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// After that ping, how much longer the server may stay silent before the
+    /// session is given up and the user reconnects (reason `timeout`). A dead
+    /// server is noticed within PING_INTERVAL + PING_TIMEOUT.
+    #[arg(long, env = "PING_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub ping_timeout: Duration,
+
     /// Spread the users' first connections over this long.
     #[arg(long, env = "RAMP_UP", default_value = "0s", value_parser = parse_duration)]
     pub ramp_up: Duration,
@@ -79,6 +91,23 @@ pub struct Config {
     /// within the connect timeout, 1 otherwise (the chart's `helm test`).
     #[arg(long)]
     pub check: bool,
+}
+
+impl Config {
+    /// The liveness settings of every session.
+    pub fn liveness(&self) -> gsd_protocol::Liveness {
+        gsd_protocol::Liveness { interval: self.ping_interval, timeout: self.ping_timeout }
+    }
+
+    /// `host:port` of `server_url`, for the TCP connection (port 80 when the
+    /// URL names none). The URL was checked by [`parse_url`].
+    pub fn server_authority(&self) -> String {
+        let rest = self.server_url.strip_prefix("ws://").unwrap_or(&self.server_url);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let has_port =
+            authority.rsplit_once(':').is_some_and(|(host, _)| !host.is_empty() && !authority.ends_with(']'));
+        if has_port { authority.to_owned() } else { format!("{authority}:80") }
+    }
 }
 
 pub fn parse_url(text: &str) -> Result<String, String> {
@@ -131,6 +160,15 @@ mod tests {
     }
 
     #[test]
+    fn authorities_have_a_port() {
+        let with = |url: &str| Config::try_parse_from(["gsd-client", "--server-url", url]).unwrap().server_authority();
+        assert_eq!(with("ws://gsd:8080/ws"), "gsd:8080");
+        assert_eq!(with("ws://gsd/ws"), "gsd:80");
+        assert_eq!(with("ws://[::1]:9000/ws"), "[::1]:9000");
+        assert_eq!(with("ws://[::1]/ws"), "[::1]:80");
+    }
+
+    #[test]
     fn garbage_flags_are_refused() {
         for args in [
             &["gsd-client", "--clients", "0"][..],
@@ -139,6 +177,8 @@ mod tests {
             &["gsd-client", "--reconnect-backoff-base", "0s"],
             &["gsd-client", "--make-before-break", "maybe"],
             &["gsd-client", "--log-format", "xml"],
+            &["gsd-client", "--ping-interval", "sometimes"],
+            &["gsd-client", "--ping-timeout", "0s"],
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?} was accepted");
         }

@@ -1,4 +1,8 @@
 //! What one virtual user saw, kept so that loss is counted, never hidden.
+//!
+//! docs/protocol.md ("What lost means") defines each count for every way a
+//! session can end. Counts saturate rather than wrap: a hostile server that
+//! sends seq 2^64-1 must not turn a huge loss into a small one.
 
 use std::collections::BTreeSet;
 use std::ops::AddAssign;
@@ -15,13 +19,22 @@ pub struct Ledger {
     /// Drains in which every announced frame arrived, was acked, every
     /// request was answered, and close 1001 followed.
     pub drains_complete: u64,
-    /// Drains that fell short of that.
+    /// Drains that fell short of that while this user stayed.
     pub drains_incomplete: u64,
+    /// Drains this user cut short itself by leaving (client shutdown).
+    pub drains_client_left: u64,
     /// Data frames received.
     pub data_received: u64,
-    /// Data frames known to exist but never received: seq gaps, and frames a
-    /// notice announced that did not arrive before the close.
+    /// Data frames the server sent or announced that never arrived, in
+    /// sessions this user did not leave on its own: seq gaps, and frames up
+    /// to the `last_seq` of a notice or a close that did not arrive.
     pub messages_lost: u64,
+    /// Announced frames this user did not wait for because it was leaving.
+    pub messages_skipped: u64,
+    /// Sessions that ended with neither a close frame nor a notice (a crash,
+    /// a kill, a dead network): what the server sent after the last frame
+    /// received cannot be known, so it is not counted in `messages_lost`.
+    pub sessions_cut: u64,
     /// Requests sent, counting a re-send once more.
     pub requests_sent: u64,
     /// Responses that matched an outstanding request.
@@ -41,7 +54,7 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn record_reconnect(&mut self, latency: Duration) {
-        self.reconnects += 1;
+        self.reconnects = self.reconnects.saturating_add(1);
         self.reconnect_latency_total += latency;
         self.reconnect_latency_max = self.reconnect_latency_max.max(latency);
     }
@@ -52,21 +65,29 @@ impl Ledger {
     }
 }
 
+/// `*to += n`, saturating.
+pub(crate) fn add(to: &mut u64, n: u64) {
+    *to = to.saturating_add(n);
+}
+
 impl AddAssign<&Ledger> for Ledger {
     fn add_assign(&mut self, other: &Ledger) {
-        self.sessions += other.sessions;
+        add(&mut self.sessions, other.sessions);
         self.server_ids.extend(other.server_ids.iter().cloned());
-        self.drains_complete += other.drains_complete;
-        self.drains_incomplete += other.drains_incomplete;
-        self.data_received += other.data_received;
-        self.messages_lost += other.messages_lost;
-        self.requests_sent += other.requests_sent;
-        self.requests_answered += other.requests_answered;
-        self.requests_resent += other.requests_resent;
-        self.requests_lost += other.requests_lost;
-        self.duplicate_responses += other.duplicate_responses;
-        self.reconnects += other.reconnects;
-        self.reconnect_latency_total += other.reconnect_latency_total;
+        add(&mut self.drains_complete, other.drains_complete);
+        add(&mut self.drains_incomplete, other.drains_incomplete);
+        add(&mut self.drains_client_left, other.drains_client_left);
+        add(&mut self.data_received, other.data_received);
+        add(&mut self.messages_lost, other.messages_lost);
+        add(&mut self.messages_skipped, other.messages_skipped);
+        add(&mut self.sessions_cut, other.sessions_cut);
+        add(&mut self.requests_sent, other.requests_sent);
+        add(&mut self.requests_answered, other.requests_answered);
+        add(&mut self.requests_resent, other.requests_resent);
+        add(&mut self.requests_lost, other.requests_lost);
+        add(&mut self.duplicate_responses, other.duplicate_responses);
+        add(&mut self.reconnects, other.reconnects);
+        self.reconnect_latency_total = self.reconnect_latency_total.saturating_add(other.reconnect_latency_total);
         self.reconnect_latency_max = self.reconnect_latency_max.max(other.reconnect_latency_max);
     }
 }
@@ -94,5 +115,20 @@ mod tests {
         assert_eq!(total.server_ids.len(), 2);
         assert!(!total.clean());
         assert!(b.clean());
+    }
+
+    #[test]
+    fn counts_saturate_instead_of_wrapping() {
+        let mut total = Ledger { messages_lost: u64::MAX - 1, ..Default::default() };
+        total += &Ledger { messages_lost: 5, messages_skipped: 3, ..Default::default() };
+        assert_eq!(total.messages_lost, u64::MAX);
+        assert_eq!(total.messages_skipped, 3);
+        assert!(!total.clean());
+    }
+
+    #[test]
+    fn skipped_and_cut_sessions_are_not_loss() {
+        let ledger = Ledger { messages_skipped: 7, drains_client_left: 2, sessions_cut: 1, ..Default::default() };
+        assert!(ledger.clean());
     }
 }

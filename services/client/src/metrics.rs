@@ -19,9 +19,16 @@ pub struct ClientMetrics {
     pub connect_failures: IntCounterVec,
     /// Data frames received between a notice and its close, per drain.
     pub drain_messages: Histogram,
-    /// Drains by outcome (complete|incomplete).
+    /// Drains by outcome (complete|incomplete|client_left).
     pub drains: IntCounterVec,
+    /// Data frames the server sent (or announced) that never arrived, in
+    /// sessions this client did not leave on its own.
     pub messages_lost: IntCounter,
+    /// Announced frames this client did not wait for because it was leaving.
+    pub messages_skipped: IntCounter,
+    /// Sessions that ended with no close frame and no notice: whatever the
+    /// server sent after the last frame received is unknown.
+    pub sessions_cut: IntCounter,
     pub requests_lost: IntCounter,
     pub requests_resent: IntCounter,
     pub duplicate_responses: IntCounter,
@@ -70,7 +77,15 @@ impl ClientMetrics {
             drains: counter_vec("gsd_client_drains_total", "Drains seen, by outcome.", "outcome"),
             messages_lost: counter(
                 "gsd_client_messages_lost_total",
-                "Data frames known to exist but never received (seq gaps, announced but missing).",
+                "Data frames the server sent or announced that never arrived (seq gaps, short drains).",
+            ),
+            messages_skipped: counter(
+                "gsd_client_messages_skipped_total",
+                "Announced data frames not waited for because this client was leaving.",
+            ),
+            sessions_cut: counter(
+                "gsd_client_sessions_cut_total",
+                "Sessions ended with no close frame and no notice (crash, kill, dead network).",
             ),
             requests_lost: counter(
                 "gsd_client_requests_lost_total",
@@ -101,6 +116,8 @@ impl ClientMetrics {
             Box::new(m.drain_messages.clone()),
             Box::new(m.drains.clone()),
             Box::new(m.messages_lost.clone()),
+            Box::new(m.messages_skipped.clone()),
+            Box::new(m.sessions_cut.clone()),
             Box::new(m.requests_lost.clone()),
             Box::new(m.requests_resent.clone()),
             Box::new(m.duplicate_responses.clone()),
@@ -112,11 +129,11 @@ impl ClientMetrics {
         }
         // Every known label value exists from the start, so increase() and
         // the dashboards see a zero rather than nothing.
-        for outcome in ["complete", "incomplete"] {
-            m.drains.with_label_values(&[outcome]);
+        for outcome in crate::user::DrainOutcome::ALL {
+            m.drains.with_label_values(&[outcome.label()]);
         }
-        for reason in ["drain", "going_away", "server_close", "error"] {
-            m.reconnects.with_label_values(&[reason]);
+        for reason in crate::user::EndReason::RECONNECT_REASONS {
+            m.reconnects.with_label_values(&[reason.label()]);
         }
         for reason in ["refused", "http_503", "http_other", "timeout", "capacity", "protocol", "io"] {
             m.connect_failures.with_label_values(&[reason]);
@@ -124,7 +141,7 @@ impl ClientMetrics {
         for kind in ["data", "response", "shutdown_notice", "error"] {
             m.messages_received.with_label_values(&[kind]);
         }
-        for kind in ["request", "ack"] {
+        for kind in ["request", "ack", "ping"] {
             m.messages_sent.with_label_values(&[kind]);
         }
         m

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gsd_protocol::{ClientMessage, ServerMessage, close};
+use gsd_protocol::{Beat, ClientMessage, Heartbeat, ServerMessage, close};
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Config;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, add};
 use crate::metrics::ClientMetrics;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -77,7 +77,7 @@ impl ConnectError {
 
 /// Why a session ended; the label is the reconnect metric's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EndReason {
+pub(crate) enum EndReason {
     /// A shutdown notice came first: a planned drain.
     Drain,
     /// Close 1001 without a notice.
@@ -86,23 +86,56 @@ enum EndReason {
     ServerClose,
     /// Reset, EOF without close, or a WebSocket error.
     Error,
+    /// The server stayed silent for PING_INTERVAL + PING_TIMEOUT.
+    Timeout,
     /// This client is stopping.
     Shutdown,
 }
 
 impl EndReason {
-    fn label(self) -> &'static str {
+    /// Every reason a reconnect can follow (all but `Shutdown`).
+    pub(crate) const RECONNECT_REASONS: [EndReason; 5] =
+        [EndReason::Drain, EndReason::GoingAway, EndReason::ServerClose, EndReason::Error, EndReason::Timeout];
+
+    pub(crate) fn label(self) -> &'static str {
         match self {
             EndReason::Drain => "drain",
             EndReason::GoingAway => "going_away",
             EndReason::ServerClose => "server_close",
             EndReason::Error => "error",
+            EndReason::Timeout => "timeout",
             EndReason::Shutdown => "shutdown",
         }
     }
 
     fn planned(self) -> bool {
         matches!(self, EndReason::Drain | EndReason::GoingAway)
+    }
+}
+
+/// How a drain ended, as this client saw it: the `outcome` label of
+/// `gsd_client_drains_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainOutcome {
+    /// Close 1001, every announced frame received and acked, nothing unanswered.
+    Complete,
+    /// Anything short of that while this client stayed.
+    Incomplete,
+    /// This client was stopping and closed the session before the drain was
+    /// over: what it did not wait for is skipped, not lost.
+    ClientLeft,
+}
+
+impl DrainOutcome {
+    pub(crate) const ALL: [DrainOutcome; 3] =
+        [DrainOutcome::Complete, DrainOutcome::Incomplete, DrainOutcome::ClientLeft];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            DrainOutcome::Complete => "complete",
+            DrainOutcome::Incomplete => "incomplete",
+            DrainOutcome::ClientLeft => "client_left",
+        }
     }
 }
 
@@ -142,16 +175,25 @@ async fn connect_once(config: &Config) -> Result<Connected, ConnectError> {
         .write_buffer_size(0)
         .max_write_buffer_size(gsd_protocol::MAX_WRITE_BUFFER_BYTES);
     let attempt = async {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(config.server_url.as_str(), Some(ws_config), true)
-                .await
-                .map_err(|e| match e {
-                    tungstenite::Error::Http(response) => ConnectError::Status(response.status().as_u16()),
-                    tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        ConnectError::Refused
-                    }
-                    other => ConnectError::Io(other.to_string()),
-                })?;
+        // The host is resolved on every attempt: through a Service, each
+        // attempt may reach another replica.
+        let tcp = TcpStream::connect(config.server_authority()).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+            _ => ConnectError::Io(e.to_string()),
+        })?;
+        tcp.set_nodelay(true).map_err(|e| ConnectError::Io(e.to_string()))?;
+        gsd_telemetry::set_tcp_liveness(&tcp, config.ping_interval, config.ping_timeout)
+            .map_err(|e| ConnectError::Io(e.to_string()))?;
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+            config.server_url.as_str(),
+            MaybeTlsStream::Plain(tcp),
+            Some(ws_config),
+        )
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(response) => ConnectError::Status(response.status().as_u16()),
+            other => ConnectError::Io(other.to_string()),
+        })?;
         match ws.next().await {
             Some(Ok(Message::Text(text))) => match ServerMessage::decode(text.as_str()) {
                 Ok(ServerMessage::Welcome { server_id, session_id }) => {
@@ -173,10 +215,11 @@ async fn connect_once(config: &Config) -> Result<Connected, ConnectError> {
 
 /// Tries until connected (backing off with full jitter between failures) or
 /// until the client shuts down (`None`).
-async fn connect_loop(shared: Arc<Shared>, first_delay: Duration) -> Option<Connected> {
+/// `attempt` is how many failures precede the first try (sessions that ended
+/// too soon count), so that the backoff keeps growing across them.
+async fn connect_loop(shared: Arc<Shared>, first_delay: Duration, mut attempt: u32) -> Option<Connected> {
     let config = &shared.config;
     let mut delay = first_delay;
-    let mut attempt = 0u32;
     loop {
         if !delay.is_zero() {
             tokio::select! {
@@ -214,6 +257,10 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     }
     let mut prefetched: Option<JoinHandle<Option<Connected>>> = None;
     let mut first_delay = Duration::ZERO;
+    // Sessions in a row that ended, unplanned, before they had lasted
+    // RECONNECT_BACKOFF_CAP: a server that welcomes and then drops every
+    // connection meets a growing backoff, not a reconnect every few ms.
+    let mut short_sessions = 0u32;
     let mut last_end: Option<(Instant, EndReason)> = None;
     let mut last_server: Option<String> = None;
     loop {
@@ -226,7 +273,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         };
         let connected = match prefetched.take() {
             Some(handle) => handle.await.ok().flatten(),
-            None => connect_loop(shared.clone(), first_delay).instrument(reconnect_span.clone()).await,
+            None => connect_loop(shared.clone(), first_delay, short_sessions).instrument(reconnect_span.clone()).await,
         };
         let Some(connected) = connected else { break };
         if let Some((ended, reason)) = last_end {
@@ -243,17 +290,27 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         }
         last_server = Some(connected.server_id.clone());
         drop(reconnect_span);
+        let welcomed_at = connected.welcomed_at;
         let (reason, ended, next) = Session::run(connected, user, &shared, &mut book, &mut ledger).await;
         prefetched = next;
         last_end = Some((ended, reason));
         if reason == EndReason::Shutdown || shared.shutdown.is_cancelled() {
             break;
         }
-        first_delay = if reason.planned() {
+        // A drain the server announced is planned however short the session
+        // was; anything else must have lasted a while to reset the backoff.
+        let stable = ended.saturating_duration_since(welcomed_at) >= config.backoff_cap;
+        if reason == EndReason::Drain || stable {
+            short_sessions = 0;
+        }
+        first_delay = if reason.planned() && short_sessions == 0 {
             random_up_to(config.reconnect_jitter)
         } else {
-            full_jitter(config.backoff_base, config.backoff_cap, 0)
+            full_jitter(config.backoff_base, config.backoff_cap, short_sessions)
         };
+        if reason != EndReason::Drain && !stable {
+            short_sessions = short_sessions.saturating_add(1);
+        }
     }
     if let Some(handle) = prefetched.take() {
         // A session opened ahead of time and never used: close it properly.
@@ -265,7 +322,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     }
     let unanswered = book.outstanding.len() as u64;
     if unanswered > 0 {
-        ledger.requests_lost += unanswered;
+        add(&mut ledger.requests_lost, unanswered);
         shared.metrics.requests_lost.inc_by(unanswered);
     }
     let fields = (ledger.sessions, ledger.reconnects, ledger.drains_complete, ledger.drains_incomplete);
@@ -277,7 +334,10 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
             reconnects = fields.1,
             drains_complete = fields.2,
             drains_incomplete = fields.3,
+            drains_client_left = ledger.drains_client_left,
             messages_lost = ledger.messages_lost,
+            messages_skipped = ledger.messages_skipped,
+            sessions_cut = ledger.sessions_cut,
             requests_lost = ledger.requests_lost,
             servers,
             "ledger"
@@ -289,7 +349,10 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
             reconnects = fields.1,
             drains_complete = fields.2,
             drains_incomplete = fields.3,
+            drains_client_left = ledger.drains_client_left,
             messages_lost = ledger.messages_lost,
+            messages_skipped = ledger.messages_skipped,
+            sessions_cut = ledger.sessions_cut,
             requests_lost = ledger.requests_lost,
             servers,
             "ledger"
@@ -306,10 +369,18 @@ fn normal_close() -> CloseFrame {
 struct Notice {
     remaining: u32,
     received: u32,
-    /// Drained frames already counted lost by a seq gap, so that the
-    /// shortfall at the close does not count them twice.
-    skipped: u64,
+    /// The seq of the last frame owed: the notice's `last_seq`, or, from a
+    /// version 1 server, the last seq received plus `remaining`.
+    last_seq: u64,
+    /// The server's deadline for this drain, as the notice gave it; the
+    /// client waits that long (plus a margin) for the close, no longer.
+    give_up_at: Instant,
 }
+
+/// How long after a notice's deadline the client still waits for the close:
+/// the server's clock started a little before the notice arrived, and its
+/// close handshake takes a moment.
+const NOTICE_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
 /// State of one session, from welcome to end.
 struct Session<'a> {
@@ -324,6 +395,10 @@ struct Session<'a> {
     /// is serial, so the queue is in seq order.
     processing: VecDeque<(Instant, u64)>,
     notice: Option<Notice>,
+    /// The `last_seq` in the server's close reason, when it gave one.
+    close_last_seq: Option<u64>,
+    /// When the server was last heard, to notice a dead one.
+    heartbeat: Heartbeat,
     /// The next session, opened at the notice (make-before-break).
     next: Option<JoinHandle<Option<Connected>>>,
 }
@@ -341,11 +416,12 @@ impl Session<'_> {
         let metrics = &shared.metrics;
         metrics.sessions.inc();
         metrics.sessions_started.inc();
-        ledger.sessions += 1;
+        add(&mut ledger.sessions, 1);
         if !ledger.server_ids.contains(&connected.server_id) {
             ledger.server_ids.insert(connected.server_id.clone());
         }
         let (sink, stream) = connected.ws.split();
+        let heartbeat = Heartbeat::new(shared.config.liveness(), Instant::now().into_std());
         let mut session = Session {
             user,
             shared,
@@ -355,6 +431,8 @@ impl Session<'_> {
             expected: 1,
             processing: VecDeque::new(),
             notice: None,
+            close_last_seq: None,
+            heartbeat,
             next: None,
         };
         let (reason, close_code) = session.serve(stream).instrument(span.clone()).await;
@@ -373,7 +451,7 @@ impl Session<'_> {
     }
 
     async fn request(&mut self, id: u64, payload: String) -> Result<(), tungstenite::Error> {
-        self.ledger.requests_sent += 1;
+        add(&mut self.ledger.requests_sent, 1);
         self.send(ClientMessage::Request { id, payload }).await
     }
 
@@ -384,7 +462,7 @@ impl Session<'_> {
         // Requests the last session left unanswered go first, same ids.
         let resend: Vec<(u64, String)> = self.book.outstanding.iter().map(|(id, p)| (*id, p.clone())).collect();
         if !resend.is_empty() {
-            self.ledger.requests_resent += resend.len() as u64;
+            add(&mut self.ledger.requests_resent, resend.len() as u64);
             shared.metrics.requests_resent.inc_by(resend.len() as u64);
             debug!(count = resend.len(), "requests_resent");
         }
@@ -400,7 +478,9 @@ impl Session<'_> {
         let mut exit_by: Option<Instant> = None;
         loop {
             if let Some(by) = exit_by {
-                let settled = self.book.outstanding.is_empty() && self.processing.is_empty();
+                // A drain in progress is waited for (within SHUTDOWN_TIMEOUT):
+                // its close 1001 comes once the last owed frame is acked.
+                let settled = self.book.outstanding.is_empty() && self.processing.is_empty() && self.notice.is_none();
                 if settled || Instant::now() >= by {
                     let close = self.sink.send(Message::Close(Some(normal_close())));
                     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
@@ -417,6 +497,11 @@ impl Session<'_> {
                 }
             }
             let next_done = self.processing.front().map(|(at, _)| *at);
+            // Not reading (a full processing queue) is this side's choice,
+            // not the server's silence: liveness waits while it lasts.
+            let reading = self.processing.len() < MAX_PROCESSING;
+            let next_beat = self.heartbeat.next_check().filter(|_| reading).map(Instant::from_std);
+            let give_up_at = self.notice.as_ref().map(|n| n.give_up_at);
             let outcome: Result<Option<(EndReason, Option<u16>)>, tungstenite::Error> = tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled(), if exit_by.is_none() => {
@@ -426,9 +511,18 @@ impl Session<'_> {
                 _ = tokio::time::sleep_until(exit_by.unwrap_or_else(Instant::now)), if exit_by.is_some() => Ok(None),
                 // A server that floods data waits (TCP backpressure) until
                 // processing catches up, rather than growing `processing`.
-                frame = stream.next(), if self.processing.len() < MAX_PROCESSING => self.on_frame(frame).await,
+                frame = stream.next(), if reading => self.on_frame(frame).await,
                 _ = tokio::time::sleep_until(next_done.unwrap_or_else(Instant::now)), if next_done.is_some() => {
                     self.ack_processed().await.map(|_| None)
+                }
+                _ = tokio::time::sleep_until(next_beat.unwrap_or_else(Instant::now)), if next_beat.is_some() => {
+                    self.beat().await
+                }
+                // The server announced a deadline and let it pass: count what
+                // it still owed and move on.
+                _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                    warn!(expected = self.expected, "drain_deadline_passed");
+                    Ok(Some((EndReason::Drain, None)))
                 }
                 _ = ticker.tick(), if requesting && self.notice.is_none() && exit_by.is_none() => {
                     let id = self.book.next_id;
@@ -453,6 +547,25 @@ impl Session<'_> {
         }
     }
 
+    /// Pings a silent server, or gives the session up once it has been
+    /// silent for the liveness bound.
+    async fn beat(&mut self) -> Result<Option<(EndReason, Option<u16>)>, tungstenite::Error> {
+        let now = Instant::now().into_std();
+        match self.heartbeat.check(now) {
+            Beat::Wait => Ok(None),
+            Beat::Ping => {
+                self.sink.send(Message::Ping(Default::default())).await?;
+                self.shared.metrics.messages_sent.with_label_values(&["ping"]).inc();
+                Ok(None)
+            }
+            Beat::Dead => {
+                let silent_ms = self.heartbeat.silent_for(now).as_millis() as u64;
+                warn!(silent_ms, "server_silent");
+                Ok(Some((EndReason::Timeout, None)))
+            }
+        }
+    }
+
     async fn on_frame(
         &mut self,
         frame: Option<Result<Message, tungstenite::Error>>,
@@ -461,10 +574,13 @@ impl Session<'_> {
             None => return Err(tungstenite::Error::ConnectionClosed),
             Some(frame) => frame?,
         };
+        self.heartbeat.heard(Instant::now().into_std());
         let text = match message {
             Message::Text(text) => text,
             Message::Close(frame) => {
-                let code = frame.map(|f| u16::from(f.code));
+                let code = frame.as_ref().map(|f| u16::from(f.code));
+                self.close_last_seq =
+                    frame.as_ref().and_then(|f| gsd_protocol::close_reason_last_seq(f.reason.as_str()));
                 let reason = match code {
                     _ if self.notice.is_some() => EndReason::Drain,
                     Some(close::GOING_AWAY) => EndReason::GoingAway,
@@ -495,47 +611,48 @@ impl Session<'_> {
                 }
                 if seq > self.expected {
                     let lost = seq - self.expected;
-                    self.ledger.messages_lost += lost;
+                    add(&mut self.ledger.messages_lost, lost);
                     metrics.messages_lost.inc_by(lost);
-                    if let Some(notice) = &mut self.notice {
-                        notice.skipped = notice.skipped.saturating_add(lost);
-                    }
                     warn!(expected = self.expected, received = seq, lost, "data_gap");
                 }
                 self.expected = seq.saturating_add(1);
-                self.ledger.data_received += 1;
+                add(&mut self.ledger.data_received, 1);
                 let start = self.processing.back().map_or_else(Instant::now, |(at, _)| (*at).max(Instant::now()));
                 self.processing.push_back((start + self.shared.config.processing_time, seq));
                 if let Some(notice) = &mut self.notice {
-                    notice.received += 1;
+                    notice.received = notice.received.saturating_add(1);
                 }
             }
             ServerMessage::Response { id, .. } => {
                 if self.book.outstanding.remove(&id).is_some() {
-                    self.ledger.requests_answered += 1;
+                    add(&mut self.ledger.requests_answered, 1);
                 } else if id < self.book.next_id {
-                    self.ledger.duplicate_responses += 1;
+                    add(&mut self.ledger.duplicate_responses, 1);
                     metrics.duplicate_responses.inc();
                     debug!(id, "duplicate_response_dropped");
                 } else {
                     warn!(id, "response_to_unknown_request");
                 }
             }
-            ServerMessage::ShutdownNotice { remaining, deadline_ms } => {
+            ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq } => {
                 if self.notice.is_some() {
                     warn!(remaining, "second_shutdown_notice_ignored");
                     return Ok(None);
                 }
-                info!(remaining, deadline_ms, "shutdown_notice");
-                self.notice = Some(Notice { remaining, received: 0, skipped: 0 });
+                let last_seq = last_seq.unwrap_or_else(|| (self.expected - 1).saturating_add(remaining as u64));
+                info!(remaining, last_seq, deadline_ms, "shutdown_notice");
+                let deadline = Duration::from_millis(deadline_ms).min(MAX_NOTICE_DEADLINE);
+                let give_up_at = Instant::now() + deadline + NOTICE_DEADLINE_MARGIN;
+                self.notice = Some(Notice { remaining, received: 0, last_seq, give_up_at });
                 if self.shared.config.make_before_break && self.next.is_none() {
                     let delay = random_up_to(self.shared.config.reconnect_jitter);
                     let span = info_span!(target: "gsd_client::reconnect", "reconnect", user = self.user,
                         reason = "make_before_break");
-                    self.next = Some(tokio::spawn(connect_loop(self.shared.clone(), delay).instrument(span)));
+                    self.next = Some(tokio::spawn(connect_loop(self.shared.clone(), delay, 0).instrument(span)));
                 }
             }
-            ServerMessage::Error { message } => warn!(message, "server_error_frame"),
+            // In a field of its own: a server's text must never pass for an event.
+            ServerMessage::Error { message } => warn!(server_message = message, "server_error_frame"),
             ServerMessage::Welcome { .. } => warn!("unexpected_second_welcome"),
         }
         Ok(None)
@@ -558,46 +675,75 @@ impl Session<'_> {
         }
     }
 
-    /// Accounts for the drain (if any) once the session is over.
+    /// Accounts for the session once it is over, by the rules of
+    /// docs/protocol.md ("What lost means").
     fn settle(&mut self, reason: EndReason, close_code: Option<u16>) {
         let metrics = &self.shared.metrics;
         let unacked = self.processing.len();
         let unanswered = self.book.outstanding.len();
-        if let Some(notice) = self.notice.take() {
-            let missing =
-                (notice.remaining as u64).saturating_sub((notice.received as u64).saturating_add(notice.skipped));
-            if missing > 0 {
-                self.ledger.messages_lost += missing;
+        let received_up_to = self.expected - 1;
+        let leaving = reason == EndReason::Shutdown;
+        // What the server said it sent (or owes): the close's last_seq wins,
+        // it is the later word; else the notice's.
+        let last_seq = self.close_last_seq.or(self.notice.as_ref().map(|n| n.last_seq));
+        let missing = last_seq.map_or(0, |last| last.saturating_sub(received_up_to));
+        if missing > 0 {
+            if leaving {
+                add(&mut self.ledger.messages_skipped, missing);
+                metrics.messages_skipped.inc_by(missing);
+            } else {
+                add(&mut self.ledger.messages_lost, missing);
                 metrics.messages_lost.inc_by(missing);
             }
-            let complete = close_code == Some(close::GOING_AWAY)
-                && notice.received == notice.remaining
-                && unacked == 0
-                && unanswered == 0;
-            let outcome = if complete { "complete" } else { "incomplete" };
-            metrics.drains.with_label_values(&[outcome]).inc();
-            metrics.drain_messages.observe(notice.received as f64);
-            if complete {
-                self.ledger.drains_complete += 1;
-                info!(remaining = notice.remaining, received = notice.received, outcome, "drain_end");
+        }
+        if let Some(notice) = self.notice.take() {
+            let outcome = if leaving {
+                DrainOutcome::ClientLeft
+            } else if close_code == Some(close::GOING_AWAY) && missing == 0 && unacked == 0 && unanswered == 0 {
+                DrainOutcome::Complete
             } else {
-                self.ledger.drains_incomplete += 1;
-                warn!(
-                    remaining = notice.remaining,
-                    received = notice.received,
-                    missing,
-                    unacked,
-                    unanswered,
-                    close_code,
-                    outcome,
-                    "drain_end"
-                );
+                DrainOutcome::Incomplete
+            };
+            metrics.drains.with_label_values(&[outcome.label()]).inc();
+            metrics.drain_messages.observe(notice.received as f64);
+            let (remaining, received) = (notice.remaining, notice.received);
+            match outcome {
+                DrainOutcome::Complete => {
+                    add(&mut self.ledger.drains_complete, 1);
+                    info!(remaining, received, outcome = outcome.label(), "drain_end");
+                }
+                DrainOutcome::ClientLeft => {
+                    add(&mut self.ledger.drains_client_left, 1);
+                    info!(remaining, received, skipped = missing, outcome = outcome.label(), "drain_end");
+                }
+                DrainOutcome::Incomplete => {
+                    add(&mut self.ledger.drains_incomplete, 1);
+                    warn!(
+                        remaining,
+                        received,
+                        missing,
+                        unacked,
+                        unanswered,
+                        close_code,
+                        reason = reason.label(),
+                        outcome = outcome.label(),
+                        "drain_end"
+                    );
+                }
             }
         } else {
-            debug!(reason = reason.label(), close_code, unacked, unanswered, "session_end");
+            debug!(reason = reason.label(), close_code, unacked, unanswered, missing, "session_end");
         }
-        if reason == EndReason::Error {
-            info!(unacked, unanswered, "session_lost_connection");
+        if matches!(reason, EndReason::Error | EndReason::Timeout) && close_code.is_none() && last_seq.is_none() {
+            // No close, no notice: nobody can tell what the server sent after
+            // the last frame that arrived.
+            add(&mut self.ledger.sessions_cut, 1);
+            metrics.sessions_cut.inc();
+            info!(reason = reason.label(), received_up_to, unacked, unanswered, "session_cut");
         }
     }
 }
+
+/// Longest drain deadline a notice is taken at: a server cannot make a
+/// client wait for a day.
+const MAX_NOTICE_DEADLINE: Duration = Duration::from_secs(3600);

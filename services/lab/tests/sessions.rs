@@ -26,8 +26,9 @@ async fn follow_drain(raw: &mut Raw, ack: bool) -> u32 {
                     raw.send(ClientMessage::Ack { seq }).await;
                 }
             }
-            Seen::Msg(ServerMessage::ShutdownNotice { remaining, deadline_ms }) => {
+            Seen::Msg(ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq: announced }) => {
                 assert!(deadline_ms > 0 && deadline_ms <= 60_000, "deadline_ms {deadline_ms}");
+                assert_eq!(announced, Some(last_seq + remaining as u64), "the notice names the last owed seq");
                 break remaining;
             }
             Seen::Msg(ServerMessage::Response { .. }) => {}
@@ -206,7 +207,10 @@ async fn a_second_signal_exits_at_once() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_answer_and_disturbs_nobody() {
-    let (mut server, addr) = Proc::server("s0", &["--push-interval", "0s", "--metrics-linger", "0s"]).await;
+    // Liveness off: the garbage session never acks nor answers pings, and must
+    // meet the drain deadline (incomplete) rather than the liveness bound.
+    let (mut server, addr) =
+        Proc::server("s0", &["--push-interval", "0s", "--metrics-linger", "0s", "--ping-interval", "0s"]).await;
     let mut bystander = Raw::connect(addr).await;
 
     // Text that is not a known message: an error frame, and the session goes on.

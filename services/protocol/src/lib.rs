@@ -7,10 +7,17 @@
 //! peer may add fields without breaking an older one; an unknown `type` is an
 //! error.
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
 /// The path of the WebSocket endpoint.
 pub const WS_PATH: &str = "/ws";
+
+/// Version of the contract in `docs/protocol.md`. Version 2 added `last_seq`
+/// to `shutdown_notice` and to the reason of every close the server sends;
+/// both are optional on the wire, so version 1 and 2 peers interoperate.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest text frame a peer may send, in bytes of UTF-8. A larger frame is
 /// answered with close [`close::MESSAGE_TOO_BIG`].
@@ -53,6 +60,86 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
+/// How each side notices a dead peer (a node that vanished, a partition that
+/// drops packets): after `interval` without any frame from the peer it sends
+/// a WebSocket ping; after `interval + timeout` without any frame it gives
+/// the session up. A peer that sends anything (data, acks, pongs) is alive,
+/// so a busy session sends no pings at all. A zero `interval` turns this off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Silence after which a ping is sent.
+    pub interval: Duration,
+    /// Further silence, after the ping, after which the peer is dead.
+    pub timeout: Duration,
+}
+
+impl Liveness {
+    /// The longest a dead peer can hold a session: `interval + timeout`.
+    pub fn bound(&self) -> Duration {
+        self.interval.saturating_add(self.timeout)
+    }
+}
+
+/// What [`Heartbeat::check`] asks the session to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Nothing yet; check again at [`Heartbeat::next_check`].
+    Wait,
+    /// Send a ping now.
+    Ping,
+    /// The peer has been silent for [`Liveness::bound`]: end the session.
+    Dead,
+}
+
+/// One session's liveness state: when the peer was last heard and whether a
+/// ping is out. Pure bookkeeping; the session does the I/O.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    liveness: Liveness,
+    /// Last time any frame arrived from the peer (or the session started).
+    last_heard: Instant,
+    /// A ping was sent since `last_heard`.
+    pinged: bool,
+}
+
+impl Heartbeat {
+    pub fn new(liveness: Liveness, now: Instant) -> Self {
+        Heartbeat { liveness, last_heard: now, pinged: false }
+    }
+
+    /// Any frame from the peer proves it alive.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.pinged = false;
+    }
+
+    /// When [`Heartbeat::check`] has something to say; `None` when liveness is off.
+    pub fn next_check(&self) -> Option<Instant> {
+        if self.liveness.interval.is_zero() {
+            return None;
+        }
+        let after = if self.pinged { self.liveness.bound() } else { self.liveness.interval };
+        Some(self.last_heard + after)
+    }
+
+    /// What to do at `now`.
+    pub fn check(&mut self, now: Instant) -> Beat {
+        match self.next_check() {
+            Some(at) if now >= at && self.pinged => Beat::Dead,
+            Some(at) if now >= at => {
+                self.pinged = true;
+                Beat::Ping
+            }
+            _ => Beat::Wait,
+        }
+    }
+
+    /// How long the peer has been silent.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_heard)
+    }
+}
+
 /// Messages from the server to the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -71,7 +158,15 @@ pub enum ServerMessage {
     /// The server drains: exactly `remaining` more `data` frames follow, then,
     /// once the last is acknowledged, close 1001. `deadline_ms` is how long the
     /// server will wait for the acknowledgements, counted from this frame.
-    ShutdownNotice { remaining: u32, deadline_ms: u64 },
+    /// `last_seq` (protocol 2) is the seq of the last of them, so that a
+    /// client can tell exactly which frames it is owed; a version 1 server
+    /// leaves it out.
+    ShutdownNotice {
+        remaining: u32,
+        deadline_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+    },
     /// The last text frame could not be understood; the session goes on.
     Error { message: String },
 }
@@ -114,6 +209,21 @@ impl DecodeError {
             DecodeError::Malformed { .. } => "malformed",
         }
     }
+}
+
+/// The reason text of a close frame the server sends: `text`, then
+/// `; last_seq=<n>`, the seq of the last `data` frame the server sent in the
+/// session (0 if none). Close reasons are at most 123 bytes; every gsd text
+/// is short enough.
+pub fn close_reason(text: &str, last_seq: u64) -> String {
+    format!("{text}; last_seq={last_seq}")
+}
+
+/// The `last_seq` a close reason carries (see [`close_reason`]); `None` for
+/// a reason without one (a version 1 server, or a peer that is not gsd).
+pub fn close_reason_last_seq(reason: &str) -> Option<u64> {
+    let (_, tail) = reason.rsplit_once("; last_seq=")?;
+    tail.parse().ok()
 }
 
 /// Decodes one text frame, with an error that says precisely what is wrong.
@@ -201,7 +311,11 @@ mod tests {
             (ServerMessage::Data { seq: 7, payload: "x".into() }, r#"{"type":"data","seq":7,"payload":"x"}"#),
             (ServerMessage::Response { id: 3, payload: "y".into() }, r#"{"type":"response","id":3,"payload":"y"}"#),
             (
-                ServerMessage::ShutdownNotice { remaining: 4, deadline_ms: 19_000 },
+                ServerMessage::ShutdownNotice { remaining: 4, deadline_ms: 19_000, last_seq: Some(11) },
+                r#"{"type":"shutdown_notice","remaining":4,"deadline_ms":19000,"last_seq":11}"#,
+            ),
+            (
+                ServerMessage::ShutdownNotice { remaining: 4, deadline_ms: 19_000, last_seq: None },
                 r#"{"type":"shutdown_notice","remaining":4,"deadline_ms":19000}"#,
             ),
             (ServerMessage::Error { message: "bad".into() }, r#"{"type":"error","message":"bad"}"#),
@@ -254,6 +368,40 @@ mod tests {
             ClientMessage::decode(&big).unwrap_err(),
             DecodeError::TooBig { len: big.len(), max: MAX_FRAME_BYTES }
         );
+    }
+
+    #[test]
+    fn heartbeat_pings_after_the_interval_and_gives_up_after_the_bound() {
+        let start = Instant::now();
+        let s = Duration::from_secs;
+        let mut hb = Heartbeat::new(Liveness { interval: s(5), timeout: s(3) }, start);
+        assert_eq!(hb.next_check(), Some(start + s(5)));
+        assert_eq!(hb.check(start + s(4)), Beat::Wait);
+        assert_eq!(hb.check(start + s(5)), Beat::Ping);
+        assert_eq!(hb.next_check(), Some(start + s(8)));
+        assert_eq!(hb.check(start + s(7)), Beat::Wait);
+        // A pong (any frame) resets the clock and the ping.
+        hb.heard(start + s(7));
+        assert_eq!(hb.next_check(), Some(start + s(12)));
+        assert_eq!(hb.check(start + s(12)), Beat::Ping);
+        assert_eq!(hb.check(start + s(14)), Beat::Wait);
+        assert_eq!(hb.check(start + s(15)), Beat::Dead);
+        assert_eq!(hb.silent_for(start + s(15)), s(8));
+        let mut off = Heartbeat::new(Liveness { interval: Duration::ZERO, timeout: s(1) }, start);
+        assert_eq!(off.next_check(), None);
+        assert_eq!(off.check(start + s(3600)), Beat::Wait);
+    }
+
+    #[test]
+    fn close_reasons_carry_the_last_seq() {
+        let reason = close_reason("server draining", 42);
+        assert_eq!(reason, "server draining; last_seq=42");
+        assert_eq!(close_reason_last_seq(&reason), Some(42));
+        assert_eq!(close_reason_last_seq(&close_reason("x", u64::MAX)), Some(u64::MAX));
+        for other in ["server draining", "", "last_seq=3", "; last_seq=", "; last_seq=-1", "; last_seq=1x"] {
+            assert_eq!(close_reason_last_seq(other), None, "{other:?}");
+        }
+        assert!(close_reason("ack for a seq never sent", u64::MAX).len() <= 123);
     }
 
     #[test]

@@ -54,6 +54,26 @@ pub struct Config {
     #[arg(long, env = "CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub close_timeout: Duration,
 
+    /// After this long without any frame from a client, send it a WebSocket
+    /// ping (and let TCP keepalive probe it). 0s turns liveness checks off.
+    #[arg(long, env = "PING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// After that ping, how much longer a client may stay silent before its
+    /// session is given up (closed as `timeout`; during a drain, `peer_lost`).
+    /// A dead client therefore holds a session at most PING_INTERVAL +
+    /// PING_TIMEOUT, in service and during a drain alike.
+    #[arg(long, env = "PING_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub ping_timeout: Duration,
+
+    /// FAULT INJECTION, for tests and demonstrations: of the data frames each
+    /// session is owed at the drain, announce all but never send the last N
+    /// (the close still reports them in `last_seq`). The server then believes
+    /// the drain complete; a client that counts correctly reports N lost per
+    /// session. Never set this in production.
+    #[arg(long, env = "FAULT_DROP_OWED", default_value_t = 0, hide_short_help = true)]
+    pub fault_drop_owed: u32,
+
     /// After the drain, keep serving /metrics until one more scrape or until
     /// this has passed, whichever is first, so the shutdown histogram reaches
     /// Prometheus. 0s exits right after the drain.
@@ -147,6 +167,11 @@ impl Config {
         Ok(())
     }
 
+    /// The liveness settings of every session.
+    pub fn liveness(&self) -> gsd_protocol::Liveness {
+        gsd_protocol::Liveness { interval: self.ping_interval, timeout: self.ping_timeout }
+    }
+
     /// The replica's name: `--server-id`/`SERVER_ID`, else `POD_NAME`, else the
     /// hostname, else `gsd-server`.
     pub fn resolved_server_id(&self) -> String {
@@ -197,5 +222,10 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(20));
         assert_eq!(c.drain_messages, MessageRange { min: 1, max: 10 });
         assert_eq!(c.metrics_linger, Duration::from_secs(15));
+        assert_eq!(c.liveness().bound(), Duration::from_secs(10));
+        assert_eq!(c.fault_drop_owed, 0);
+        assert!(Config::try_parse_from(["gsd-server", "--ping-timeout", "0s"]).is_err());
+        assert!(Config::try_parse_from(["gsd-server", "--ping-interval", "often"]).is_err());
+        assert!(Config::try_parse_from(["gsd-server", "--fault-drop-owed", "-1"]).is_err());
     }
 }

@@ -48,8 +48,12 @@ pub struct DrainSummary {
     pub sessions: u64,
     /// Sessions whose every owed message was acknowledged before close.
     pub complete: u64,
-    /// Sessions closed otherwise (deadline, client vanished, bad input).
+    /// Sessions cut short by the deadline or bad input.
     pub incomplete: u64,
+    /// Sessions the client closed itself before its drain was over.
+    pub client_left: u64,
+    /// Sessions whose client went silent or whose connection broke.
+    pub peer_lost: u64,
     /// Data frames sent during the drain phase, over all sessions.
     pub messages: u64,
     /// Signal to last session closed.
@@ -78,9 +82,9 @@ pub(crate) struct Shared {
     pub sessions: TaskTracker,
     /// Sessions counted against `max_sessions`.
     pub active: AtomicUsize,
-    /// Outcome counters for the [`DrainSummary`].
-    pub drained_complete: AtomicU64,
-    pub drained_incomplete: AtomicU64,
+    /// Drains by outcome (indexed by [`metrics::DrainOutcome`]), for the
+    /// [`DrainSummary`].
+    pub drained: [AtomicU64; 4],
     pub drained_messages: AtomicU64,
     /// Set once the last session has closed; a scrape after that carries the
     /// final shutdown histogram.
@@ -219,13 +223,14 @@ pub async fn run(
         drain_span: Mutex::new(None),
         sessions: TaskTracker::new(),
         active: AtomicUsize::new(0),
-        drained_complete: AtomicU64::new(0),
-        drained_incomplete: AtomicU64::new(0),
+        drained: Default::default(),
         drained_messages: AtomicU64::new(0),
         drain_finished: AtomicBool::new(false),
         scraped_after_drain: Notify::new(),
     });
     let addr = listener.local_addr()?;
+    // Accepted connections inherit these from the listener.
+    gsd_telemetry::set_tcp_liveness(&listener, shared.config.ping_interval, shared.config.ping_timeout)?;
     let stop_http = CancellationToken::new();
     let app = router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let mut http = tokio::spawn(
@@ -286,11 +291,13 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     }
     let duration = started.elapsed();
     shared.metrics.shutdown_duration.observe(duration.as_secs_f64());
+    let drained = |outcome: metrics::DrainOutcome| shared.drained[outcome as usize].load(Ordering::SeqCst);
     let summary = DrainSummary {
-        sessions: (shared.drained_complete.load(Ordering::SeqCst) + shared.drained_incomplete.load(Ordering::SeqCst))
-            .max(sessions),
-        complete: shared.drained_complete.load(Ordering::SeqCst),
-        incomplete: shared.drained_incomplete.load(Ordering::SeqCst),
+        sessions: metrics::DrainOutcome::ALL.into_iter().map(drained).sum::<u64>().max(sessions),
+        complete: drained(metrics::DrainOutcome::Complete),
+        incomplete: drained(metrics::DrainOutcome::Incomplete),
+        client_left: drained(metrics::DrainOutcome::ClientLeft),
+        peer_lost: drained(metrics::DrainOutcome::PeerLost),
         messages: shared.drained_messages.load(Ordering::SeqCst),
         duration,
     };
@@ -306,6 +313,8 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
         sessions = summary.sessions,
         complete = summary.complete,
         incomplete = summary.incomplete,
+        client_left = summary.client_left,
+        peer_lost = summary.peer_lost,
         messages = summary.messages,
         duration_ms = duration.as_millis() as u64,
         "drain_end"

@@ -4,6 +4,37 @@
 use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+/// How one session's drain ended: the `outcome` label of
+/// `gsd_server_drains_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every owed frame acknowledged and every request answered.
+    Complete,
+    /// Cut short by the drain deadline or by bad input: the alert's case.
+    Incomplete,
+    /// The client closed the session itself before the drain was over (a
+    /// client that leaves, as in a rollout of the clients): not a fault of
+    /// the drain, so not `incomplete`.
+    ClientLeft,
+    /// The client went silent past the liveness bound, or the connection
+    /// broke without a close: a dead peer, not a slow drain.
+    PeerLost,
+}
+
+impl DrainOutcome {
+    pub const ALL: [DrainOutcome; 4] =
+        [DrainOutcome::Complete, DrainOutcome::Incomplete, DrainOutcome::ClientLeft, DrainOutcome::PeerLost];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DrainOutcome::Complete => "complete",
+            DrainOutcome::Incomplete => "incomplete",
+            DrainOutcome::ClientLeft => "client_left",
+            DrainOutcome::PeerLost => "peer_lost",
+        }
+    }
+}
+
 /// Handles on every server metric, registered in one registry.
 #[derive(Clone)]
 pub struct ServerMetrics {
@@ -21,8 +52,12 @@ pub struct ServerMetrics {
     pub drain_messages: Histogram,
     /// Per-session drain duration, notice to close.
     pub drain_session_duration: Histogram,
-    /// Drained sessions by outcome (complete|incomplete).
+    /// Drained sessions by outcome (complete|incomplete|client_left|peer_lost).
     pub drains: IntCounterVec,
+    /// Data frames sent but never acknowledged when their session ended:
+    /// delivered or lost, the server cannot tell; what a client that
+    /// vanished may have missed.
+    pub data_unacked: IntCounter,
     /// Frames sent, by message type (plus `close`).
     pub messages_sent: IntCounterVec,
     /// Frames received, by message type.
@@ -74,6 +109,11 @@ impl ServerMetrics {
                 DURATION_BUCKETS,
             ),
             drains: counter_vec("gsd_server_drains_total", "Drained sessions, by outcome.", &["outcome"]),
+            data_unacked: IntCounter::new(
+                "gsd_server_data_unacked_total",
+                "Data frames sent but not acknowledged when their session ended.",
+            )
+            .unwrap(),
             messages_sent: counter_vec("gsd_server_messages_sent_total", "Frames sent to clients, by type.", &["type"]),
             messages_received: counter_vec(
                 "gsd_server_messages_received_total",
@@ -110,6 +150,7 @@ impl ServerMetrics {
             Box::new(m.drain_messages.clone()),
             Box::new(m.drain_session_duration.clone()),
             Box::new(m.drains.clone()),
+            Box::new(m.data_unacked.clone()),
             Box::new(m.messages_sent.clone()),
             Box::new(m.messages_received.clone()),
             Box::new(m.protocol_errors.clone()),
@@ -123,10 +164,11 @@ impl ServerMetrics {
         m.info.with_label_values(&[server_id, env!("CARGO_PKG_VERSION")]).set(1);
         // Zero-initialise the label values dashboards and alerts rely on, so a
         // rate() over them has data before the first drain.
-        for outcome in ["complete", "incomplete"] {
-            m.drains.with_label_values(&[outcome]);
+        for outcome in DrainOutcome::ALL {
+            m.drains.with_label_values(&[outcome.label()]);
         }
-        for reason in ["drain_complete", "drain_deadline", "client_close", "vanished", "error", "rejected", "capacity"]
+        for reason in
+            ["drain_complete", "drain_deadline", "client_close", "vanished", "timeout", "error", "rejected", "capacity"]
         {
             m.sessions_closed.with_label_values(&[reason]);
         }
@@ -136,7 +178,7 @@ impl ServerMetrics {
         for reason in ["draining", "capacity"] {
             m.upgrades_rejected.with_label_values(&[reason]);
         }
-        for kind in ["welcome", "data", "response", "shutdown_notice", "error", "close"] {
+        for kind in ["welcome", "data", "response", "shutdown_notice", "error", "close", "ping"] {
             m.messages_sent.with_label_values(&[kind]);
         }
         for kind in ["request", "ack"] {

@@ -9,12 +9,13 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use gsd_protocol::{ClientMessage, DecodeError, ServerMessage, close};
+use gsd_protocol::{Beat, ClientMessage, DecodeError, Heartbeat, ServerMessage, close};
 use rand::Rng;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::Shared;
+use crate::metrics::DrainOutcome;
 
 /// Requests a session holds unanswered before it stops reading more.
 const MAX_PENDING_REQUESTS: usize = 1024;
@@ -30,6 +31,8 @@ enum End {
     ClientClosed(Option<u16>),
     /// The connection ended without a close frame.
     Vanished,
+    /// The client stayed silent for PING_INTERVAL + PING_TIMEOUT.
+    TimedOut,
     /// The WebSocket layer failed (reset, oversize beyond the hard cap, ...).
     Failed(String),
     /// Bad input the session cannot go on after; closed with `code`.
@@ -55,6 +58,7 @@ impl End {
             End::DrainDeadline => "drain_deadline",
             End::ClientClosed(_) => "client_close",
             End::Vanished => "vanished",
+            End::TimedOut => "timeout",
             End::Failed(_) => "error",
             End::Rejected { .. } => "rejected",
             End::Capacity => "capacity",
@@ -69,8 +73,11 @@ struct Drain {
     remaining: u32,
     /// Data frames actually sent since the notice.
     sent: u32,
-    /// The seq the client must acknowledge for the drain to be complete.
+    /// The seq of the last owed frame, as announced.
     last_seq: u64,
+    /// The seq the client must acknowledge for the drain to be complete:
+    /// `last_seq`, less any frames FAULT_DROP_OWED withheld.
+    ack_target: u64,
     /// Child of the server's `drain` span.
     span: Span,
 }
@@ -87,6 +94,8 @@ struct Session {
     /// order (the latency is constant, so arrival order is answer order).
     pending: VecDeque<(Instant, u64, String)>,
     drain: Option<Drain>,
+    /// When the client was last heard, to notice a dead one.
+    heartbeat: Heartbeat,
 }
 
 /// Runs one upgraded connection to its end.
@@ -96,8 +105,9 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         info_span!(target: "gsd_server::session", "session", server_id = %shared.server_id, session_id = %session_id);
     async move {
         let (tx, rx) = socket.split();
+        let heartbeat = Heartbeat::new(shared.config.liveness(), Instant::now().into_std());
         let mut session =
-            Session { shared, session_id, tx, next_seq: 1, acked: 0, pending: VecDeque::new(), drain: None };
+            Session { shared, session_id, tx, next_seq: 1, acked: 0, pending: VecDeque::new(), drain: None, heartbeat };
         let max = session.shared.config.max_sessions;
         if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
             session.shared.active.fetch_sub(1, Ordering::SeqCst);
@@ -114,6 +124,8 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         info!(session_id = %session.session_id, %peer, "session_open");
         let (end, rx) = session.serve(rx).await;
         let (data_sent, acked) = (session.next_seq - 1, session.acked);
+        let unacked = data_sent.saturating_sub(acked);
+        shared.metrics.data_unacked.inc_by(unacked);
         let label = end.label();
         let detail = end.detail();
         session.finish(end, rx).await;
@@ -128,6 +140,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             detail,
             data_sent,
             acked,
+            unacked,
             duration_ms = opened.elapsed().as_millis() as u64,
             "session_close"
         );
@@ -159,11 +172,15 @@ impl Session {
         let offset = if pacing.is_zero() { Duration::ZERO } else { pacing.mul_f64(rand::rng().random_range(0.0..1.0)) };
         let end = loop {
             if let Some(drain) = &self.drain {
-                if self.acked >= drain.last_seq && self.pending.is_empty() {
+                if self.acked >= drain.ack_target && self.pending.is_empty() {
                     break End::DrainComplete;
                 }
             }
             let next_answer = self.pending.front().map(|(at, _, _)| *at);
+            // Not reading (a full request queue) is this side's choice, not
+            // the client's silence: liveness waits while it lasts.
+            let reading = self.pending.len() < MAX_PENDING_REQUESTS;
+            let next_beat = self.heartbeat.next_check().filter(|_| reading).map(Instant::from_std);
             let step = tokio::select! {
                 biased;
                 _ = shared.deadline_passed(), if self.drain.is_some() => Err(End::DrainDeadline),
@@ -173,7 +190,10 @@ impl Session {
                 }
                 // A client that floods requests waits (TCP backpressure)
                 // until the answers catch up, rather than growing `pending`.
-                frame = rx.next(), if self.pending.len() < MAX_PENDING_REQUESTS => self.on_frame(frame).await,
+                frame = rx.next(), if reading => self.on_frame(frame).await,
+                _ = tokio::time::sleep_until(next_beat.unwrap_or_else(Instant::now)), if next_beat.is_some() => {
+                    self.beat().await
+                }
                 _ = push.tick(), if pushing && self.drain.is_none() => self.push().await,
             };
             if let Err(end) = step {
@@ -181,6 +201,30 @@ impl Session {
             }
         };
         (end, rx)
+    }
+
+    /// Pings a silent client, or gives it up once it has been silent too long.
+    async fn beat(&mut self) -> Result<(), End> {
+        let now = Instant::now().into_std();
+        match self.heartbeat.check(now) {
+            Beat::Wait => Ok(()),
+            Beat::Ping => {
+                let shared = self.shared.clone();
+                tokio::select! {
+                    sent = self.tx.send(Message::Ping(Default::default())) => {
+                        sent.map_err(|e| End::Failed(e.to_string()))?;
+                    }
+                    _ = shared.deadline_passed() => return Err(End::DrainDeadline),
+                }
+                shared.metrics.messages_sent.with_label_values(&["ping"]).inc();
+                Ok(())
+            }
+            Beat::Dead => {
+                let silent_ms = self.heartbeat.silent_for(now).as_millis() as u64;
+                warn!(session_id = %self.session_id, silent_ms, "client_silent");
+                Err(End::TimedOut)
+            }
+        }
     }
 
     /// Sends one message; during a drain, gives up at the deadline so that a
@@ -232,17 +276,27 @@ impl Session {
                 outcome = tracing::field::Empty, duration_ms = tracing::field::Empty),
             None => Span::none(),
         };
-        self.drain =
-            Some(Drain { started: now, remaining, sent: 0, last_seq: self.next_seq - 1 + remaining as u64, span });
-        info!(session_id = %self.session_id, remaining, deadline_ms, "drain_notice");
-        self.send(ServerMessage::ShutdownNotice { remaining, deadline_ms }).await?;
-        for _ in 0..remaining {
+        let last_seq = self.next_seq - 1 + remaining as u64;
+        let dropped = shared.config.fault_drop_owed.min(remaining);
+        let ack_target = last_seq - dropped as u64;
+        self.drain = Some(Drain { started: now, remaining, sent: 0, last_seq, ack_target, span });
+        info!(session_id = %self.session_id, remaining, last_seq, deadline_ms, "drain_notice");
+        self.send(ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq: Some(last_seq) }).await?;
+        for _ in dropped..remaining {
             self.push().await?;
+        }
+        if dropped > 0 {
+            // The withheld frames take their seqs, as frames lost on the way would.
+            self.next_seq += dropped as u64;
+            warn!(session_id = %self.session_id, dropped, last_seq, "fault_drop_owed");
         }
         Ok(())
     }
 
     async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Result<(), End> {
+        if let Some(Ok(_)) = &frame {
+            self.heartbeat.heard(Instant::now().into_std());
+        }
         match frame {
             None => Err(End::Vanished),
             Some(Err(e)) => Err(End::Failed(e.to_string())),
@@ -308,11 +362,15 @@ impl Session {
             End::DrainComplete | End::DrainDeadline => Some((close::GOING_AWAY, "server draining")),
             End::Rejected { code, reason } => Some((*code, *reason)),
             End::Capacity => Some((close::TRY_AGAIN_LATER, "server at capacity")),
-            End::ClientClosed(_) | End::Vanished | End::Failed(_) => None,
+            End::ClientClosed(_) | End::Vanished | End::TimedOut | End::Failed(_) => None,
         };
+        // Every close the server sends says what it sent, so that the client
+        // can count exactly what did not arrive.
+        let last_sent = self.next_seq - 1;
         let handshake = async {
             match frame {
                 Some((code, reason)) => {
+                    let reason = gsd_protocol::close_reason(reason, last_sent);
                     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
                     if self.tx.send(close).await.is_ok() {
                         shared.metrics.messages_sent.with_label_values(&["close"]).inc();
@@ -336,23 +394,34 @@ impl Session {
 
         // A send blocked since before this session's turn can meet the
         // deadline with no notice sent: that is an incomplete drain too.
-        let unannounced =
-            || Drain { started: now, remaining: 0, sent: 0, last_seq: self.next_seq - 1, span: Span::none() };
+        let unannounced = || Drain {
+            started: now,
+            remaining: 0,
+            sent: 0,
+            last_seq: last_sent,
+            ack_target: last_sent,
+            span: Span::none(),
+        };
         let drain = match (self.drain.take(), &end) {
             (Some(drain), _) => Some(drain),
             (None, End::DrainDeadline) => Some(unannounced()),
             (None, _) => None,
         };
         if let Some(drain) = drain {
-            let complete = matches!(end, End::DrainComplete);
-            let outcome = if complete { "complete" } else { "incomplete" };
+            let outcome = match end {
+                End::DrainComplete => DrainOutcome::Complete,
+                End::ClientClosed(_) => DrainOutcome::ClientLeft,
+                End::TimedOut | End::Vanished | End::Failed(_) => DrainOutcome::PeerLost,
+                End::DrainDeadline | End::Rejected { .. } | End::Capacity => DrainOutcome::Incomplete,
+            };
+            shared.drained[outcome as usize].fetch_add(1, Ordering::SeqCst);
+            let complete = outcome == DrainOutcome::Complete;
+            let outcome = outcome.label();
             let duration = drain.started.elapsed();
             shared.metrics.drains.with_label_values(&[outcome]).inc();
             shared.metrics.drain_messages.observe(drain.sent as f64);
             shared.metrics.drain_session_duration.observe(duration.as_secs_f64());
             shared.drained_messages.fetch_add(drain.sent as u64, Ordering::SeqCst);
-            let counter = if complete { &shared.drained_complete } else { &shared.drained_incomplete };
-            counter.fetch_add(1, Ordering::SeqCst);
             let duration_ms = duration.as_millis() as u64;
             drain.span.record("outcome", outcome);
             drain.span.record("duration_ms", duration_ms);

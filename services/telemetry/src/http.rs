@@ -16,6 +16,35 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
     socket.listen(BACKLOG)
 }
 
+/// Keepalive probes the kernel sends before it gives a silent connection up.
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// TCP keepalive and `TCP_USER_TIMEOUT` matched to a session's liveness
+/// settings: after `interval` of silence the kernel probes the peer, and
+/// data (or probes) left unacknowledged for `interval + timeout` abort the
+/// connection. The WebSocket pings notice a dead peer on their own; these
+/// cover what they cannot: a send blocked on a full buffer towards a peer
+/// that vanished, and sockets waiting in the kernel before a session exists.
+/// Set on a listener, Linux hands the options to every accepted connection.
+/// A zero `interval` leaves the kernel's defaults.
+pub fn set_tcp_liveness<S: std::os::fd::AsFd>(
+    socket: &S,
+    interval: Duration,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    if interval.is_zero() {
+        return Ok(());
+    }
+    let socket = socket2::SockRef::from(socket);
+    let probe_every = (timeout / KEEPALIVE_PROBES).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(interval.max(Duration::from_secs(1)))
+        .with_interval(probe_every)
+        .with_retries(KEEPALIVE_PROBES);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(interval.saturating_add(timeout)))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("GET http://{addr}{path}: {source}")]

@@ -7,6 +7,6 @@ mod http;
 mod logs;
 mod metrics;
 
-pub use http::{HttpError, http_get, listen};
+pub use http::{HttpError, http_get, listen, set_tcp_liveness};
 pub use logs::{LogFormat, Telemetry, TelemetryError, init};
 pub use metrics::{COUNT_BUCKETS, DURATION_BUCKETS, metrics_response, render, sample};
