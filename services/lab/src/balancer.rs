@@ -33,6 +33,9 @@ struct Endpoint {
     /// Removed from the endpoints (the pod is terminating and the removal
     /// has propagated).
     removed: bool,
+    /// Cancelled when the pod's network is cut: its connections stop
+    /// carrying bytes either way, silently (a partition, not a reset).
+    cut: CancellationToken,
 }
 
 #[derive(Default)]
@@ -65,7 +68,8 @@ impl Balancer {
 
     /// Adds a pod's endpoint; it takes traffic once its readiness probe passes.
     pub fn add(&self, id: &str, addr: SocketAddr) {
-        let endpoint = Endpoint { id: id.to_owned(), addr, ready: false, removed: false };
+        let endpoint =
+            Endpoint { id: id.to_owned(), addr, ready: false, removed: false, cut: CancellationToken::new() };
         self.inner.endpoints.lock().unwrap().push(endpoint);
     }
 
@@ -73,6 +77,17 @@ impl Balancer {
     pub fn remove(&self, id: &str) {
         for e in self.inner.endpoints.lock().unwrap().iter_mut().filter(|e| e.id == id) {
             e.removed = true;
+        }
+    }
+
+    /// Cuts the pod's network: open connections go silent in both directions
+    /// (held open, nothing forwarded, nothing closed) and probes fail, as
+    /// for a node that vanished. The endpoint itself is removed later, by
+    /// [`Balancer::remove`].
+    pub fn partition(&self, id: &str) {
+        for e in self.inner.endpoints.lock().unwrap().iter_mut().filter(|e| e.id == id) {
+            e.cut.cancel();
+            e.ready = false;
         }
     }
 
@@ -99,7 +114,7 @@ impl Drop for Balancer {
 }
 
 impl Inner {
-    fn pick(&self, client: IpAddr, affinity: bool) -> Option<SocketAddr> {
+    fn pick(&self, client: IpAddr, affinity: bool) -> Option<(SocketAddr, CancellationToken)> {
         let endpoints = self.endpoints.lock().unwrap();
         let eligible: Vec<&Endpoint> = endpoints.iter().filter(|e| e.ready && !e.removed).collect();
         if eligible.is_empty() {
@@ -108,13 +123,14 @@ impl Inner {
         if affinity {
             let mut sticky = self.affinity.lock().unwrap();
             if let Some(e) = sticky.get(&client).and_then(|id| eligible.iter().find(|e| &e.id == id)) {
-                return Some(e.addr);
+                return Some((e.addr, e.cut.clone()));
             }
             let e = eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()];
             sticky.insert(client, e.id.clone());
-            return Some(e.addr);
+            return Some((e.addr, e.cut.clone()));
         }
-        Some(eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()].addr)
+        let e = eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()];
+        Some((e.addr, e.cut.clone()))
     }
 }
 
@@ -129,7 +145,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, affinity: bool, s
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let Some(backend) = inner.pick(peer.ip(), affinity) else {
+        let Some((backend, cut)) = inner.pick(peer.ip(), affinity) else {
             // No endpoint: the connection is reset, as a Service without
             // endpoints rejects it.
             inner.refused.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +160,9 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, affinity: bool, s
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                 _ = stop.cancelled() => {}
+                // Partitioned: hold both sockets, forward nothing, close
+                // nothing, until the lab stops.
+                _ = cut.cancelled() => stop.cancelled().await,
             }
         });
     }
@@ -151,8 +170,14 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, affinity: bool, s
 
 async fn probe_loop(inner: Arc<Inner>, period: Duration, stop: CancellationToken) {
     loop {
-        let targets: Vec<(String, SocketAddr)> =
-            inner.endpoints.lock().unwrap().iter().map(|e| (e.id.clone(), e.addr)).collect();
+        let targets: Vec<(String, SocketAddr)> = inner
+            .endpoints
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| !e.cut.is_cancelled())
+            .map(|e| (e.id.clone(), e.addr))
+            .collect();
         for (id, addr) in targets {
             let ready = matches!(
                 gsd_telemetry::http_get(&addr.to_string(), "/readyz", Duration::from_secs(1)).await,

@@ -82,6 +82,23 @@ pub struct LabConfig {
     #[arg(long)]
     pub make_before_break: bool,
 
+    /// The servers' and clients' PING_INTERVAL and PING_TIMEOUT: a silent
+    /// peer is given up after their sum (what the `partition` scenario shows).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// The servers' DRAIN_MESSAGES: frames owed per session at the drain.
+    #[arg(long, default_value = "1-10")]
+    pub drain_messages: String,
+
+    /// FAULT INJECTION: the servers' FAULT_DROP_OWED. Each drained session
+    /// is owed its frames but never sent the last N: the report must show
+    /// exactly N lost per drained session, and the lab exits 1.
+    #[arg(long, default_value_t = 0)]
+    pub fault_drop_owed: u32,
+
     /// Traffic time before the first deletion and between rounds.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub settle: Duration,
@@ -104,6 +121,10 @@ pub enum Scenario {
     RollingRestart,
     /// One pod SIGKILLed per round, without preStop or grace: what loss looks like.
     Kill,
+    /// One pod's network cut silently per round (packets dropped both ways,
+    /// no FIN, no RST), as when a node dies: both sides must notice within
+    /// PING_INTERVAL + PING_TIMEOUT; then the pod is replaced.
+    Partition,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -40,9 +40,17 @@ pub struct DrainRow {
     pub messages: u64,
     /// `gsd_server_shutdown_duration_seconds_sum`, when the drain finished.
     pub shutdown_seconds: Option<f64>,
-    /// complete | incomplete | sigkilled | killed
+    /// complete | incomplete | sigkilled | killed | partitioned
     pub outcome: String,
     pub sigkilled: bool,
+    /// Sessions the pod gave up because the client went silent
+    /// (`gsd_server_sessions_closed_total{reason="timeout"}` and drains
+    /// `peer_lost`).
+    pub peer_timeouts: u64,
+    /// Data frames the pod sent that were never acknowledged
+    /// (`gsd_server_data_unacked_total`): delivered or lost, the pod cannot
+    /// tell. `None` when the pod was killed and its counters died with it.
+    pub unacked: Option<u64>,
     /// Users whose next session after this pod was on another pod.
     pub moved: u64,
 }
@@ -64,7 +72,14 @@ pub struct ClientTotals {
     pub reconnect_latency: Latency,
     pub drains_complete: u64,
     pub drains_incomplete: u64,
+    /// Drains the clients cut short themselves by leaving.
+    pub drains_client_left: u64,
     pub messages_lost: u64,
+    /// Announced frames the clients did not wait for because they left.
+    pub messages_skipped: u64,
+    /// Sessions that ended with no close and no notice: loss in them cannot
+    /// be counted by anyone, so it is not in `messages_lost`.
+    pub sessions_cut: u64,
     pub requests_lost: u64,
     pub requests_resent: u64,
 }
@@ -198,6 +213,10 @@ impl Lab {
                 "--processing-time".into(),
                 humantime::format_duration(c.processing_time).to_string(),
                 format!("--make-before-break={}", c.make_before_break),
+                "--ping-interval".into(),
+                humantime::format_duration(c.ping_interval).to_string(),
+                "--ping-timeout".into(),
+                humantime::format_duration(c.ping_timeout).to_string(),
             ];
             let envs = [("RUST_LOG", "info,gsd_client::reconnect=debug")];
             let mut proc = Proc::spawn(&self.exe, &args, &envs, &format!("client-{i}"), &self.reaper)?;
@@ -211,6 +230,10 @@ impl Lab {
 
         for round in 1..=c.rounds {
             match c.scenario {
+                Scenario::Partition => {
+                    self.partition(0, round).await?;
+                    self.wait_users_back(&format!("round {round}: users back")).await?;
+                }
                 Scenario::DeletePod | Scenario::Kill => {
                     let kill = c.scenario == Scenario::Kill;
                     self.delete(0, round, kill, true).await?;
@@ -255,6 +278,14 @@ impl Lab {
             // if it cannot.
             "--metrics-linger".into(),
             "10s".into(),
+            "--ping-interval".into(),
+            d(c.ping_interval),
+            "--ping-timeout".into(),
+            d(c.ping_timeout),
+            "--drain-messages".into(),
+            c.drain_messages.clone(),
+            "--fault-drop-owed".into(),
+            c.fault_drop_owed.to_string(),
         ];
         let mut proc = Proc::spawn(&self.exe, &args, &[], &id, &self.reaper)?;
         let addr = proc.listening_addr(START_TIMEOUT).await?;
@@ -366,13 +397,13 @@ impl Lab {
 
         let body = final_body.as_deref().or(last.as_deref()).unwrap_or_default();
         let value = |series: &str| gsd_telemetry::sample(body, series).unwrap_or(0.0);
-        let complete = value(r#"gsd_server_drains_total{outcome="complete"}"#) as u64;
-        let incomplete = value(r#"gsd_server_drains_total{outcome="incomplete"}"#) as u64;
+        let drains = |outcome: &str| value(&format!(r#"gsd_server_drains_total{{outcome="{outcome}"}}"#)) as u64;
+        let drained: u64 = ["complete", "incomplete", "client_left", "peer_lost"].into_iter().map(drains).sum();
         let outcome = if kill {
             "killed"
         } else if sigkilled {
             "sigkilled"
-        } else if final_body.is_some() && incomplete == 0 {
+        } else if final_body.is_some() && drained == drains("complete") {
             "complete"
         } else {
             "incomplete"
@@ -381,11 +412,74 @@ impl Lab {
             round,
             pod: id,
             sessions,
-            drained: complete + incomplete,
+            drained,
             messages: value("gsd_server_drain_messages_sum") as u64,
             shutdown_seconds: final_body.as_ref().map(|_| value("gsd_server_shutdown_duration_seconds_sum")),
             outcome: outcome.to_owned(),
             sigkilled,
+            peer_timeouts: drains("peer_lost") + value(r#"gsd_server_sessions_closed_total{reason="timeout"}"#) as u64,
+            unacked: (!kill).then(|| value("gsd_server_data_unacked_total") as u64),
+            moved: 0,
+        });
+        self.progress.drains.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Cuts pod `idx`'s network silently, as when its node dies: the Service
+    /// stand-in stops carrying its bytes both ways (nothing closed), its
+    /// endpoint goes after the propagation delay, and the ReplicaSet starts
+    /// a replacement. Both sides must notice on their own, within
+    /// PING_INTERVAL + PING_TIMEOUT: the pod frees every session and the
+    /// users reconnect elsewhere. Then the pod is SIGKILLed (its node is gone).
+    async fn partition(&mut self, idx: usize, round: u32) -> Result<(), LabError> {
+        let c = self.config.clone();
+        let mut pod = self.pods.remove(idx);
+        let id = pod.id.clone();
+        let sessions = scrape_value(pod.addr, "gsd_server_sessions").await.unwrap_or(0.0) as u64;
+        self.progress.set(format!("round {round}/{}: partition {id}", c.rounds));
+        self.balancer.partition(&id);
+        let cut = Instant::now();
+        let balancer = self.balancer.clone();
+        let (remove_id, delay) = (id.clone(), c.propagation_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            balancer.remove(&remove_id);
+        });
+        self.start_pod().await?;
+        // The pod is alive behind the cut; the lab reads it directly.
+        let bound = c.ping_interval + c.ping_timeout;
+        let deadline = cut + bound + Duration::from_secs(10);
+        let mut body = None;
+        while Instant::now() < deadline {
+            body = scrape(pod.addr).await;
+            if body.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")) == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let freed_after = cut.elapsed();
+        let body = body.unwrap_or_default();
+        let value = |series: &str| gsd_telemetry::sample(&body, series).unwrap_or(0.0);
+        let open = value("gsd_server_sessions") as u64;
+        if open > 0 {
+            self.reasons.push(format!(
+                "{id}: {open} of its {sessions} sessions still open {freed_after:.1?} after the cut (bound {bound:?})"
+            ));
+        }
+        pod.proc.signal(Signal::SIGKILL);
+        pod.proc.wait_exit(Duration::from_secs(10)).await;
+        self.balancer.forget(&id);
+        self.rows.push(DrainRow {
+            round,
+            pod: id,
+            sessions,
+            drained: 0,
+            messages: 0,
+            shutdown_seconds: Some(freed_after.as_secs_f64()),
+            outcome: "partitioned".into(),
+            sigkilled: true,
+            peer_timeouts: value(r#"gsd_server_sessions_closed_total{reason="timeout"}"#) as u64,
+            unacked: Some(value("gsd_server_data_unacked_total") as u64),
             moved: 0,
         });
         self.progress.drains.fetch_add(1, Ordering::Relaxed);
@@ -406,7 +500,10 @@ impl Lab {
             totals.users += n("users");
             totals.drains_complete += n("drains_complete");
             totals.drains_incomplete += n("drains_incomplete");
+            totals.drains_client_left += n("drains_client_left");
             totals.messages_lost += n("messages_lost");
+            totals.messages_skipped += n("messages_skipped");
+            totals.sessions_cut += n("sessions_cut");
             totals.requests_lost += n("requests_lost");
             totals.requests_resent += n("requests_resent");
             totals.reconnects += n("reconnects");
@@ -459,9 +556,17 @@ impl Lab {
                     row.pod, row.moved, row.sessions
                 )),
                 "complete" => {}
-                "killed" => {
-                    reasons.push(format!("{} was SIGKILLed: {} sessions cut without a drain", row.pod, row.sessions))
-                }
+                "killed" => reasons.push(format!(
+                    "{} was SIGKILLed: {} sessions cut without a drain. The data it still owed them was never \
+                     announced and its own counters died with it, so no one can count that loss: \
+                     \"messages lost\" below counts only frames a server announced or sent",
+                    row.pod, row.sessions
+                )),
+                "partitioned" if row.moved < row.sessions => reasons.push(format!(
+                    "{}: only {} of its {} users reconnected to another pod after the partition",
+                    row.pod, row.moved, row.sessions
+                )),
+                "partitioned" => {}
                 "sigkilled" => reasons.push(format!(
                     "{} was SIGKILLed at the grace period ({:?}) before its drain finished",
                     row.pod, c.grace
@@ -603,10 +708,40 @@ pub fn render(report: &Report) -> String {
         l.max_ms
     );
     out += &format!(
-        "         drains {} complete, {} incomplete | messages lost {} | requests lost {} (re-sent {})\n\n",
-        t.drains_complete, t.drains_incomplete, t.messages_lost, t.requests_lost, t.requests_resent
+        "         drains {} complete, {} incomplete, {} cut short by leaving clients | messages lost {} \
+         (skipped by leaving clients {}) | requests lost {} (re-sent {})\n",
+        t.drains_complete,
+        t.drains_incomplete,
+        t.drains_client_left,
+        t.messages_lost,
+        t.messages_skipped,
+        t.requests_lost,
+        t.requests_resent
     );
-    if report.ok {
+    if t.sessions_cut > 0 {
+        out += &format!(
+            "         {} session(s) cut with no close and no notice: what their pod sent after the last frame \
+             received is UNKNOWN, and not in \"messages lost\"\n",
+            t.sessions_cut
+        );
+    }
+    for row in &report.drains {
+        if let Some(unacked) = row.unacked.filter(|_| row.outcome == "partitioned" || row.peer_timeouts > 0) {
+            out += &format!(
+                "         {}: gave up {} silent client session(s); {} data frame(s) it sent were never \
+                 acknowledged (delivered or lost: the pod cannot tell)\n",
+                row.pod, row.peer_timeouts, unacked
+            );
+        }
+    }
+    out += "\n";
+    if report.ok && t.sessions_cut > 0 {
+        out += &format!(
+            "PASS: every user recovered on another pod within the liveness bound; nothing known was lost, \
+             and loss in the cut sessions is unknown ({:.1}s)\n",
+            report.elapsed_seconds
+        );
+    } else if report.ok {
         out += &format!("PASS: every drain completed and nothing was lost ({:.1}s)\n", report.elapsed_seconds);
     } else {
         out += "FAIL:\n";

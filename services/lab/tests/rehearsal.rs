@@ -73,7 +73,53 @@ fn a_kill_is_reported_as_loss_and_fails() {
     // The users were cut, not drained: they came back after an error.
     assert_eq!(report["totals"]["reconnects_by_reason"]["error"], row["sessions"], "{report}");
     assert_eq!(report["totals"]["drains_complete"], 0);
+    // "messages lost 0" must not read as "nothing lost": the cut sessions are
+    // counted apart and the words say their loss is unknown.
+    assert_eq!(report["totals"]["sessions_cut"], row["sessions"], "{report}");
+    assert!(stdout.contains("no one can count that loss") && stdout.contains("UNKNOWN"), "{stdout}");
     assert!(!report["ok"].as_bool().unwrap());
+}
+
+#[test]
+fn owed_frames_withheld_by_a_faulty_server_are_reported_lost_exactly_and_fail() {
+    let (output, report) = rehearse(&["--fault-drop-owed", "2", "--drain-messages", "5", "--users", "10"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let row = &rows(&report)[0];
+    let drained = row["drained"].as_u64().unwrap();
+    assert!(drained > 0, "{row}");
+    // The pod believes every drain complete and sent 3 of 5 frames each.
+    assert_eq!(row["outcome"], "complete", "{row}");
+    assert_eq!(row["messages"].as_u64(), Some(3 * drained), "{row}");
+    let totals = &report["totals"];
+    assert_eq!(totals["messages_lost"].as_u64(), Some(2 * drained), "{totals}");
+    assert_eq!(totals["drains_incomplete"].as_u64(), Some(drained), "{totals}");
+    assert!(stdout.contains(&format!("messages lost {}", 2 * drained)), "{stdout}");
+    assert!(stdout.contains(&format!("- {} messages lost", 2 * drained)), "{stdout}");
+    assert!(!report["ok"].as_bool().unwrap());
+}
+
+#[test]
+fn a_partition_is_noticed_by_both_sides_within_the_liveness_bound() {
+    let (output, report) =
+        rehearse(&["--scenario", "partition", "--users", "10", "--ping-interval", "500ms", "--ping-timeout", "500ms"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let row = &rows(&report)[0];
+    let sessions = row["sessions"].as_u64().unwrap();
+    assert!(sessions > 0, "{row}");
+    assert_eq!(row["outcome"], "partitioned");
+    // The pod, still running behind the cut, gave up every session by itself.
+    assert_eq!(row["peer_timeouts"].as_u64(), Some(sessions), "{row}");
+    let freed = row["shutdown_seconds"].as_f64().unwrap();
+    assert!(freed < 6.0, "sessions freed {freed} s after the cut; bound 1 s");
+    // Every user noticed the silence and moved.
+    assert_eq!(row["moved"].as_u64(), Some(sessions), "{row}");
+    let totals = &report["totals"];
+    assert_eq!(totals["reconnects_by_reason"]["timeout"].as_u64(), Some(sessions), "{totals}");
+    assert_eq!(totals["sessions_cut"].as_u64(), Some(sessions), "{totals}");
+    assert_eq!(totals["messages_lost"], 0);
+    assert!(stdout.contains("UNKNOWN") && stdout.contains("never acknowledged"), "{stdout}");
 }
 
 #[test]

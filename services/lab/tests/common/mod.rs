@@ -42,6 +42,17 @@ impl Proc {
         Proc { name: name.to_owned(), inner }
     }
 
+    /// Any program whose log is gsd's (e.g. gsd-lab run through `ip netns
+    /// exec`); returns once it logs its listening address.
+    pub async fn spawn_exe(exe: &str, name: &str, args: &[&str]) -> (Proc, SocketAddr) {
+        let inner =
+            gsd_lab::proc::Proc::spawn(std::path::Path::new(exe), args, &[], name, &gsd_lab::proc::Reaper::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let mut proc = Proc { name: name.to_owned(), inner };
+        let addr = proc.listening_addr().await;
+        (proc, addr)
+    }
+
     /// A gsd-server on 127.0.0.1 and a free port; returns once it listens.
     pub async fn server(id: &str, args: &[&str]) -> (Proc, SocketAddr) {
         Self::server_env(id, args, &[]).await
