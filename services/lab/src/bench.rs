@@ -45,9 +45,66 @@ pub struct BenchConfig {
     /// Small sizes everywhere: a smoke run for CI.
     #[arg(long)]
     pub quick: bool,
+    /// Also count instructions per drained session (server and client)
+    /// under valgrind's callgrind, with this many sessions: a figure that
+    /// does not depend on machine noise. 0 skips it.
+    #[arg(long, default_value_t = 200)]
+    pub instructions_sessions: u32,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Which scenarios to run, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "drain,failover,memory,throughput,instructions")]
+    pub scenarios: Vec<Scenario>,
+}
+
+/// The benchmark scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Drain time and CPU per drained session against sessions held.
+    Drain,
+    /// Failover of many users between two servers, in each [`Failover`] variant.
+    Failover,
+    /// Memory per idle session, server and client.
+    Memory,
+    /// Frames per server CPU-second in steady state.
+    Throughput,
+    /// Instructions per drained session under callgrind.
+    Instructions,
+}
+
+/// How the failover scenario varies the reconnects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failover {
+    NoJitter,
+    DefaultJitter,
+    DrainPacing,
+    MakeBeforeBreak,
+}
+
+impl Failover {
+    const ALL: [Failover; 4] =
+        [Failover::NoJitter, Failover::DefaultJitter, Failover::DrainPacing, Failover::MakeBeforeBreak];
+
+    fn label(self) -> &'static str {
+        match self {
+            Failover::NoJitter => "no jitter",
+            Failover::DefaultJitter => "jitter 100ms (default)",
+            Failover::DrainPacing => "jitter 100ms + drain pacing 1s",
+            Failover::MakeBeforeBreak => "make-before-break",
+        }
+    }
+
+    /// Extra server and client arguments.
+    fn args(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Failover::NoJitter => (&[], &["--reconnect-jitter", "0s"]),
+            Failover::DefaultJitter => (&[], &[]),
+            Failover::DrainPacing => (&["--drain-pacing", "1s"], &[]),
+            Failover::MakeBeforeBreak => (&[], &["--make-before-break"]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +118,21 @@ pub struct DrainResult {
     pub incomplete: u64,
     pub messages_drained: u64,
     pub messages_lost: u64,
+    /// CPU time (user + system) each process spent from the signal to the
+    /// server's last session closed, divided by the sessions drained.
+    pub server_cpu_us_per_session: f64,
+    pub client_cpu_us_per_session: f64,
+}
+
+/// Instructions per drained session, counted by callgrind over the drain
+/// window (counting switched on just before the signal, dumped at the
+/// server's last close): repeatable for the same build, whatever the
+/// machine's load.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstructionsResult {
+    pub sessions: u32,
+    pub server_instructions_per_session: f64,
+    pub client_instructions_per_session: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,8 +181,9 @@ pub struct BenchReport {
     pub memory_gib: f64,
     pub drain: Vec<DrainResult>,
     pub failover: Vec<FailoverResult>,
-    pub memory: MemoryResult,
-    pub throughput: ThroughputResult,
+    pub memory: Option<MemoryResult>,
+    pub throughput: Option<ThroughputResult>,
+    pub instructions: Option<InstructionsResult>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +198,15 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 struct Bench {
     exe: PathBuf,
+    /// Where callgrind writes, when the processes run under it (the
+    /// instructions scenario).
+    callgrind: Option<PathBuf>,
     reaper: Reaper,
     /// RUST_LOG of the servers, and of the clients besides their
     /// `reconnected` events (which the bench needs for percentiles).
     log_level: String,
+    /// The instruction counts of the last drain run under callgrind.
+    instructions: std::sync::Mutex<Option<InstructionsResult>>,
 }
 
 /// A server process and its address.
@@ -143,8 +221,8 @@ impl Bench {
         args.extend_from_slice(extra);
         // The lifecycle events (listening, drain start and end) always show.
         let filter = format!("{},gsd_server::lifecycle=info", self.log_level);
-        let mut proc = Proc::spawn(&self.exe, &args, &[("RUST_LOG", filter.as_str())], id, &self.reaper)?;
-        let addr = proc.listening_addr(Duration::from_secs(30)).await?;
+        let mut proc = self.spawn(&args, &[("RUST_LOG", filter.as_str())], id)?;
+        let addr = proc.listening_addr(Duration::from_secs(120)).await?;
         Ok(Server { proc, addr })
     }
 
@@ -168,9 +246,22 @@ impl Bench {
         args.extend_from_slice(extra);
         let filter = format!("{},gsd_client::reconnect=debug,gsd_client::lifecycle=info", self.log_level);
         let envs = [("RUST_LOG", filter.as_str())];
-        let mut proc = Proc::spawn(&self.exe, &args, &envs, "client", &self.reaper)?;
-        let addr = proc.listening_addr(Duration::from_secs(30)).await?;
+        let mut proc = self.spawn(&args, &envs, "client")?;
+        let addr = proc.listening_addr(Duration::from_secs(120)).await?;
         Ok((proc, addr))
+    }
+
+    /// `exe args`, or `valgrind --tool=callgrind exe args` with counting off
+    /// until the drain (see [`Callgrind`]).
+    fn spawn(&self, args: &[&str], envs: &[(&str, &str)], name: &str) -> Result<Proc, BenchError> {
+        let Some(dir) = &self.callgrind else {
+            return Ok(Proc::spawn(&self.exe, args, envs, name, &self.reaper)?);
+        };
+        let out = format!("--callgrind-out-file={}/{name}.%p", dir.display());
+        let exe = self.exe.display().to_string();
+        let mut all = vec!["--tool=callgrind", "--instr-atstart=no", out.as_str(), exe.as_str()];
+        all.extend_from_slice(args);
+        Ok(Proc::spawn(Path::new("valgrind"), &all, envs, name, &self.reaper)?)
     }
 
     async fn drain(&self, sessions: u32) -> Result<DrainResult, BenchError> {
@@ -179,12 +270,26 @@ impl Bench {
         let (mut client, _) = self.client(&url, sessions, &["--request-interval", "1s"]).await?;
         wait_value(server.addr, "gsd_server_sessions", sessions as f64, Duration::from_secs(180)).await?;
         tokio::time::sleep(SETTLE).await;
+        let callgrind = self.callgrind.clone().map(|dir| Callgrind::start(dir, &[&server.proc, &client]));
+        let cpu_before = (cpu_seconds(&server.proc), cpu_seconds(&client));
         let signalled = Instant::now();
         server.proc.signal(Signal::SIGTERM);
-        let last = last_scrape(&mut server).await;
+        let mut cpu_after = None;
+        let last = last_scrape(&mut server, |server| {
+            cpu_after = Some((cpu_seconds(server), cpu_seconds(&client)));
+            if let Some(callgrind) = &callgrind {
+                callgrind.dump();
+            }
+        })
+        .await;
         let exit = signalled.elapsed();
         let totals = stop_client(&mut client).await?;
         let v = |series: &str| gsd_telemetry::sample(&last, series).unwrap_or(f64::NAN);
+        let (cpu_server, cpu_client) = cpu_after.unwrap_or((f64::NAN, f64::NAN));
+        let per_session = |cpu: f64| cpu * 1e6 / sessions.max(1) as f64;
+        if let Some(callgrind) = callgrind {
+            self.instructions.lock().unwrap().replace(callgrind.result(sessions)?);
+        }
         Ok(DrainResult {
             sessions,
             shutdown_seconds: v("gsd_server_shutdown_duration_seconds_sum"),
@@ -193,17 +298,13 @@ impl Bench {
             incomplete: v(r#"gsd_server_drains_total{outcome="incomplete"}"#) as u64,
             messages_drained: v("gsd_server_drain_messages_sum") as u64,
             messages_lost: totals.get("messages_lost").copied().unwrap_or(0),
+            server_cpu_us_per_session: per_session(cpu_server - cpu_before.0),
+            client_cpu_us_per_session: per_session(cpu_client - cpu_before.1),
         })
     }
 
-    async fn failover(&self, variant: &str, users: u32) -> Result<FailoverResult, BenchError> {
-        let (server_args, client_args): (&[&str], &[&str]) = match variant {
-            "no jitter" => (&[], &["--reconnect-jitter", "0s"]),
-            "jitter 100ms (default)" => (&[], &[]),
-            "jitter 100ms + drain pacing 1s" => (&["--drain-pacing", "1s"], &[]),
-            "make-before-break" => (&[], &["--make-before-break"]),
-            other => unreachable!("variant {other}"),
-        };
+    async fn failover(&self, variant: Failover, users: u32) -> Result<FailoverResult, BenchError> {
+        let (server_args, client_args) = variant.args();
         let mut common = vec!["--push-interval", "1s", "--metrics-linger", "30s"];
         common.extend_from_slice(server_args);
         let mut a = self.server("bench-a", &common).await?;
@@ -246,7 +347,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = last_scrape(&mut a).await;
+        let _ = last_scrape(&mut a, |_| {}).await;
         let totals = stop_client(&mut client).await?;
         let mut latencies: Vec<f64> = client
             .events("reconnected")
@@ -257,10 +358,10 @@ impl Bench {
         let q = |q: f64| percentile(&latencies, q).unwrap_or(f64::NAN);
         let mut b = b;
         b.proc.signal(Signal::SIGTERM);
-        let _ = last_scrape(&mut b).await;
+        let _ = last_scrape(&mut b, |_| {}).await;
         let t = |k: &str| totals.get(k).copied().unwrap_or(0);
         Ok(FailoverResult {
-            variant: variant.to_owned(),
+            variant: variant.label().to_owned(),
             users,
             reconnects: latencies.len() as u64,
             p50_ms: q(0.5),
@@ -292,7 +393,7 @@ impl Bench {
         let client_loaded = rss_kib(&many);
         stop_client(&mut many).await?;
         server.proc.signal(Signal::SIGTERM);
-        let _ = last_scrape(&mut server).await;
+        let _ = last_scrape(&mut server, |_| {}).await;
         let per = |loaded: u64, base: u64, n: u32| loaded.saturating_sub(base) as f64 / n.max(1) as f64;
         Ok(MemoryResult {
             sessions,
@@ -332,7 +433,7 @@ impl Bench {
         let after = (frames(&scrape(server.addr).await.unwrap_or_default()), cpu_seconds(&server.proc), Instant::now());
         stop_client(&mut client).await?;
         server.proc.signal(Signal::SIGTERM);
-        let _ = last_scrape(&mut server).await;
+        let _ = last_scrape(&mut server, |_| {}).await;
         let messages = (after.0 - before.0) as u64;
         let seconds = (after.2 - before.2).as_secs_f64();
         let cpu = after.1 - before.1;
@@ -364,12 +465,17 @@ async fn wait_value(addr: SocketAddr, series: &str, want: f64, timeout: Duration
 
 /// Scrapes a terminating server until it exits (a scrape after the drain
 /// ends its linger); the first body carrying the shutdown histogram.
-async fn last_scrape(server: &mut Server) -> String {
+/// `at_drain_end` runs once, as soon as that body is seen.
+async fn last_scrape(server: &mut Server, mut at_drain_end: impl FnMut(&Proc)) -> String {
     let mut last = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let drained = |body: &str| gsd_telemetry::sample(body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0);
     while server.proc.try_status().is_none() && Instant::now() < deadline {
         if let Some(body) = scrape(server.addr).await {
-            if gsd_telemetry::sample(&last, "gsd_server_shutdown_duration_seconds_count") != Some(1.0) {
+            if !drained(&last) {
+                if drained(&body) {
+                    at_drain_end(&server.proc);
+                }
                 last = body;
             }
         }
@@ -399,14 +505,70 @@ fn rss_kib(proc: &Proc) -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU seconds of a process (Linux clock ticks are 1/100 s).
+/// User + system CPU seconds of a process, from /proc/PID/stat.
 fn cpu_seconds(proc: &Proc) -> f64 {
     let stat = proc_file(proc, "stat");
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) + ticks(12)) / per_second
+}
+
+/// Processes running under callgrind with counting off: switched on just
+/// before the signal, dumped (and switched off) at the drain's end.
+struct Callgrind {
+    dir: PathBuf,
+    /// The server's pid, then the client's.
+    pids: Vec<i32>,
+}
+
+impl Callgrind {
+    fn start(dir: PathBuf, procs: &[&Proc]) -> Callgrind {
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid().as_raw()).collect();
+        for pid in &pids {
+            control(&["-i", "on", &pid.to_string()]);
+        }
+        Callgrind { dir, pids }
+    }
+
+    fn dump(&self) {
+        for pid in &self.pids {
+            control(&["-d", &pid.to_string()]);
+            control(&["-i", "off", &pid.to_string()]);
+        }
+    }
+
+    /// Instructions in each process's first dump, per drained session.
+    fn result(&self, sessions: u32) -> Result<InstructionsResult, BenchError> {
+        let count = |pid: i32| -> Result<f64, BenchError> {
+            let suffix = format!(".{pid}.1");
+            let dump = std::fs::read_dir(&self.dir)
+                .map_err(|e| BenchError::Stuck(format!("callgrind output: {e}")))?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(&suffix))
+                .ok_or_else(|| BenchError::Stuck(format!("no callgrind dump for pid {pid}")))?;
+            let text = std::fs::read_to_string(&dump).unwrap_or_default();
+            text.lines()
+                .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                .ok_or_else(|| BenchError::Stuck(format!("no totals in {}", dump.display())))
+        };
+        let per = |n: f64| n / sessions.max(1) as f64;
+        Ok(InstructionsResult {
+            sessions,
+            server_instructions_per_session: per(count(self.pids[0])?),
+            client_instructions_per_session: per(count(self.pids[1])?),
+        })
+    }
+}
+
+/// `callgrind_control args`; waits for it, ignores its failure (the dump
+/// check reports a missing count).
+fn control(args: &[&str]) {
+    let _ = std::process::Command::new("callgrind_control").args(args).output();
 }
 
 fn machine() -> (usize, f64) {
@@ -426,95 +588,146 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
         config.memory_sessions = 500;
         config.throughput_sessions = 100;
         config.throughput_window = Duration::from_secs(3);
+        config.instructions_sessions = 20;
     }
-    let bench = Bench { exe, reaper, log_level: config.log_level.clone() };
+    let wanted = |s: Scenario| config.scenarios.contains(&s);
+    let bench = Bench {
+        exe: exe.clone(),
+        callgrind: None,
+        reaper: reaper.clone(),
+        log_level: config.log_level.clone(),
+        instructions: Default::default(),
+    };
     let (cores, memory_gib) = machine();
     let mut drain = Vec::new();
-    for &n in &config.drain_sizes {
-        eprintln!("bench: drain with {n} sessions");
-        drain.push(bench.drain(n).await?);
-    }
-    let room = crate::balancer::capacity(512) / 100 * 100;
-    if u64::from(config.failover_users) > room {
-        eprintln!(
-            "bench: {} users need {} open files for the Service stand-in; this machine allows fewer \
-             (ulimit -n), so failover is measured with {room} users",
-            config.failover_users,
-            u64::from(config.failover_users) * 2 + 512
-        );
-        config.failover_users = room as u32;
+    if wanted(Scenario::Drain) {
+        for &n in &config.drain_sizes {
+            eprintln!("bench: drain with {n} sessions");
+            drain.push(bench.drain(n).await?);
+        }
     }
     let mut failover = Vec::new();
-    for variant in ["no jitter", "jitter 100ms (default)", "jitter 100ms + drain pacing 1s", "make-before-break"] {
-        eprintln!("bench: failover of {} users, {variant}", config.failover_users);
-        failover.push(bench.failover(variant, config.failover_users).await?);
+    if wanted(Scenario::Failover) {
+        let room = crate::balancer::capacity(512) / 100 * 100;
+        if u64::from(config.failover_users) > room {
+            eprintln!(
+                "bench: {} users need {} open files for the Service stand-in; this machine allows fewer \
+                 (ulimit -n), so failover is measured with {room} users",
+                config.failover_users,
+                u64::from(config.failover_users) * 2 + 512
+            );
+            config.failover_users = room as u32;
+        }
+        for variant in Failover::ALL {
+            eprintln!("bench: failover of {} users, {}", config.failover_users, variant.label());
+            failover.push(bench.failover(variant, config.failover_users).await?);
+        }
     }
-    eprintln!("bench: memory at {} idle sessions", config.memory_sessions);
-    let memory = bench.memory(config.memory_sessions).await?;
-    eprintln!("bench: throughput of {} sessions", config.throughput_sessions);
-    let throughput = bench.throughput(config.throughput_sessions, config.throughput_window).await?;
-    Ok(BenchReport { cores, log_level: config.log_level, memory_gib, drain, failover, memory, throughput })
+    let mut memory = None;
+    if wanted(Scenario::Memory) {
+        eprintln!("bench: memory at {} idle sessions", config.memory_sessions);
+        memory = Some(bench.memory(config.memory_sessions).await?);
+    }
+    let mut throughput = None;
+    if wanted(Scenario::Throughput) {
+        eprintln!("bench: throughput of {} sessions", config.throughput_sessions);
+        throughput = Some(bench.throughput(config.throughput_sessions, config.throughput_window).await?);
+    }
+    let mut instructions = None;
+    if wanted(Scenario::Instructions) && config.instructions_sessions > 0 {
+        let sessions = config.instructions_sessions;
+        eprintln!("bench: instructions per drained session under callgrind ({sessions} sessions)");
+        let dir = std::env::temp_dir().join(format!("gsd-bench-callgrind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| BenchError::Stuck(format!("{}: {e}", dir.display())))?;
+        let counting = Bench { callgrind: Some(dir.clone()), ..bench };
+        counting.drain(sessions).await?;
+        instructions = counting.instructions.lock().unwrap().take();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(BenchReport {
+        cores,
+        log_level: config.log_level,
+        memory_gib,
+        drain,
+        failover,
+        memory,
+        throughput,
+        instructions,
+    })
 }
 
 /// The results as the Markdown tables of docs/benchmarks.md.
 pub fn render(r: &BenchReport) -> String {
     let mut out = format!("Machine: {} cores, {:.1} GiB. Log level: {}.\n\n", r.cores, r.memory_gib, r.log_level);
     out += "### Drain time against sessions (one server, no preStop)\n\n";
-    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost | server CPU per session | client CPU per session |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for d in &r.drain {
         out += &format!(
-            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} |\n",
+            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} | {:.0} µs | {:.0} µs |\n",
             d.sessions,
             d.shutdown_seconds,
             d.exit_seconds,
             d.complete,
             d.incomplete,
             d.messages_drained,
-            d.messages_lost
+            d.messages_lost,
+            d.server_cpu_us_per_session,
+            d.client_cpu_us_per_session
         );
     }
-    out += "\n### Failover (two servers behind the Service stand-in, one terminated)\n\n";
-    out += "| variant | users | reconnects | p50 | p99 | max | all back after | drains complete / incomplete | lost (messages / requests) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-    for f in &r.failover {
+    if let Some(i) = &r.instructions {
         out += &format!(
-            "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3} s | {} / {} | {} / {} |\n",
-            f.variant,
-            f.users,
-            f.reconnects,
-            f.p50_ms,
-            f.p99_ms,
-            f.max_ms,
-            f.all_back_seconds,
-            f.drains_complete,
-            f.drains_incomplete,
-            f.messages_lost,
-            f.requests_lost
+            "\nInstructions per drained session (callgrind, {} sessions, drain window): server {:.0}, client {:.0}.\n",
+            i.sessions, i.server_instructions_per_session, i.client_instructions_per_session
         );
     }
-    let m = &r.memory;
-    out += "\n### Memory per idle session\n\n";
-    out += "| sessions | server RSS idle | server RSS loaded | server per session | client RSS (1 user) | client RSS loaded | client per session |\n|---:|---:|---:|---:|---:|---:|---:|\n";
-    out += &format!(
-        "| {} | {} KiB | {} KiB | {:.1} KiB | {} KiB | {} KiB | {:.1} KiB |\n",
-        m.sessions,
-        m.server_rss_idle_kib,
-        m.server_rss_loaded_kib,
-        m.server_kib_per_session,
-        m.client_rss_one_kib,
-        m.client_rss_loaded_kib,
-        m.client_kib_per_session
-    );
-    let t = &r.throughput;
-    out += "\n### Steady throughput (one server)\n\n";
-    out += "| sessions | window | frames (sent + received) | frames/s | server CPU | frames per CPU-second |\n|---:|---:|---:|---:|---:|---:|\n";
-    out += &format!(
-        "| {} | {:.1} s | {} | {:.0} | {:.2} s | {:.0} |\n",
-        t.sessions,
-        t.window_seconds,
-        t.messages,
-        t.messages_per_second,
-        t.server_cpu_seconds,
-        t.messages_per_cpu_second
-    );
+    if !r.failover.is_empty() {
+        out += "\n### Failover (two servers behind the Service stand-in, one terminated)\n\n";
+        out += "| variant | users | reconnects | p50 | p99 | max | all back after | drains complete / incomplete | lost (messages / requests) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for f in &r.failover {
+            out += &format!(
+                "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3} s | {} / {} | {} / {} |\n",
+                f.variant,
+                f.users,
+                f.reconnects,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+                f.all_back_seconds,
+                f.drains_complete,
+                f.drains_incomplete,
+                f.messages_lost,
+                f.requests_lost
+            );
+        }
+    }
+    if let Some(m) = &r.memory {
+        out += "\n### Memory per idle session\n\n";
+        out += "| sessions | server RSS idle | server RSS loaded | server per session | client RSS (1 user) | client RSS loaded | client per session |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += &format!(
+            "| {} | {} KiB | {} KiB | {:.1} KiB | {} KiB | {} KiB | {:.1} KiB |\n",
+            m.sessions,
+            m.server_rss_idle_kib,
+            m.server_rss_loaded_kib,
+            m.server_kib_per_session,
+            m.client_rss_one_kib,
+            m.client_rss_loaded_kib,
+            m.client_kib_per_session
+        );
+    }
+    if let Some(t) = &r.throughput {
+        out += "\n### Steady throughput (one server)\n\n";
+        out += "| sessions | window | frames (sent + received) | frames/s | server CPU | frames per CPU-second |\n|---:|---:|---:|---:|---:|---:|\n";
+        out += &format!(
+            "| {} | {:.1} s | {} | {:.0} | {:.2} s | {:.0} |\n",
+            t.sessions,
+            t.window_seconds,
+            t.messages,
+            t.messages_per_second,
+            t.server_cpu_seconds,
+            t.messages_per_cpu_second
+        );
+    }
     out
 }

@@ -212,7 +212,15 @@ fn the_benchmark_command_runs_every_scenario_in_its_quick_form() {
         assert_eq!(drain["incomplete"], 0);
         assert_eq!(drain["messages_lost"], 0);
         assert!(drain["shutdown_seconds"].as_f64().unwrap() > 0.0);
+        // Both processes did work in the drain window.
+        assert!(drain["server_cpu_us_per_session"].as_f64().unwrap() > 0.0, "{drain}");
+        assert!(drain["client_cpu_us_per_session"].as_f64().unwrap() > 0.0, "{drain}");
     }
+    // callgrind counted a drain: thousands of instructions per session at least.
+    let instructions = &report["instructions"];
+    assert_eq!(instructions["sessions"], 20, "{instructions}");
+    assert!(instructions["server_instructions_per_session"].as_f64().unwrap() > 1000.0, "{instructions}");
+    assert!(instructions["client_instructions_per_session"].as_f64().unwrap() > 1000.0, "{instructions}");
     let failover = report["failover"].as_array().unwrap();
     assert_eq!(failover.len(), 4);
     for f in failover {
