@@ -216,6 +216,17 @@ struct Server {
 }
 
 impl Bench {
+    /// The same bench without callgrind, for processes that are not measured.
+    fn clone_plain(&self) -> Bench {
+        Bench {
+            exe: self.exe.clone(),
+            callgrind: None,
+            reaper: self.reaper.clone(),
+            log_level: self.log_level.clone(),
+            instructions: Default::default(),
+        }
+    }
+
     async fn server(&self, id: &str, extra: &[&str]) -> Result<Server, BenchError> {
         let mut args = vec!["server", "--bind", "127.0.0.1", "--port", "0", "--server-id", id];
         args.extend_from_slice(extra);
@@ -265,11 +276,24 @@ impl Bench {
     }
 
     async fn drain(&self, sessions: u32) -> Result<DrainResult, BenchError> {
-        let mut server = self.server("bench-drain", &["--push-interval", "1s", "--metrics-linger", "30s"]).await?;
-        let url = format!("ws://{}/ws", server.addr);
+        let args = ["--push-interval", "1s", "--metrics-linger", "30s"];
+        let mut server = self.server("bench-drain", &args).await?;
+        // The users reconnect through the Service stand-in to a spare server,
+        // as in a cluster: the drained server's CPU is its drain's alone, not
+        // also 503s to users knocking on it again.
+        let mut spare = self.clone_plain().server("bench-spare", &args).await?;
+        let balancer = Balancer::start("127.0.0.1:0".parse().unwrap(), false, Duration::from_millis(100))
+            .await
+            .map_err(|e| BenchError::Stuck(format!("balancer: {e}")))?;
+        balancer.add("bench-drain", server.addr);
+        let url = format!("ws://{}/ws", balancer.addr);
+        wait_eligible(&balancer, "bench-drain").await?;
         let (mut client, _) = self.client(&url, sessions, &["--request-interval", "1s"]).await?;
         wait_value(server.addr, "gsd_server_sessions", sessions as f64, Duration::from_secs(180)).await?;
+        balancer.add("bench-spare", spare.addr);
+        wait_eligible(&balancer, "bench-spare").await?;
         tokio::time::sleep(SETTLE).await;
+        balancer.remove("bench-drain");
         let callgrind = self.callgrind.clone().map(|dir| Callgrind::start(dir, &[&server.proc, &client]));
         let cpu_before = (cpu_seconds(&server.proc), cpu_seconds(&client));
         let signalled = Instant::now();
@@ -284,6 +308,8 @@ impl Bench {
         .await;
         let exit = signalled.elapsed();
         let totals = stop_client(&mut client).await?;
+        spare.proc.signal(Signal::SIGTERM);
+        let _ = last_scrape(&mut spare, |_| {}).await;
         let v = |series: &str| gsd_telemetry::sample(&last, series).unwrap_or(f64::NAN);
         let (cpu_server, cpu_client) = cpu_after.unwrap_or((f64::NAN, f64::NAN));
         let per_session = |cpu: f64| cpu * 1e6 / sessions.max(1) as f64;
@@ -316,13 +342,8 @@ impl Bench {
         );
         balancer.add("bench-a", a.addr);
         balancer.add("bench-b", b.addr);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(balancer.eligible("bench-a") && balancer.eligible("bench-b")) {
-            if Instant::now() > deadline {
-                return Err(BenchError::Stuck("the servers never became ready".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_eligible(&balancer, "bench-a").await?;
+        wait_eligible(&balancer, "bench-b").await?;
         let url = format!("ws://{}/ws", balancer.addr);
         let mut args = vec!["--request-interval", "1s"];
         args.extend_from_slice(client_args);
@@ -446,6 +467,18 @@ impl Bench {
             messages_per_cpu_second: if cpu > 0.0 { messages as f64 / cpu } else { f64::NAN },
         })
     }
+}
+
+/// Waits until the balancer sends new connections to `id`.
+async fn wait_eligible(balancer: &Balancer, id: &str) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !balancer.eligible(id) {
+        if Instant::now() > deadline {
+            return Err(BenchError::Stuck(format!("{id} never became ready")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// Polls `/metrics` until `series` reaches `want`.
