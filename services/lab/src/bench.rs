@@ -216,17 +216,6 @@ struct Server {
 }
 
 impl Bench {
-    /// The same bench without callgrind, for processes that are not measured.
-    fn clone_plain(&self) -> Bench {
-        Bench {
-            exe: self.exe.clone(),
-            callgrind: None,
-            reaper: self.reaper.clone(),
-            log_level: self.log_level.clone(),
-            instructions: Default::default(),
-        }
-    }
-
     async fn server(&self, id: &str, extra: &[&str]) -> Result<Server, BenchError> {
         let mut args = vec!["server", "--bind", "127.0.0.1", "--port", "0", "--server-id", id];
         args.extend_from_slice(extra);
@@ -276,24 +265,15 @@ impl Bench {
     }
 
     async fn drain(&self, sessions: u32) -> Result<DrainResult, BenchError> {
-        let args = ["--push-interval", "1s", "--metrics-linger", "30s"];
-        let mut server = self.server("bench-drain", &args).await?;
-        // The users reconnect through the Service stand-in to a spare server,
-        // as in a cluster: the drained server's CPU is its drain's alone, not
-        // also 503s to users knocking on it again.
-        let mut spare = self.clone_plain().server("bench-spare", &args).await?;
-        let balancer = Balancer::start("127.0.0.1:0".parse().unwrap(), false, Duration::from_millis(100))
-            .await
-            .map_err(|e| BenchError::Stuck(format!("balancer: {e}")))?;
-        balancer.add("bench-drain", server.addr);
-        let url = format!("ws://{}/ws", balancer.addr);
-        wait_eligible(&balancer, "bench-drain").await?;
-        let (mut client, _) = self.client(&url, sessions, &["--request-interval", "1s"]).await?;
+        let mut server = self.server("bench-drain", &["--push-interval", "1s", "--metrics-linger", "30s"]).await?;
+        let url = format!("ws://{}/ws", server.addr);
+        // There is no other replica to go to: the users wait 10 s or more
+        // before they knock again, so that the drain window holds the drain
+        // alone, not also 503s to users reconnecting to the draining server.
+        let patient = ["--request-interval", "1s", "--reconnect-jitter", "10s", "--reconnect-backoff-base", "10s"];
+        let (mut client, _) = self.client(&url, sessions, &patient).await?;
         wait_value(server.addr, "gsd_server_sessions", sessions as f64, Duration::from_secs(180)).await?;
-        balancer.add("bench-spare", spare.addr);
-        wait_eligible(&balancer, "bench-spare").await?;
         tokio::time::sleep(SETTLE).await;
-        balancer.remove("bench-drain");
         let callgrind = self.callgrind.clone().map(|dir| Callgrind::start(dir, &[&server.proc, &client]));
         let cpu_before = (cpu_seconds(&server.proc), cpu_seconds(&client));
         let signalled = Instant::now();
@@ -308,8 +288,6 @@ impl Bench {
         .await;
         let exit = signalled.elapsed();
         let totals = stop_client(&mut client).await?;
-        spare.proc.signal(Signal::SIGTERM);
-        let _ = last_scrape(&mut spare, |_| {}).await;
         let v = |series: &str| gsd_telemetry::sample(&last, series).unwrap_or(f64::NAN);
         let (cpu_server, cpu_client) = cpu_after.unwrap_or((f64::NAN, f64::NAN));
         let per_session = |cpu: f64| cpu * 1e6 / sessions.max(1) as f64;
