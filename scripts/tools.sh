@@ -53,7 +53,14 @@ need_helm() {
         HELM_BIN="$tools_dir/bin/helm"
         if [ ! -x "$HELM_BIN" ]; then
             step "go install helm v3.22.0 (first run only)"
-            GOBIN="$tools_dir/bin" go install helm.sh/helm/v3/cmd/helm@v3.22.0
+            # As Helm's own release build does: without these, a module
+            # build assumes Kubernetes v1.20.0 wherever --kube-version is not
+            # given (helm template, helm lint).
+            local k8s=""
+            for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+                k8s+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=34"
+            done
+            GOBIN="$tools_dir/bin" go install -ldflags "$k8s" helm.sh/helm/v3/cmd/helm@v3.22.0
         fi
     fi
 }
