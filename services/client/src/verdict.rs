@@ -159,9 +159,9 @@ impl Kube {
             request = request.header("Content-Type", "application/json").body(body.to_string());
         }
         let api = |detail: String| VerdictError::Api { method, path: path.to_owned(), detail };
-        let response = request.send().await.map_err(|e| api(format!("{e:#}")))?;
+        let response = request.send().await.map_err(|e| api(causes(&e)))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| api(format!("{e:#}")))?;
+        let text = response.text().await.map_err(|e| api(causes(&e)))?;
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
             let message = json["message"].as_str().map_or_else(|| text.chars().take(300).collect(), str::to_owned);
@@ -173,6 +173,18 @@ impl Kube {
     async fn pods(&self, namespace: &str, selector: &str) -> Result<Value, VerdictError> {
         self.call("GET", &format!("/api/v1/namespaces/{namespace}/pods?labelSelector={selector}"), None).await
     }
+}
+
+/// An error with every cause under it, so that "error sending request" says
+/// why (a certificate from another CA, a refused connection).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// A pod the verdict can use: running, ready, not terminating, with an IP.

@@ -909,6 +909,24 @@ fn dashboards_have_stable_uids_and_the_variables() {
     assert!(uids.contains(&"gsd-drains".to_owned()));
 }
 
+/// Every process running a binary of `dir` for scripts/apiserver-test: its
+/// working directory or arguments are in the script's /tmp/gsd-apiserver.*
+/// (the one-node cluster and other tests run the same binaries elsewhere).
+fn apiserver_test_processes(dir: &Path) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| exe.parent() == Some(dir)))
+        .filter(|e| {
+            let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            cwd.to_string_lossy().contains("/gsd-apiserver.")
+                || String::from_utf8_lossy(&cmdline).contains("/gsd-apiserver.")
+        })
+        .map(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " "))
+        .collect()
+}
+
 #[test]
 fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
     // scripts/test builds etcd, kube-apiserver, kube-controller-manager and
@@ -922,9 +940,11 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         return;
     };
     let Some(helm) = common::tool("helm", "HELM_BIN") else { return };
+    let bin_dir = apiserver.parent().unwrap().canonicalize().unwrap();
     let out = Command::new(root().join("scripts/apiserver-test"))
         .env("KUBE_BIN_DIR", apiserver.parent().unwrap())
         .env("HELM_BIN", helm)
+        .env("GSD_CLIENT", format!("{} client", common::lab().display()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -932,7 +952,12 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
     assert!(out.status.success(), "scripts/apiserver-test failed:\n{stdout}\n{stderr}");
     for step in [
         "ok: strict dry-run apply: defaults",
+        "ok: strict dry-run apply: extraEnv valueFrom, imagePullSecrets objects, the verdict's RBAC and pod",
         "ok: a misspelt field is refused",
+        "ok: gsd-verdict may list and delete pods in gsd, and nothing else",
+        "ok: gsd-client verdict listed the pods over HTTPS as gsd-verdict",
+        "ok: without the Role: 403 Forbidden",
+        "ok: an API server certificate from another CA is refused",
         "ok: 2 server pods and 1 client pod carry the preStop sleep",
         "ok: upgraded: ServiceMonitors, PrometheusRule, NetworkPolicy, PDB",
         "ok: helm uninstall removed everything",
@@ -941,13 +966,40 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
     }
     // No etcd, kube-apiserver or kube-controller-manager is left behind.
-    let bin_dir = apiserver.parent().unwrap().canonicalize().unwrap();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path().join("exe")).ok())
-        .filter(|exe| exe.parent() == Some(bin_dir.as_path()))
-        .map(|exe| exe.display().to_string())
-        .collect();
+    let left = apiserver_test_processes(&bin_dir);
     assert!(left.is_empty(), "left running: {left:?}");
+}
+
+#[test]
+fn tilt_ci_needs_a_cluster_and_says_so() {
+    // scripts/tilt-ci runs `tilt ci` against an existing cluster (see the
+    // README); without one it stops before building anything, with a reason.
+    let Some(helm) = common::tool("helm", "HELM_BIN") else { return };
+    // scripts/test builds the control plane's tools into KUBE_BIN_DIR; without
+    // them tilt-ci would build them first (need_kube).
+    let Some(kube_bin_dir) = std::env::var_os("KUBE_BIN_DIR").map(PathBuf::from).filter(|d| {
+        ["kubectl", "kube-apiserver", "kube-controller-manager", "etcd"].iter().all(|t| d.join(t).exists())
+    }) else {
+        return;
+    };
+    let dir = tempdir("gsd-tilt-ci");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: none\n  cluster: {server: \"https://127.0.0.1:1\"}\n\
+         contexts:\n- name: none\n  context: {cluster: none, user: none}\ncurrent-context: none\n\
+         users:\n- name: none\n  user: {token: none}\n",
+    )
+    .unwrap();
+    let out = Command::new(root().join("scripts/tilt-ci"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HELM_BIN", helm)
+        .env("KUBE_BIN_DIR", kube_bin_dir)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "tilt-ci passed without a cluster");
+    assert!(stderr.contains("FAIL: no cluster answers at the current kubeconfig"), "{stderr}");
+    assert!(!stderr.contains("go build tilt"), "it built Tilt before checking for a cluster: {stderr}");
 }
