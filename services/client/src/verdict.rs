@@ -238,6 +238,9 @@ pub struct ClientCounters {
     pub messages_lost: u64,
     pub requests_lost: u64,
     pub requests_resent: u64,
+    /// Sessions cut with no close and no notice: what was sent on them
+    /// after the last frame received is unknown.
+    pub sessions_cut: u64,
 }
 
 impl ClientCounters {
@@ -251,6 +254,7 @@ impl ClientCounters {
             messages_lost: n("gsd_client_messages_lost_total"),
             requests_lost: n("gsd_client_requests_lost_total"),
             requests_resent: n("gsd_client_requests_resent_total"),
+            sessions_cut: n("gsd_client_sessions_cut_total"),
         }
     }
 
@@ -264,6 +268,7 @@ impl ClientCounters {
             messages_lost: self.messages_lost.saturating_sub(before.messages_lost),
             requests_lost: self.requests_lost.saturating_sub(before.requests_lost),
             requests_resent: self.requests_resent.saturating_sub(before.requests_resent),
+            sessions_cut: self.sessions_cut.saturating_sub(before.sessions_cut),
         }
     }
 
@@ -275,6 +280,7 @@ impl ClientCounters {
         self.messages_lost += other.messages_lost;
         self.requests_lost += other.requests_lost;
         self.requests_resent += other.requests_resent;
+        self.sessions_cut += other.sessions_cut;
     }
 }
 
@@ -286,6 +292,11 @@ pub struct Drain {
     pub sessions: u64,
     pub complete: u64,
     pub incomplete: u64,
+    /// Sessions whose client went silent during the drain (given up after
+    /// the ping timeout): their last frames may or may not have arrived.
+    pub peer_lost: u64,
+    /// Sessions whose client left on its own during the drain.
+    pub client_left: u64,
     /// Data frames sent in the drain phase.
     pub messages: u64,
     /// Signal to last session closed; None when no scrape saw the drain end.
@@ -302,6 +313,8 @@ impl Drain {
             sessions,
             complete: n(r#"gsd_server_drains_total{outcome="complete"}"#) as u64,
             incomplete: n(r#"gsd_server_drains_total{outcome="incomplete"}"#) as u64,
+            peer_lost: n(r#"gsd_server_drains_total{outcome="peer_lost"}"#) as u64,
+            client_left: n(r#"gsd_server_drains_total{outcome="client_left"}"#) as u64,
             messages: n("gsd_server_drain_messages_sum") as u64,
             shutdown_seconds: ended.then(|| n("gsd_server_shutdown_duration_seconds_sum")),
         }
@@ -339,11 +352,20 @@ pub fn judge(drain: &Drain, clients: &ClientCounters, client_pods_changed: &[Str
     if drain.incomplete > 0 {
         reasons.push(format!("{}: {} drain(s) incomplete", drain.pod, drain.incomplete));
     }
+    if drain.peer_lost > 0 {
+        reasons.push(format!(
+            "{}: gave up {} silent client session(s) in the drain (delivered or lost: unknown)",
+            drain.pod, drain.peer_lost
+        ));
+    }
     reasons.extend(crate::ledger::loss_reasons(
         clients.messages_lost,
         clients.requests_lost,
         clients.drains_incomplete,
     ));
+    if clients.sessions_cut > 0 {
+        reasons.push(format!("{} session(s) cut with no close and no notice: loss unknown", clients.sessions_cut));
+    }
     for pod in client_pods_changed {
         reasons.push(format!("client pod {pod} came or went during the verdict: its counters cannot be compared"));
     }
@@ -362,7 +384,7 @@ pub fn render(report: &VerdictReport) -> String {
         "{:<32} {:>8} {:>8} {:>9} {:>10}  {:<10}\n",
         "pod", "sessions", "drained", "messages", "shutdown", "outcome"
     );
-    let outcome = match (d.shutdown_seconds, d.incomplete) {
+    let outcome = match (d.shutdown_seconds, d.incomplete + d.peer_lost) {
         (None, _) => "unknown",
         (Some(_), 0) => "complete",
         _ => "incomplete",
@@ -371,7 +393,7 @@ pub fn render(report: &VerdictReport) -> String {
         "{:<32} {:>8} {:>8} {:>9} {:>10}  {:<10}\n",
         d.pod,
         d.sessions,
-        d.complete + d.incomplete,
+        d.complete + d.incomplete + d.peer_lost + d.client_left,
         d.messages,
         d.shutdown_seconds.map_or("-".to_owned(), |s| format!("{s:.3}s")),
         outcome
@@ -575,6 +597,8 @@ mod tests {
     fn a_complete_drain_without_loss_passes_and_says_so() {
         let drain = Drain::parse("gsd-server-a", 10, DRAINED);
         assert_eq!((drain.complete, drain.incomplete, drain.messages), (10, 0, 55));
+        let lost_peer = Drain::parse("p", 1, &format!("{DRAINED}gsd_server_drains_total{{outcome=\"peer_lost\"}} 2\n"));
+        assert_eq!((lost_peer.peer_lost, lost_peer.client_left), (2, 0));
         assert_eq!(drain.shutdown_seconds, Some(0.25));
         let clients = ClientCounters { users: 10, reconnects: 10, drains_complete: 10, ..Default::default() };
         let reasons = judge(&drain, &clients, &[]);
@@ -600,7 +624,14 @@ mod tests {
         let unseen = Drain::parse("gsd-server-a", 10, &mid_drain);
         assert_eq!(unseen.shutdown_seconds, None);
         let incomplete = Drain::parse("gsd-server-a", 10, &DRAINED.replace("\"incomplete\"} 0", "\"incomplete\"} 3"));
-        let lossy = ClientCounters { messages_lost: 2, requests_lost: 1, drains_incomplete: 3, ..Default::default() };
+        let incomplete = Drain { peer_lost: 1, ..incomplete };
+        let lossy = ClientCounters {
+            messages_lost: 2,
+            requests_lost: 1,
+            drains_incomplete: 3,
+            sessions_cut: 4,
+            ..Default::default()
+        };
         let reasons = judge(&unseen, &ClientCounters::default(), &[]);
         assert!(reasons[0].contains("no scrape saw its drain end"), "{reasons:?}");
         let reasons = judge(&Drain::parse("gsd-server-a", 0, DRAINED), &ClientCounters::default(), &[]);
@@ -610,9 +641,11 @@ mod tests {
             reasons,
             [
                 "gsd-server-a: 3 drain(s) incomplete",
+                "gsd-server-a: gave up 1 silent client session(s) in the drain (delivered or lost: unknown)",
                 "2 messages lost",
                 "1 requests lost",
                 "3 drains incomplete as the clients saw them",
+                "4 session(s) cut with no close and no notice: loss unknown",
                 "client pod gsd-client-x came or went during the verdict: its counters cannot be compared",
             ]
         );

@@ -163,7 +163,8 @@ fn garbage_values_are_refused_with_a_clear_error() {
         ("monitoring.serviceMonitor.enable=true", "additional properties 'enable' not allowed"),
         ("otlpEndpoint=collector:4318", "otlpEndpoint"),
         ("server.pushInterval=1.5s", "server/pushInterval"),
-        ("server.pingInterval=0s", "server/pingInterval"),
+        ("server.pingTimeout=0s", "server/pingTimeout"),
+        ("server.pingInterval=soon", "server/pingInterval"),
         ("client.pingTimeout=never", "client/pingTimeout"),
         ("client.reconnectBackoffBase=0ms", "client/reconnectBackoffBase"),
         ("server.readinessProbe.timeoutSeconds=0", "server/readinessProbe/timeoutSeconds"),
@@ -736,6 +737,8 @@ fn the_schema_accepts_only_what_the_binaries_parse() {
         if ["1s", "500ms", "1m30s", "0s", "100us"].contains(&text) {
             assert!(ok, "the schema refuses {text:?}");
         }
+        let (ping, _, _) = try_template(&[&format!("server.pingInterval={text}")]).unwrap();
+        assert!(!ping || gsd_server::config::parse_duration(text).is_ok(), "PING_INTERVAL {text:?}");
         let (positive, _, _) = try_template(&[&format!("client.reconnectBackoffBase={text}")]).unwrap();
         let binary = gsd_client::config::parse_positive_duration(text).is_ok();
         assert!(!positive || binary, "the schema accepts {text:?} as positive, the client refuses it");
