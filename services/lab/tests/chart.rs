@@ -948,6 +948,7 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         .env("KUBE_BIN_DIR", apiserver.parent().unwrap())
         .env("HELM_BIN", helm)
         .env("GSD_CLIENT", format!("{} client", common::lab().display()))
+        .env("GSD_SERVER", format!("{} server", common::lab().display()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -961,6 +962,8 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         "ok: gsd-client verdict listed the pods over HTTPS as gsd-verdict",
         "ok: without the Role: 403 Forbidden",
         "ok: an API server certificate from another CA is refused",
+        "ok: verdict PASS: it deleted a server pod, followed the drain of its 5 sessions",
+        "ok: verdict FAIL when the server drops one owed message per session: 5 messages lost",
         "ok: 2 server pods and 1 client pod carry the preStop sleep",
         "ok: upgraded: ServiceMonitors, PrometheusRule, NetworkPolicy, PDB",
         "ok: helm uninstall removed everything",
