@@ -53,7 +53,14 @@ need_helm() {
         HELM_BIN="$tools_dir/bin/helm"
         if [ ! -x "$HELM_BIN" ]; then
             step "go install helm v3.22.0 (first run only)"
-            GOBIN="$tools_dir/bin" go install helm.sh/helm/v3/cmd/helm@v3.22.0
+            # As Helm's own release build does: without these, a module
+            # build assumes Kubernetes v1.20.0 wherever --kube-version is not
+            # given (helm template, helm lint).
+            local k8s=""
+            for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+                k8s+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=34"
+            done
+            GOBIN="$tools_dir/bin" go install -ldflags "$k8s" helm.sh/helm/v3/cmd/helm@v3.22.0
         fi
     fi
 }
@@ -109,4 +116,27 @@ need_node() {
     command -v ip >/dev/null || missing+=(iproute2)
     command -v gcc >/dev/null || missing+=(gcc libc6-dev)
     if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+# Tilt v0.37.6 and the CNCF Distribution registry, for scripts/tilt-ci:
+# built once from the Go module proxy at the versions pinned in
+# scripts/tools/tilt/go.mod and scripts/tools/registry/go.mod. (Tilt's go.sum
+# is its own, with buildx v0.32.1's hash taken from sum.golang.org: the tag
+# moved after Tilt recorded it.)
+need_tilt() {
+    TILT_BIN="${TILT_BIN:-$tools_dir/bin/tilt}"
+    if [ ! -x "$TILT_BIN" ]; then
+        step "go build tilt v0.37.6 (first run only; several minutes)"
+        (cd "$(dirname "${BASH_SOURCE[0]}")/tools/tilt" &&
+            GOFLAGS=-mod=mod go build -o "$TILT_BIN" github.com/tilt-dev/tilt/cmd/tilt)
+    fi
+}
+
+need_registry() {
+    REGISTRY_BIN="${REGISTRY_BIN:-$tools_dir/bin/registry}"
+    if [ ! -x "$REGISTRY_BIN" ]; then
+        step "go build the distribution registry v3.1.2 (first run only)"
+        (cd "$(dirname "${BASH_SOURCE[0]}")/tools/registry" &&
+            GOFLAGS=-mod=mod go build -o "$REGISTRY_BIN" github.com/distribution/distribution/v3/cmd/registry)
+    fi
 }

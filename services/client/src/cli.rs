@@ -1,5 +1,6 @@
 //! The `gsd-client` program: parse the configuration, start telemetry, run the
 //! virtual users until SIGTERM/SIGINT, close every session with 1000, exit 0.
+//! `gsd-client verdict` is the in-cluster rehearsal ([`crate::verdict`]).
 
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    // `gsd-client verdict ...`: the in-cluster rehearsal, its own options.
+    if args.get(1).is_some_and(|a| a == "verdict") {
+        return crate::verdict::main(args.into_iter().skip(1));
+    }
     let config = Config::parse_from(args);
     if config.check {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

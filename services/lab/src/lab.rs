@@ -574,15 +574,11 @@ impl Lab {
                 _ => reasons.push(format!("{}: drain incomplete", row.pod)),
             }
         }
-        if totals.messages_lost > 0 {
-            reasons.push(format!("{} messages lost", totals.messages_lost));
-        }
-        if totals.requests_lost > 0 {
-            reasons.push(format!("{} requests lost", totals.requests_lost));
-        }
-        if totals.drains_incomplete > 0 {
-            reasons.push(format!("{} drains incomplete as the clients saw them", totals.drains_incomplete));
-        }
+        reasons.extend(gsd_client::ledger::loss_reasons(
+            totals.messages_lost,
+            totals.requests_lost,
+            totals.drains_incomplete,
+        ));
         Report {
             scenario: c.scenario,
             rounds: c.rounds,
@@ -741,13 +737,8 @@ pub fn render(report: &Report) -> String {
              and loss in the cut sessions is unknown ({:.1}s)\n",
             report.elapsed_seconds
         );
-    } else if report.ok {
-        out += &format!("PASS: every drain completed and nothing was lost ({:.1}s)\n", report.elapsed_seconds);
     } else {
-        out += "FAIL:\n";
-        for reason in &report.reasons {
-            out += &format!("  - {reason}\n");
-        }
+        out += &gsd_client::ledger::render_outcome(&report.reasons, report.elapsed_seconds);
     }
     out
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clap::Parser;
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -50,6 +51,23 @@ fn render(sets: &[&str], kube_version: &str) -> Option<Vec<Value>> {
     Some(docs)
 }
 
+/// `helm template gsd charts/gsd --kube-version 1.31.0 <sets>`: (success,
+/// stdout, stderr); None when Helm is missing.
+fn try_template(sets: &[&str]) -> Option<(bool, String, String)> {
+    let chart = chart();
+    let mut args = vec!["template", "gsd", chart.to_str().unwrap(), "--namespace", "shop", "--kube-version", "1.31.0"];
+    let sets = set_args(sets);
+    args.extend(sets.iter().map(String::as_str));
+    helm(&args)
+}
+
+/// Asserts that the chart refuses `sets` with a message holding `needle`.
+fn refused(sets: &[&str], needle: &str) {
+    let Some((ok, _, stderr)) = try_template(sets) else { return };
+    assert!(!ok, "{sets:?} rendered");
+    assert!(stderr.contains(needle), "{sets:?}: {stderr:?} lacks {needle:?}");
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| {
         panic!(
@@ -84,8 +102,20 @@ const MATRIX: &[&[&str]] = &[
     &["networkPolicy.enabled=true"],
     &["service.sessionAffinity=ClientIP"],
     &["server.replicas=1", "client.enabled=false", "tests.enabled=false"],
-    &["server.preStop.mode=none", "server.terminationGracePeriodSeconds=46"],
-    &["otlpEndpoint=http://collector.observability:4318", "server.extraEnv.RUST_LOG=debug"],
+    &["server.preStop.mode=none", "server.terminationGracePeriodSeconds=48"],
+    &[
+        "otlpEndpoint=http://collector.observability:4318",
+        "server.extraEnv[0].name=RUST_LOG",
+        "server.extraEnv[0].value=debug",
+        "imagePullSecrets[0].name=registry",
+    ],
+    &[
+        "monitoring.labels.release=kube-prometheus-stack",
+        "monitoring.podMonitor.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+    ],
+    &["verdict.enabled=true", "networkPolicy.enabled=true"],
+    &["server.softNodeSpread=false", "server.drainPacingSeconds=5", "server.drainMessages=3"],
 ];
 
 #[test]
@@ -93,7 +123,7 @@ fn lint_and_template_pass_over_the_values_matrix() {
     let chart = chart();
     for sets in MATRIX {
         let sets = set_args(sets);
-        let mut lint = vec!["lint", "--strict", chart.to_str().unwrap()];
+        let mut lint = vec!["lint", "--strict", chart.to_str().unwrap(), "--kube-version", "1.31.0"];
         lint.extend(sets.iter().map(String::as_str));
         let Some((ok, stdout, stderr)) = helm(&lint) else { return };
         assert!(ok, "helm lint --strict {sets:?}:\n{stdout}\n{stderr}");
@@ -108,25 +138,21 @@ fn lint_and_template_pass_over_the_values_matrix() {
 
 #[test]
 fn an_inconsistent_grace_period_fails_with_its_message() {
-    let chart = chart();
+    // Defaults: preStop 5 + drain 20 + close 2 + linger 15 + margin 10 = 52.
     for (sets, sum) in [
-        (&["server.terminationGracePeriodSeconds=50"][..], "= 50"),
-        (&["server.drainTimeoutSeconds=45"][..], "= 75"),
-        (&["server.preStop.sleepSeconds=40"][..], "= 85"),
+        (&["server.terminationGracePeriodSeconds=52"][..], "(52) must be larger than"),
+        (&["server.drainTimeoutSeconds=45"][..], "= 77"),
+        (&["server.preStop.sleepSeconds=40"][..], "= 87"),
+        (&["server.closeTimeoutSeconds=14"][..], "closeTimeoutSeconds (14)"),
     ] {
-        let mut args = vec!["template", "gsd", chart.to_str().unwrap()];
-        let sets = set_args(sets);
-        args.extend(sets.iter().map(String::as_str));
-        let Some((ok, _, stderr)) = helm(&args) else { return };
-        assert!(!ok, "{sets:?} rendered");
-        assert!(stderr.contains("server.terminationGracePeriodSeconds (") && stderr.contains(sum), "{stderr}");
-        assert!(stderr.contains("the kubelet would SIGKILL a drain in progress"), "{stderr}");
+        refused(sets, sum);
+        refused(sets, "the kubelet would SIGKILL a drain in progress");
     }
+    assert!(try_template(&["server.terminationGracePeriodSeconds=53"]).is_none_or(|(ok, _, _)| ok), "53 > 52");
 }
 
 #[test]
 fn garbage_values_are_refused_with_a_clear_error() {
-    let chart = chart();
     let cases: &[(&str, &str)] = &[
         ("server.replica=3", "additional properties 'replica' not allowed"),
         ("server.replicas=two", "server/replicas"),
@@ -136,24 +162,40 @@ fn garbage_values_are_refused_with_a_clear_error() {
         ("service.sessionAffinity=Sticky", "service/sessionAffinity"),
         ("monitoring.serviceMonitor.enable=true", "additional properties 'enable' not allowed"),
         ("otlpEndpoint=collector:4318", "otlpEndpoint"),
-        ("server.extraEnv.1BAD=x", "'1BAD' does not match pattern"),
+        ("server.pushInterval=1.5s", "server/pushInterval"),
+        ("server.pingTimeout=0s", "server/pingTimeout"),
+        ("server.pingInterval=soon", "server/pingInterval"),
+        ("client.pingTimeout=never", "client/pingTimeout"),
+        ("client.reconnectBackoffBase=0ms", "client/reconnectBackoffBase"),
+        ("server.readinessProbe.timeoutSeconds=0", "server/readinessProbe/timeoutSeconds"),
+        ("imagePullSecrets[0]=regcred", "imagePullSecrets/0"),
+        ("monitoring.prometheusRule.runbookBaseUrl=docs/runbook.md", "monitoring/prometheusRule/runbookBaseUrl"),
+        ("monitoring.labels.release=null", "monitoring/labels"),
+        ("verdict.timeoutSeconds=1", "verdict/timeoutSeconds"),
     ];
     for (set, needle) in cases {
-        let Some((ok, _, stderr)) = helm(&["template", "gsd", chart.to_str().unwrap(), "--set", set]) else { return };
-        assert!(!ok, "{set} rendered");
-        assert!(stderr.contains(needle), "{set}: {stderr:?} lacks {needle:?}");
+        refused(&[set], needle);
     }
-    let both = [
-        "template",
-        "gsd",
-        chart.to_str().unwrap(),
-        "--set",
-        "monitoring.serviceMonitor.enabled=true",
-        "--set",
-        "monitoring.podMonitor.enabled=true",
-    ];
-    let (ok, _, stderr) = helm(&both).unwrap();
-    assert!(!ok && stderr.contains("are alternatives"), "{stderr}");
+    // Checked at render, with the server's own rules.
+    refused(&["server.drainMessages=5-3"], "server.drainMessages \"5-3\": MIN 5 is larger than MAX 3");
+    refused(&["server.drainMessages=1-20000"], "MAX 20000 is over the server's limit of 10000");
+    refused(&["server.drainPacingSeconds=20"], "server.drainPacingSeconds (20) must be shorter than");
+    refused(&["monitoring.serviceMonitor.enabled=true", "monitoring.podMonitor.enabled=true"], "are alternatives");
+    refused(&["verdict.enabled=true", "client.enabled=false"], "verdict.enabled needs client.enabled");
+    refused(&["verdict.enabled=true", "server.replicas=1"], "verdict.enabled needs server.replicas >= 2 (it is 1)");
+    // extraEnv: a list of EnvVar, names checked.
+    refused(&["server.extraEnv[0].name=1BAD", "server.extraEnv[0].value=x"], "does not match pattern");
+    refused(&["server.extraEnv[0].name=RUST_LOG"], "server/extraEnv/0");
+    refused(&["server.extraEnv.RUST_LOG=debug"], "server/extraEnv");
+    refused(
+        &[
+            "client.extraEnv[0].name=X",
+            "client.extraEnv[0].value=a",
+            "client.extraEnv[1].name=X",
+            "client.extraEnv[1].value=b",
+        ],
+        "client.extraEnv: X is given twice",
+    );
 }
 
 #[test]
@@ -176,9 +218,14 @@ fn rendered_manifests_hold_what_a_drain_depends_on() {
     let prestop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_i64().expect("native sleep on 1.31");
     let drain: i64 = env(c, "DRAIN_TIMEOUT")["value"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
     let linger: i64 = env(c, "METRICS_LINGER")["value"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
+    let close: i64 = env(c, "CLOSE_TIMEOUT")["value"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
     let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
-    assert_eq!((prestop, drain, linger, grace), (5, 20, 15, 60));
-    assert!(grace > prestop + drain + linger, "grace {grace} does not cover the drain");
+    assert_eq!((prestop, drain, close, linger, grace), (5, 20, 2, 15, 60));
+    assert!(grace > prestop + drain + close + linger, "grace {grace} does not cover the drain");
+    // Drain pacing, liveness and backoff are chart values, passed as the binaries' variables.
+    for (name, value) in [("DRAIN_PACING", "0s"), ("PING_INTERVAL", "5s"), ("PING_TIMEOUT", "5s")] {
+        assert_eq!(env(c, name)["value"], value, "{name}");
+    }
     assert_eq!(env(c, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
     let old = render(&[], "1.29.0").unwrap();
     let old_c = &find(&old, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
@@ -200,6 +247,46 @@ fn rendered_manifests_hold_what_a_drain_depends_on() {
         assert_eq!(cc[probe]["httpGet"]["path"], "/healthz");
         assert_eq!(cc[probe]["httpGet"]["port"], "metrics");
     }
+    for (name, value) in [
+        ("RECONNECT_BACKOFF_BASE", "100ms"),
+        ("RECONNECT_BACKOFF_CAP", "10s"),
+        ("PING_INTERVAL", "5s"),
+        ("PING_TIMEOUT", "5s"),
+    ] {
+        assert_eq!(env(cc, name)["value"], value, "{name}");
+    }
+
+    // Probes that a reconnect storm does not flap: no 1 s default timeout,
+    // and readiness needs two failures in a row. Endpoint removal at a
+    // deletion does not wait for it, but a broken pod is still out within
+    // period * threshold + timeout.
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert!(c[probe]["timeoutSeconds"].as_i64().unwrap() >= 2, "{probe}: {}", c[probe]);
+    }
+    let r = &c["readinessProbe"];
+    assert_eq!(r["failureThreshold"], 2);
+    let unready = r["periodSeconds"].as_i64().unwrap() * r["failureThreshold"].as_i64().unwrap()
+        + r["timeoutSeconds"].as_i64().unwrap();
+    assert!(unready <= 10, "a broken pod stays in the Service {unready}s");
+    assert!(c["livenessProbe"]["failureThreshold"].as_i64().unwrap() > 1);
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert!(cc[probe]["timeoutSeconds"].as_i64().unwrap() >= 2, "client {probe}");
+    }
+
+    // The servers prefer different nodes, softly (one node still works),
+    // counting each ReplicaSet apart.
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+    assert_eq!(spread["maxSkew"], 1);
+    assert_eq!(spread["labelSelector"]["matchLabels"], server["spec"]["selector"]["matchLabels"]);
+    assert_eq!(spread["matchLabelKeys"], serde_json::json!(["pod-template-hash"]));
+    let old = render(&[], "1.26.0").unwrap();
+    let old_spread =
+        &find(&old, "Deployment", "gsd-server")["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert!(old_spread["matchLabelKeys"].is_null(), "matchLabelKeys before 1.27");
+    let off = render(&["server.softNodeSpread=false"], "1.31.0").unwrap();
+    assert!(find(&off, "Deployment", "gsd-server")["spec"]["template"]["spec"]["topologySpreadConstraints"].is_null());
 
     // securityContext of every pod the chart makes, helm test included.
     let test_pod = find(&docs, "Pod", "gsd-test-connection");
@@ -235,6 +322,8 @@ fn rendered_manifests_hold_what_a_drain_depends_on() {
     assert_eq!(env(cc, "SERVER_URL")["value"], url.as_str());
     assert_eq!(env(&test_pod["spec"]["containers"][0], "SERVER_URL")["value"], url.as_str());
     assert_eq!(test_pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    // `helm test --logs` reads the pod's log after it succeeded: it must still be there.
+    assert_eq!(test_pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"], "before-hook-creation");
     assert_eq!(test_pod["spec"]["containers"][0]["command"][1], "--check");
 
     // The PDB is only there with more than one replica.
@@ -261,7 +350,7 @@ fn monitoring_ships_the_one_source_of_rules_and_dashboards() {
         "networkPolicy.enabled=true",
     ];
     let Some(docs) = render(&sets, "1.31.0") else { return };
-    // The PrometheusRule is rules/gsd.rules.yaml, unchanged.
+    // With the default runbookBaseUrl the PrometheusRule is rules/gsd.rules.yaml, unchanged.
     let rules_file = std::fs::read_to_string(chart().join("rules/gsd.rules.yaml")).unwrap();
     let rules: Value = serde_norway::from_str(&rules_file).unwrap();
     let rule = find(&docs, "PrometheusRule", "gsd");
@@ -340,24 +429,75 @@ fn the_image_and_tilt_use_the_same_build_and_chart() {
         .status()
         .unwrap();
     assert!(parsed.success(), "the Tiltfile does not parse");
-    let tilt = std::fs::read_to_string(tiltfile).unwrap();
+    let tilt = std::fs::read_to_string(&tiltfile).unwrap();
     for needle in [
         "docker_build('gsd'",
         "helm(\n    'charts/gsd'",
+        // Any namespace: the current context's, for the release and the buttons.
+        "namespace = k8s_namespace()",
+        "namespace=namespace,",
+        "kubectl -n {ns} delete pod",
+        "kubectl -n {ns} rollout restart",
+        // The cluster's version picks the preStop form, as helm install would.
+        "kube_version=kube_version,",
         "k8s_resource('gsd-server'",
         "k8s_resource('gsd-client'",
-        "delete pod",
+        // How to use k3d: a registry announced in local-registry-hosting.
+        "k3d cluster create gsd --registry-create",
+        "local-registry-hosting",
     ] {
         assert!(tilt.contains(needle), "Tiltfile lacks {needle:?}");
     }
+    // Its helm() values render with real Helm in any namespace, and the
+    // client's SERVER_URL follows the namespace.
+    let sets = Command::new("python3")
+        .args([
+            "-c",
+            "import ast,sys\n\
+             for n in ast.walk(ast.parse(open(sys.argv[1]).read())):\n\
+             \x20   if isinstance(n, ast.keyword) and n.arg == 'set':\n\
+             \x20       print('\\n'.join(ast.literal_eval(n.value)))",
+            tiltfile.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let sets = String::from_utf8(sets.stdout).unwrap();
+    let sets: Vec<&str> = sets.lines().collect();
+    assert!(sets.contains(&"image.tag=dev"), "{sets:?}");
+    let chart = chart();
+    let mut args =
+        vec!["template", "gsd", chart.to_str().unwrap(), "--namespace", "team-a", "--kube-version", "v1.34.4"];
+    let sets = set_args(&sets);
+    args.extend(sets.iter().map(String::as_str));
+    let Some((ok, stdout, stderr)) = helm(&args) else { return };
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ws://gsd.team-a.svc.cluster.local:8080/ws"), "SERVER_URL not in the namespace");
+    assert!(stdout.contains("image: \"gsd:dev\""), "the image Tilt builds is not the one the chart runs");
+}
+
+/// The rule groups of the rendered PrometheusRule.
+fn rendered_rules(sets: &[&str]) -> Option<Value> {
+    let mut all = vec!["monitoring.prometheusRule.enabled=true"];
+    all.extend_from_slice(sets);
+    let docs = render(&all, "1.31.0")?;
+    Some(find(&docs, "PrometheusRule", "gsd")["spec"].clone())
+}
+
+fn alerts(rules: &Value) -> Vec<&Value> {
+    rules["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect()
 }
 
 #[test]
-fn alert_rules_pass_promtool_and_follow_the_conventions() {
-    let rules_dir = chart().join("rules");
+fn alert_rules_pass_promtool_as_rendered_and_follow_the_conventions() {
+    let Some(rules) = rendered_rules(&[]) else { return };
+    // promtool checks and unit-tests the rules the chart renders, written
+    // next to a copy of the test file.
     if let Some(promtool) = common::tool("promtool", "PROMTOOL_BIN") {
+        let dir = tempdir("gsd-rules");
+        std::fs::write(dir.join("gsd.rules.yaml"), serde_norway::to_string(&rules).unwrap()).unwrap();
+        std::fs::copy(chart().join("rules/gsd.rules.test.yaml"), dir.join("gsd.rules.test.yaml")).unwrap();
         for args in [&["check", "rules", "gsd.rules.yaml"][..], &["test", "rules", "gsd.rules.test.yaml"]] {
-            let out = Command::new(&promtool).args(args).current_dir(&rules_dir).output().unwrap();
+            let out = Command::new(&promtool).args(args).current_dir(&dir).output().unwrap();
             assert!(
                 out.status.success(),
                 "promtool {args:?}:\n{}{}",
@@ -365,12 +505,18 @@ fn alert_rules_pass_promtool_and_follow_the_conventions() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        std::fs::remove_dir_all(dir).unwrap();
     }
-    let rules: Value =
-        serde_norway::from_str(&std::fs::read_to_string(rules_dir.join("gsd.rules.yaml")).unwrap()).unwrap();
     let runbook = std::fs::read_to_string(root().join("docs/runbook.md")).unwrap();
+    let values: Value = serde_norway::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap();
+    let base = values["monitoring"]["prometheusRule"]["runbookBaseUrl"].as_str().unwrap();
+    let chart_yaml: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(base, format!("{}/blob/main/docs/runbook.md", chart_yaml["home"].as_str().unwrap()));
+    let custom =
+        rendered_rules(&["monitoring.prometheusRule.runbookBaseUrl=https://wiki.example/gsd/runbook/"]).unwrap();
     let mut names = Vec::new();
-    for rule in rules["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()) {
+    for (rule, custom) in alerts(&rules).into_iter().zip(alerts(&custom)) {
         let name = rule["alert"].as_str().unwrap();
         names.push(name.to_owned());
         assert!(name.starts_with("Gsd"), "{name}");
@@ -380,11 +526,355 @@ fn alert_rules_pass_promtool_and_follow_the_conventions() {
         assert!(a["summary"].as_str().is_some_and(|s| !s.contains('\n')), "{name}: one-line summary");
         let description = a["description"].as_str().unwrap();
         assert!(description.contains("{{ $labels.pod }}") && description.contains("$value"), "{name}: {description}");
-        let anchor = format!("docs/runbook.md#{}", name.to_lowercase());
-        assert_eq!(a["runbook_url"], anchor.as_str());
+        // Exact counts: no `humanize` of an extrapolated increase().
+        assert!(!description.contains("$value | humanize }}"), "{name}: {description}");
+        // Absolute runbook links, under the configured base.
+        let anchor = format!("#{}", name.to_lowercase());
+        assert_eq!(a["runbook_url"], format!("{base}{anchor}").as_str(), "{name}");
+        assert_eq!(custom["annotations"]["runbook_url"], format!("https://wiki.example/gsd/runbook{anchor}").as_str());
         assert!(runbook.lines().any(|l| l == format!("## {name}")), "docs/runbook.md has no section {name}");
+        // Routing labels survive every aggregation.
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(runbook.contains(expr.trim_end()), "docs/runbook.md does not show {name}'s expression");
+        let bys: Vec<&str> = expr.split(" by (").skip(1).map(|rest| rest.split(')').next().unwrap()).collect();
+        assert!(!bys.is_empty(), "{name}: no aggregation");
+        for by in bys {
+            for label in ["namespace", "job", "release", "pod"] {
+                assert!(by.split(", ").any(|l| l == label), "{name}: `by ({by})` drops {label}");
+            }
+        }
+        assert!(
+            !expr.contains("increase(gsd_server_drains") && !expr.contains("increase(gsd_client_messages"),
+            "{name}"
+        );
     }
-    assert_eq!(names, ["GsdDrainIncomplete", "GsdMessagesLost", "GsdShutdownNearGracePeriod", "GsdReconnectSlow"]);
+    assert_eq!(names, ["GsdDrainIncomplete", "GsdMessagesLost", "GsdDrainNearTimeout", "GsdReconnectSlow"]);
+}
+
+fn tempdir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn kube_prometheus_stack_selects_every_monitor_and_rule() {
+    // The README's kube-prometheus-stack line, verbatim in its values.
+    for monitor in ["podMonitor", "serviceMonitor"] {
+        let enabled = format!("monitoring.{monitor}.enabled=true");
+        let sets = [
+            "monitoring.labels.release=kube-prometheus-stack",
+            enabled.as_str(),
+            "monitoring.prometheusRule.enabled=true",
+            "monitoring.prometheusRule.labels.team=payments",
+        ];
+        let Some(docs) = render(&sets, "1.31.0") else { return };
+        let selected: Vec<&Value> = docs
+            .iter()
+            .filter(|d| ["ServiceMonitor", "PodMonitor", "PrometheusRule"].contains(&d["kind"].as_str().unwrap()))
+            .collect();
+        assert_eq!(selected.len(), 3, "{monitor}: {:?}", kinds(&docs));
+        for d in selected {
+            let labels = &d["metadata"]["labels"];
+            assert_eq!(labels["release"], "kube-prometheus-stack", "{}", d["kind"]);
+            assert_eq!(labels["app.kubernetes.io/instance"], "gsd", "{}", d["kind"]);
+            assert_eq!(labels["team"].is_null(), d["kind"] != "PrometheusRule", "own labels stay with their kind");
+        }
+    }
+    // A kind's own labels win over the common ones.
+    let docs = render(
+        &[
+            "monitoring.labels.release=a",
+            "monitoring.podMonitor.enabled=true",
+            "monitoring.podMonitor.labels.release=b",
+        ],
+        "1.31.0",
+    )
+    .unwrap();
+    assert_eq!(find(&docs, "PodMonitor", "gsd-server")["metadata"]["labels"]["release"], "b");
+}
+
+/// The first ```lang block after the README line `heading`.
+fn readme_block(heading: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rest = &readme[readme.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("README has no {heading}"))..];
+    let start = rest.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
+    rest[start..start + rest[start..].find("```").unwrap()].to_owned()
+}
+
+/// The `--set` values of a README command (continuation lines joined).
+fn readme_sets(block: &str, command: &str) -> Vec<String> {
+    let joined = block.replace("\\\n", " ");
+    let line = joined.lines().find(|l| l.starts_with(command)).unwrap_or_else(|| panic!("no `{command}` in {block}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.windows(2).filter(|w| w[0] == "--set").map(|w| w[1].to_owned()).collect()
+}
+
+#[test]
+fn the_readme_walkthrough_is_what_the_chart_renders() {
+    // The kind path: the image built, loaded and installed is one and the same.
+    let kind = readme_block("## Kubernetes", "sh");
+    let lines: Vec<&str> = kind.lines().collect();
+    assert_eq!(lines.len(), 5, "the five-line kind path: {kind}");
+    let image = lines[0].strip_prefix("docker build -t ").unwrap().strip_suffix(" .").unwrap();
+    assert!(lines[1].starts_with("kind create cluster --name gsd"));
+    assert_eq!(lines[2], format!("kind load docker-image {image} --name gsd"));
+    assert!(lines[3].starts_with("helm install gsd charts/gsd ") && lines[3].ends_with(" --wait"));
+    assert_eq!(lines[4], "helm test gsd --logs");
+    let sets = readme_sets(&kind, "helm install");
+    let Some(docs) = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0") else { return };
+    for d in docs.iter().filter(|d| d["kind"] == "Deployment") {
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], image, "{}", d["metadata"]["name"]);
+    }
+    assert_eq!(find(&docs, "Pod", "gsd-test-connection")["spec"]["containers"][0]["image"], image);
+    // k3d's equivalent names the same image.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains(&format!("`k3d image import {image} --cluster gsd`")));
+
+    // kube-prometheus-stack: its line puts `release` on every monitor and rule.
+    let kps = readme_block("### Monitoring: kube-prometheus-stack, or a plain Prometheus", "sh");
+    let sets = readme_sets(&kps, "helm upgrade gsd charts/gsd --reuse-values");
+    assert!(sets.contains(&"monitoring.labels.release=kube-prometheus-stack".to_owned()), "{sets:?}");
+    let docs = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
+    let monitored: Vec<&Value> =
+        docs.iter().filter(|d| ["PodMonitor", "PrometheusRule"].contains(&d["kind"].as_str().unwrap())).collect();
+    assert_eq!(monitored.len(), 3, "{:?}", kinds(&docs));
+    for d in monitored {
+        assert_eq!(d["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    }
+    assert_eq!(find(&docs, "ConfigMap", "gsd-dashboards")["metadata"]["labels"]["grafana_dashboard"], "1");
+
+    // The verdict's line adds the verdict pod.
+    let verdict = readme_block("### The verdict, inside the cluster", "sh");
+    let sets = readme_sets(&verdict, "helm upgrade");
+    let docs = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
+    find(&docs, "Pod", "gsd-verdict");
+    assert!(verdict.contains("helm test gsd --logs"));
+
+    // The plain Prometheus job is a valid configuration that keeps the labels the alerts route on.
+    let config = readme_block("### Monitoring: kube-prometheus-stack, or a plain Prometheus", "yaml");
+    let parsed: Value = serde_norway::from_str(&config).unwrap();
+    let targets: Vec<&str> = parsed["scrape_configs"][0]["relabel_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["target_label"].as_str())
+        .collect();
+    assert_eq!(targets, ["namespace", "pod", "release"]);
+    assert_eq!(parsed["rule_files"][0], "charts/gsd/rules/gsd.rules.yaml");
+    if let Some(promtool) = common::tool("promtool", "PROMTOOL_BIN") {
+        let dir = tempdir("gsd-prometheus-config");
+        let rules = chart().join("rules/gsd.rules.yaml");
+        // Debian's Prometheus is built without Kubernetes service discovery:
+        // the job is checked with a static target in its place, relabelling,
+        // rule file and all.
+        let sd = "    kubernetes_sd_configs:\n      - role: pod";
+        assert!(config.contains(sd), "{config}");
+        let config = config
+            .replace(sd, "    static_configs:\n      - targets: [\"127.0.0.1:8080\"]")
+            .replace("charts/gsd/rules/gsd.rules.yaml", rules.to_str().unwrap());
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let out =
+            Command::new(promtool).args(["check", "config", "prometheus.yml"]).current_dir(&dir).output().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn extra_env_takes_env_vars_and_refuses_the_charts_own() {
+    let dir = tempdir("gsd-extra-env");
+    let values = dir.join("values.yaml");
+    std::fs::write(
+        &values,
+        "server:\n  extraEnv:\n    - name: RUST_LOG\n      value: debug\n    - name: TOKEN\n      valueFrom:\n        secretKeyRef: {name: gsd, key: token}\n\
+         client:\n  extraEnv:\n    - name: NODE\n      valueFrom:\n        fieldRef: {fieldPath: spec.nodeName}\n\
+         imagePullSecrets:\n  - name: registry\n",
+    )
+    .unwrap();
+    let chart = chart();
+    let args = ["template", "gsd", chart.to_str().unwrap(), "--kube-version", "1.31.0", "-f", values.to_str().unwrap()];
+    let Some((ok, stdout, stderr)) = helm(&args) else { return };
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ok, "{stderr}");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&stdout)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let sc = &find(&docs, "Deployment", "gsd-server")["spec"]["template"]["spec"];
+    assert_eq!(env(&sc["containers"][0], "RUST_LOG")["value"], "debug");
+    assert_eq!(env(&sc["containers"][0], "TOKEN")["valueFrom"]["secretKeyRef"]["key"], "token");
+    assert_eq!(sc["imagePullSecrets"], serde_json::json!([{"name": "registry"}]));
+    let cc = &find(&docs, "Deployment", "gsd-client")["spec"]["template"]["spec"];
+    assert_eq!(env(&cc["containers"][0], "NODE")["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(cc["imagePullSecrets"], sc["imagePullSecrets"]);
+
+    // Every variable the chart sets, with every option on, is refused in extraEnv.
+    let all = render(&["otlpEndpoint=http://collector:4318"], "1.31.0").unwrap();
+    for (deployment, key) in [("gsd-server", "server"), ("gsd-client", "client")] {
+        let c = &find(&all, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0];
+        for e in c["env"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap();
+            let set_name = format!("{key}.extraEnv[0].name={name}");
+            let set_value = format!("{key}.extraEnv[0].value=x");
+            refused(&[&set_name, &set_value], &format!("{key}.extraEnv: {name} is set by the chart"));
+        }
+    }
+}
+
+#[test]
+fn the_schema_accepts_only_what_the_binaries_parse() {
+    // Durations: whatever the schema lets through, the binaries parse.
+    for text in ["1s", "500ms", "1m30s", "0s", "2h", "100us", "10ns", "1.5s", "10", "1 s", "5sec", "-1s", "1d"] {
+        let Some((ok, _, _)) = try_template(&[&format!("server.pushInterval={text}")]) else { return };
+        let binary = gsd_client::config::parse_duration(text).is_ok();
+        assert!(!ok || binary, "the schema accepts {text:?}, the binaries refuse it");
+        if ["1s", "500ms", "1m30s", "0s", "100us"].contains(&text) {
+            assert!(ok, "the schema refuses {text:?}");
+        }
+        let (ping, _, _) = try_template(&[&format!("server.pingInterval={text}")]).unwrap();
+        assert!(!ping || gsd_server::config::parse_duration(text).is_ok(), "PING_INTERVAL {text:?}");
+        let (positive, _, _) = try_template(&[&format!("client.reconnectBackoffBase={text}")]).unwrap();
+        let binary = gsd_client::config::parse_positive_duration(text).is_ok();
+        assert!(!positive || binary, "the schema accepts {text:?} as positive, the client refuses it");
+        assert_eq!(positive, ok && text != "0s", "{text:?}");
+    }
+    // DRAIN_MESSAGES: the schema and the render checks together accept
+    // exactly what the server's parser accepts.
+    for text in ["1-10", "5", "10000", " 2 - 4 ", "0-5", "5-3", "1-20000", "1-10001", "a-b", "", "1-", "-1"] {
+        let (ok, _, stderr) = try_template(&[&format!("server.drainMessages={text}")]).unwrap();
+        let server = gsd_server::config::parse_range(text);
+        assert_eq!(ok, server.is_ok(), "{text:?}: chart {ok} ({stderr}), server {server:?}");
+    }
+}
+
+#[test]
+fn the_verdict_is_opt_in_with_the_least_rbac() {
+    let Some(off) = render(&[], "1.31.0") else { return };
+    for kind in ["ServiceAccount", "Role", "RoleBinding"] {
+        assert!(!kinds(&off).contains(&kind.to_owned()), "{kind} without verdict.enabled");
+    }
+    let docs = render(&["verdict.enabled=true"], "1.31.0").unwrap();
+    let role = find(&docs, "Role", "gsd-verdict");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]}]),
+        "the verdict lists pods and deletes one; nothing else"
+    );
+    let binding = find(&docs, "RoleBinding", "gsd-verdict");
+    assert_eq!(binding["roleRef"]["kind"], "Role", "namespaced, never a ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], "gsd-verdict");
+    assert_eq!(binding["subjects"][0]["name"], "gsd-verdict");
+    assert_eq!(binding["subjects"][0]["namespace"], "shop");
+    let sa = find(&docs, "ServiceAccount", "gsd-verdict");
+    assert_eq!(sa["automountServiceAccountToken"], false, "only the verdict pod mounts the token");
+
+    let pod = find(&docs, "Pod", "gsd-verdict");
+    let a = &pod["metadata"]["annotations"];
+    assert_eq!(a["helm.sh/hook"], "test");
+    assert_eq!(a["helm.sh/hook-delete-policy"], "before-hook-creation");
+    assert_eq!(a["helm.sh/hook-weight"], "1", "after the connection test");
+    let spec = &pod["spec"];
+    assert_eq!(spec["serviceAccountName"], "gsd-verdict");
+    assert_eq!(spec["automountServiceAccountToken"], true);
+    assert_eq!(spec["restartPolicy"], "Never");
+    let c = &spec["containers"][0];
+    assert_eq!(c["command"], serde_json::json!(["/usr/local/bin/gsd-client", "verdict"]));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    // Its selectors pick exactly the Deployments' pods; its ports are theirs.
+    for (deployment, var) in [("gsd-server", "SERVER_SELECTOR"), ("gsd-client", "CLIENT_SELECTOR")] {
+        let labels = &find(&docs, "Deployment", deployment)["spec"]["selector"]["matchLabels"];
+        let selector = env(c, var)["value"].as_str().unwrap();
+        let parsed: serde_json::Map<String, Value> = selector
+            .split(',')
+            .map(|t| t.split_once('=').unwrap())
+            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+            .collect();
+        assert_eq!(&Value::Object(parsed), labels, "{var}");
+    }
+    let server = &find(&docs, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(c, "SERVER_METRICS_PORT")["value"], server["ports"][0]["containerPort"].to_string());
+    assert_eq!(env(c, "CLIENT_METRICS_PORT")["value"], "9091");
+    assert_eq!(env(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+    // The selector is one the verdict accepts.
+    let parsed = gsd_client::verdict::VerdictConfig::try_parse_from([
+        "verdict",
+        "--server-selector",
+        env(c, "SERVER_SELECTOR")["value"].as_str().unwrap(),
+        "--client-selector",
+        env(c, "CLIENT_SELECTOR")["value"].as_str().unwrap(),
+        "--timeout",
+        env(c, "VERDICT_TIMEOUT")["value"].as_str().unwrap(),
+        "--settle",
+        env(c, "VERDICT_SETTLE")["value"].as_str().unwrap(),
+    ]);
+    assert!(parsed.is_ok(), "{parsed:?}");
+    // No other pod gets an API token.
+    for d in docs.iter().filter(|d| d["metadata"]["name"] != "gsd-verdict") {
+        let spec = if d["kind"] == "Pod" { &d["spec"] } else { &d["spec"]["template"]["spec"] };
+        if spec.is_object() && spec["containers"].is_array() {
+            assert_eq!(spec["automountServiceAccountToken"], false, "{}", d["metadata"]["name"]);
+        }
+    }
+}
+
+#[test]
+fn the_chart_readme_is_generated_from_values_yaml() {
+    let out = Command::new(root().join("scripts/chart-readme")).arg("--stdout").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let committed = std::fs::read_to_string(chart().join("README.md")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "charts/gsd/README.md is stale: run scripts/chart-readme"
+    );
+    // Every value has a row.
+    for key in ["server.pingInterval", "client.reconnectBackoffCap", "monitoring.labels", "verdict.enabled"] {
+        assert!(committed.contains(&format!("| `{key}` |")), "no row for {key}");
+    }
+    // The generator can fail: an undocumented value is refused.
+    let dir = tempdir("gsd-readme");
+    let copy = dir.join("scripts");
+    std::fs::create_dir_all(copy.join("../charts/gsd")).unwrap();
+    std::fs::copy(root().join("scripts/chart-readme"), copy.join("chart-readme")).unwrap();
+    std::fs::copy(chart().join("Chart.yaml"), dir.join("charts/gsd/Chart.yaml")).unwrap();
+    let values = std::fs::read_to_string(chart().join("values.yaml")).unwrap() + "\nundocumented: 1\n";
+    std::fs::write(dir.join("charts/gsd/values.yaml"), values).unwrap();
+    let out = Command::new("python3").arg(copy.join("chart-readme")).arg("--stdout").output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("undocumented has no `# undocumented -- ...` comment"));
+}
+
+#[test]
+fn chart_metadata_and_license() {
+    let chart_yaml: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+    for key in ["kubeVersion", "home"] {
+        assert!(chart_yaml[key].as_str().is_some_and(|s| !s.is_empty()), "Chart.yaml has no {key}");
+    }
+    assert!(chart_yaml["home"].as_str().unwrap().starts_with("https://"));
+    assert!(chart_yaml["sources"][0].as_str().is_some_and(|s| s.starts_with("https://")));
+    assert!(chart_yaml["maintainers"][0]["name"].is_string());
+    // The chart refuses a cluster older than its kubeVersion, with Helm's message.
+    refused_on("1.20.0", "chart requires kubeVersion");
+    let license = std::fs::read_to_string(root().join("LICENSE")).unwrap();
+    assert!(license.contains("Apache License") && license.contains("Version 2.0, January 2004"));
+    assert!(license.contains("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION"));
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(cargo.lines().any(|l| l == "license = \"Apache-2.0\""), "Cargo.toml's license is not the LICENSE file's");
+}
+
+fn refused_on(kube: &str, needle: &str) {
+    let chart = chart();
+    let Some((ok, _, stderr)) = helm(&["template", "gsd", chart.to_str().unwrap(), "--kube-version", kube]) else {
+        return;
+    };
+    assert!(!ok && stderr.contains(needle), "{kube}: {stderr}");
 }
 
 #[test]
@@ -422,6 +912,24 @@ fn dashboards_have_stable_uids_and_the_variables() {
     assert!(uids.contains(&"gsd-drains".to_owned()));
 }
 
+/// Every process running a binary of `dir` for scripts/apiserver-test: its
+/// working directory or arguments are in the script's /tmp/gsd-apiserver.*
+/// (the one-node cluster and other tests run the same binaries elsewhere).
+fn apiserver_test_processes(dir: &Path) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| exe.parent() == Some(dir)))
+        .filter(|e| {
+            let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            cwd.to_string_lossy().contains("/gsd-apiserver.")
+                || String::from_utf8_lossy(&cmdline).contains("/gsd-apiserver.")
+        })
+        .map(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " "))
+        .collect()
+}
+
 #[test]
 fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
     // scripts/test builds etcd, kube-apiserver, kube-controller-manager and
@@ -435,9 +943,12 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         return;
     };
     let Some(helm) = common::tool("helm", "HELM_BIN") else { return };
+    let bin_dir = apiserver.parent().unwrap().canonicalize().unwrap();
     let out = Command::new(root().join("scripts/apiserver-test"))
         .env("KUBE_BIN_DIR", apiserver.parent().unwrap())
         .env("HELM_BIN", helm)
+        .env("GSD_CLIENT", format!("{} client", common::lab().display()))
+        .env("GSD_SERVER", format!("{} server", common::lab().display()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -445,7 +956,14 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
     assert!(out.status.success(), "scripts/apiserver-test failed:\n{stdout}\n{stderr}");
     for step in [
         "ok: strict dry-run apply: defaults",
+        "ok: strict dry-run apply: extraEnv valueFrom, imagePullSecrets objects, the verdict's RBAC and pod",
         "ok: a misspelt field is refused",
+        "ok: gsd-verdict may list and delete pods in gsd, and nothing else",
+        "ok: gsd-client verdict listed the pods over HTTPS as gsd-verdict",
+        "ok: without the Role: 403 Forbidden",
+        "ok: an API server certificate from another CA is refused",
+        "ok: verdict PASS: it deleted a server pod, followed the drain of its 5 sessions",
+        "ok: verdict FAIL when the server drops one owed message per session: 5 messages lost",
         "ok: 2 server pods and 1 client pod carry the preStop sleep",
         "ok: upgraded: ServiceMonitors, PrometheusRule, NetworkPolicy, PDB",
         "ok: helm uninstall removed everything",
@@ -454,13 +972,40 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
     }
     // No etcd, kube-apiserver or kube-controller-manager is left behind.
-    let bin_dir = apiserver.parent().unwrap().canonicalize().unwrap();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path().join("exe")).ok())
-        .filter(|exe| exe.parent() == Some(bin_dir.as_path()))
-        .map(|exe| exe.display().to_string())
-        .collect();
+    let left = apiserver_test_processes(&bin_dir);
     assert!(left.is_empty(), "left running: {left:?}");
+}
+
+#[test]
+fn tilt_ci_needs_a_cluster_and_says_so() {
+    // scripts/tilt-ci runs `tilt ci` against an existing cluster (see the
+    // README); without one it stops before building anything, with a reason.
+    let Some(helm) = common::tool("helm", "HELM_BIN") else { return };
+    // scripts/test builds the control plane's tools into KUBE_BIN_DIR; without
+    // them tilt-ci would build them first (need_kube).
+    let Some(kube_bin_dir) = std::env::var_os("KUBE_BIN_DIR").map(PathBuf::from).filter(|d| {
+        ["kubectl", "kube-apiserver", "kube-controller-manager", "etcd"].iter().all(|t| d.join(t).exists())
+    }) else {
+        return;
+    };
+    let dir = tempdir("gsd-tilt-ci");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: none\n  cluster: {server: \"https://127.0.0.1:1\"}\n\
+         contexts:\n- name: none\n  context: {cluster: none, user: none}\ncurrent-context: none\n\
+         users:\n- name: none\n  user: {token: none}\n",
+    )
+    .unwrap();
+    let out = Command::new(root().join("scripts/tilt-ci"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HELM_BIN", helm)
+        .env("KUBE_BIN_DIR", kube_bin_dir)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "tilt-ci passed without a cluster");
+    assert!(stderr.contains("FAIL: no cluster answers at the current kubeconfig"), "{stderr}");
+    assert!(!stderr.contains("go build tilt"), "it built Tilt before checking for a cluster: {stderr}");
 }

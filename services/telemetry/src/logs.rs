@@ -99,6 +99,10 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
 }
 
 fn otlp_provider(default_service: &'static str) -> Result<SdkTracerProvider, String> {
+    // reqwest is built with rustls in this workspace (gsd-client verdict's
+    // HTTPS) and panics building a client with no crypto provider: give it
+    // ring, the one compiled in, unless one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build().map_err(|e| e.to_string())?;
     let named_by_env = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
         || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
