@@ -544,10 +544,12 @@ impl Callgrind {
         Callgrind { dir, pids }
     }
 
+    /// Only the first dump is read; what follows it does not count. (No
+    /// "instrumentation off" here: the server may exit at this very scrape,
+    /// and a command to a process that is gone waits forever.)
     fn dump(&self) {
         for pid in &self.pids {
             control(&["-d", &pid.to_string()]);
-            control(&["-i", "off", &pid.to_string()]);
         }
     }
 
@@ -576,10 +578,26 @@ impl Callgrind {
     }
 }
 
-/// `callgrind_control args`; waits for it, ignores its failure (the dump
-/// check reports a missing count).
+/// `callgrind_control args`, given 30 s; its failure is not checked here
+/// (a missing dump is reported by [`Callgrind::result`]).
 fn control(args: &[&str]) {
-    let _ = std::process::Command::new("callgrind_control").args(args).output();
+    let Ok(mut child) = std::process::Command::new("callgrind_control")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn machine() -> (usize, f64) {

@@ -422,8 +422,13 @@ async fn client_check_reports_a_welcome_or_its_absence() {
 
 #[tokio::test]
 async fn drain_pacing_spreads_the_notices_and_still_drains_everything() {
-    let (mut server, addr) =
-        Proc::server("paced", &["--drain-pacing", "1s", "--push-interval", "50ms", "--metrics-linger", "0s"]).await;
+    // drain_notice is a debug event (one per session is too many for info).
+    let (mut server, addr) = Proc::server_env(
+        "paced",
+        &["--drain-pacing", "1s", "--push-interval", "50ms", "--metrics-linger", "0s"],
+        &[("RUST_LOG", "info,gsd_server::session=debug")],
+    )
+    .await;
     let (mut client, _) = Proc::client("client", &format!("ws://{addr}/ws"), 8, &["--request-interval", "50ms"]).await;
     server.wait_count("session_open", 8, SAFETY).await;
     server.signal(Signal::SIGTERM);

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use gsd_protocol::{Beat, ClientMessage, DecodeError, Heartbeat, ServerMessage, close};
 use rand::Rng;
 use tokio::time::Instant;
-use tracing::{Instrument, Span, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::Shared;
 use crate::metrics::DrainOutcome;
@@ -280,7 +280,7 @@ impl Session {
         let dropped = shared.config.fault_drop_owed.min(remaining);
         let ack_target = last_seq - dropped as u64;
         self.drain = Some(Drain { started: now, remaining, sent: 0, last_seq, ack_target, span });
-        info!(session_id = %self.session_id, remaining, last_seq, deadline_ms, "drain_notice");
+        debug!(session_id = %self.session_id, remaining, last_seq, deadline_ms, "drain_notice");
         self.send(ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq: Some(last_seq) }).await?;
         for _ in dropped..remaining {
             self.push().await?;

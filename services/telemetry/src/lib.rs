@@ -4,6 +4,7 @@
 //! and the tests to scrape `/metrics` and probe `/readyz`.
 
 mod http;
+mod json;
 mod logs;
 mod metrics;
 

@@ -67,11 +67,8 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
             .with_target(false)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_target(false)
+            .event_format(crate::json::JsonLines)
+            .fmt_fields(crate::json::JsonFields)
             .boxed(),
     };
 
