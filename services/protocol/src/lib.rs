@@ -233,6 +233,11 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<
     if text.len() > MAX_FRAME_BYTES {
         return Err(DecodeError::TooBig { len: text.len(), max: MAX_FRAME_BYTES });
     }
+    // The common case, a valid message, in one pass. Only a frame that fails
+    // goes through the value tree below, which names precisely what is wrong.
+    if let Ok(message) = serde_json::from_str::<T>(text) {
+        return Ok(message);
+    }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let Some(obj) = value.as_object() else {
         return Err(DecodeError::NotJson("expected an object".into()));
