@@ -28,6 +28,8 @@ pub fn capacity(reserve: u64) -> u64 {
 struct Endpoint {
     id: String,
     addr: SocketAddr,
+    /// Where its `/readyz` is (the pod's admin port).
+    admin: SocketAddr,
     /// Last `/readyz` answer was 200.
     ready: bool,
     /// Removed from the endpoints (the pod is terminating and the removal
@@ -67,9 +69,10 @@ impl Balancer {
     }
 
     /// Adds a pod's endpoint; it takes traffic once its readiness probe passes.
-    pub fn add(&self, id: &str, addr: SocketAddr) {
+    /// Adds the endpoint `addr`, whose readiness is probed on `admin`.
+    pub fn add(&self, id: &str, addr: SocketAddr, admin: SocketAddr) {
         let endpoint =
-            Endpoint { id: id.to_owned(), addr, ready: false, removed: false, cut: CancellationToken::new() };
+            Endpoint { id: id.to_owned(), addr, admin, ready: false, removed: false, cut: CancellationToken::new() };
         self.inner.endpoints.lock().unwrap().push(endpoint);
     }
 
@@ -176,7 +179,7 @@ async fn probe_loop(inner: Arc<Inner>, period: Duration, stop: CancellationToken
             .unwrap()
             .iter()
             .filter(|e| !e.cut.is_cancelled())
-            .map(|e| (e.id.clone(), e.addr))
+            .map(|e| (e.id.clone(), e.admin))
             .collect();
         for (id, addr) in targets {
             let ready = matches!(

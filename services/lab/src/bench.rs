@@ -209,21 +209,23 @@ struct Bench {
     instructions: std::sync::Mutex<Option<InstructionsResult>>,
 }
 
-/// A server process and its address.
+/// A server process and its addresses.
 struct Server {
     proc: Proc,
     addr: SocketAddr,
+    /// The admin port: /metrics.
+    admin: SocketAddr,
 }
 
 impl Bench {
     async fn server(&self, id: &str, extra: &[&str]) -> Result<Server, BenchError> {
-        let mut args = vec!["server", "--bind", "127.0.0.1", "--port", "0", "--server-id", id];
+        let mut args = vec!["server", "--bind", "127.0.0.1", "--port", "0", "--admin-port", "0", "--server-id", id];
         args.extend_from_slice(extra);
         // The lifecycle events (listening, drain start and end) always show.
         let filter = format!("{},gsd_server::lifecycle=info", self.log_level);
         let mut proc = self.spawn(&args, &[("RUST_LOG", filter.as_str())], id)?;
-        let addr = proc.listening_addr(Duration::from_secs(120)).await?;
-        Ok(Server { proc, addr })
+        let (addr, admin) = proc.server_addrs(Duration::from_secs(120)).await?;
+        Ok(Server { proc, addr, admin })
     }
 
     async fn client(&self, url: &str, users: u32, extra: &[&str]) -> Result<(Proc, SocketAddr), BenchError> {
@@ -272,7 +274,7 @@ impl Bench {
         // alone, not also 503s to users reconnecting to the draining server.
         let patient = ["--request-interval", "1s", "--reconnect-jitter", "10s", "--reconnect-backoff-base", "10s"];
         let (mut client, _) = self.client(&url, sessions, &patient).await?;
-        wait_value(server.addr, "gsd_server_sessions", sessions as f64, Duration::from_secs(180)).await?;
+        wait_value(server.admin, "gsd_server_sessions", sessions as f64, Duration::from_secs(180)).await?;
         tokio::time::sleep(SETTLE).await;
         let callgrind = self.callgrind.clone().map(|dir| Callgrind::start(dir, &[&server.proc, &client]));
         let cpu_before = (cpu_seconds(&server.proc), cpu_seconds(&client));
@@ -318,8 +320,8 @@ impl Bench {
                 .await
                 .map_err(|e| BenchError::Stuck(format!("balancer: {e}")))?,
         );
-        balancer.add("bench-a", a.addr);
-        balancer.add("bench-b", b.addr);
+        balancer.add("bench-a", a.addr, a.admin);
+        balancer.add("bench-b", b.addr, b.admin);
         wait_eligible(&balancer, "bench-a").await?;
         wait_eligible(&balancer, "bench-b").await?;
         let url = format!("ws://{}/ws", balancer.addr);
@@ -415,7 +417,7 @@ impl Bench {
         let url = format!("ws://{}/ws", server.addr);
         let (mut client, _) =
             self.client(&url, sessions, &["--request-interval", "10ms", "--processing-time", "0s"]).await?;
-        wait_value(server.addr, "gsd_server_sessions", sessions as f64, Duration::from_secs(120)).await?;
+        wait_value(server.admin, "gsd_server_sessions", sessions as f64, Duration::from_secs(120)).await?;
         tokio::time::sleep(SETTLE).await;
         let frames = |body: &str| -> f64 {
             body.lines()
@@ -427,9 +429,10 @@ impl Bench {
                 .sum()
         };
         let before =
-            (frames(&scrape(server.addr).await.unwrap_or_default()), cpu_seconds(&server.proc), Instant::now());
+            (frames(&scrape(server.admin).await.unwrap_or_default()), cpu_seconds(&server.proc), Instant::now());
         tokio::time::sleep(window).await;
-        let after = (frames(&scrape(server.addr).await.unwrap_or_default()), cpu_seconds(&server.proc), Instant::now());
+        let after =
+            (frames(&scrape(server.admin).await.unwrap_or_default()), cpu_seconds(&server.proc), Instant::now());
         stop_client(&mut client).await?;
         server.proc.signal(Signal::SIGTERM);
         let _ = last_scrape(&mut server, |_| {}).await;
@@ -482,7 +485,7 @@ async fn last_scrape(server: &mut Server, mut at_drain_end: impl FnMut(&Proc)) -
     let deadline = Instant::now() + Duration::from_secs(120);
     let drained = |body: &str| gsd_telemetry::sample(body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0);
     while server.proc.try_status().is_none() && Instant::now() < deadline {
-        if let Some(body) = scrape(server.addr).await {
+        if let Some(body) = scrape(server.admin).await {
             if !drained(&last) {
                 if drained(&body) {
                     at_drain_end(&server.proc);

@@ -107,7 +107,8 @@ pub struct Report {
 struct Pod {
     id: String,
     proc: Proc,
-    addr: SocketAddr,
+    /// The admin port: /readyz, /metrics.
+    admin: SocketAddr,
 }
 
 /// What the progress line shows, updated by the lab and read by its task.
@@ -268,6 +269,8 @@ impl Lab {
             "127.0.0.1".into(),
             "--port".into(),
             "0".into(),
+            "--admin-port".into(),
+            "0".into(),
             "--server-id".into(),
             id.clone(),
             "--drain-timeout".into(),
@@ -288,9 +291,9 @@ impl Lab {
             c.fault_drop_owed.to_string(),
         ];
         let mut proc = Proc::spawn(&self.exe, &args, &[], &id, &self.reaper)?;
-        let addr = proc.listening_addr(START_TIMEOUT).await?;
-        self.balancer.add(&id, addr);
-        self.pods.push(Pod { id: id.clone(), proc, addr });
+        let (addr, admin) = proc.server_addrs(START_TIMEOUT).await?;
+        self.balancer.add(&id, addr, admin);
+        self.pods.push(Pod { id: id.clone(), proc, admin });
         Ok(id)
     }
 
@@ -339,7 +342,7 @@ impl Lab {
         let mut pod = self.pods.remove(idx);
         let id = pod.id.clone();
         let step = |what: &str| format!("round {round}/{}: {} {id}: {what}", c.rounds, c.scenario_verb());
-        let before = scrape(pod.addr).await;
+        let before = scrape(pod.admin).await;
         let sessions =
             before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
         let deleted = Instant::now();
@@ -381,7 +384,7 @@ impl Lab {
                 // Scrape until the exit: the first body carrying the shutdown
                 // histogram is the final account, and a scrape after the
                 // drain is what ends the server's metrics linger.
-                if let Some(body) = scrape(pod.addr).await {
+                if let Some(body) = scrape(pod.admin).await {
                     if final_body.is_none()
                         && gsd_telemetry::sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0)
                     {
@@ -435,7 +438,7 @@ impl Lab {
         let c = self.config.clone();
         let mut pod = self.pods.remove(idx);
         let id = pod.id.clone();
-        let sessions = scrape_value(pod.addr, "gsd_server_sessions").await.unwrap_or(0.0) as u64;
+        let sessions = scrape_value(pod.admin, "gsd_server_sessions").await.unwrap_or(0.0) as u64;
         self.progress.set(format!("round {round}/{}: partition {id}", c.rounds));
         self.balancer.partition(&id);
         let cut = Instant::now();
@@ -451,7 +454,7 @@ impl Lab {
         let deadline = cut + bound + Duration::from_secs(10);
         let mut body = None;
         while Instant::now() < deadline {
-            body = scrape(pod.addr).await;
+            body = scrape(pod.admin).await;
             if body.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")) == Some(0.0) {
                 break;
             }
@@ -536,7 +539,7 @@ impl Lab {
         let deadline = Instant::now() + self.config.drain_timeout + Duration::from_secs(15);
         for pod in &mut self.pods {
             while pod.proc.try_status().is_none() && Instant::now() < deadline {
-                let _ = scrape(pod.addr).await;
+                let _ = scrape(pod.admin).await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if pod.proc.try_status().is_none() {

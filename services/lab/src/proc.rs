@@ -148,6 +148,20 @@ impl Proc {
         Ok(addr.and_then(|a| a.parse().ok()).expect("gsd logs the address it listens on"))
     }
 
+    /// A server's WebSocket and admin addresses (`addr` and `admin_addr` of
+    /// its `listening` event).
+    pub async fn server_addrs(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(std::net::SocketAddr, std::net::SocketAddr), ProcError> {
+        let event = self.wait_for("listening", |e| e["message"] == "listening", timeout).await?;
+        let parse = |field: &str| event[field].as_str().and_then(|a| a.parse().ok());
+        Ok((
+            parse("addr").expect("a server logs the address it listens on"),
+            parse("admin_addr").expect("a server logs its admin address"),
+        ))
+    }
+
     /// Waits until at least `n` events named `message` were logged.
     pub async fn wait_count(&mut self, message: &str, n: usize, timeout: Duration) -> Result<(), ProcError> {
         let log = self.log.clone();

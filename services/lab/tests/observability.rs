@@ -66,7 +66,7 @@ async fn histograms_match_what_the_drain_did() {
     let (mut client, client_metrics) = Proc::client("client", &service.url(), 6, &["--request-interval", "20ms"]).await;
     a.wait_count("session_open", 3, SAFETY).await;
     b.wait_count("session_open", 3, SAFETY).await;
-    let before = scrape(addr_a).await;
+    let before = scrape(a.admin()).await;
     assert_eq!(sample(&before, "gsd_server_sessions"), Some(3.0));
     assert_eq!(sample(&before, "gsd_server_draining"), Some(0.0));
     assert_eq!(sample(&before, "gsd_server_shutdown_duration_seconds_count"), Some(0.0));
@@ -77,7 +77,7 @@ async fn histograms_match_what_the_drain_did() {
     // The scrape after the drain is the last one: the server exits after it
     // without waiting out its 30 s linger.
     let started = tokio::time::Instant::now();
-    let last = scrape(addr_a).await;
+    let last = scrape(a.admin()).await;
     assert!(a.wait_exit(SAFETY).await.success());
     assert!(started.elapsed() < Duration::from_secs(10), "the linger did not end at the scrape");
     only(&a, "metrics_scraped_after_drain");
@@ -164,25 +164,26 @@ async fn a_real_prometheus_gets_the_terminated_servers_last_scrape() {
     let (mut client, client_metrics) =
         Proc::client("client", &format!("ws://{addr}/ws"), 3, &["--request-interval", "50ms"]).await;
     server.wait_count("session_open", 3, SAFETY).await;
+    let admin = server.admin();
 
     let dir = tempdir("prometheus");
     let config = format!(
-        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n  - job_name: gsd-server\n    static_configs:\n      - targets: ['{addr}']\n  - job_name: gsd-client\n    static_configs:\n      - targets: ['{client_metrics}']\n"
+        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n  - job_name: gsd-server\n    static_configs:\n      - targets: ['{admin}']\n  - job_name: gsd-client\n    static_configs:\n      - targets: ['{client_metrics}']\n"
     );
     let (mut prom, web) = start_prometheus(&prometheus, &dir, &config);
-    let up = format!("up{{instance=\"{addr}\"}}");
+    let up = format!("up{{instance=\"{admin}\"}}");
     eventually("prometheus scrapes the server", SAFETY, || prom_query(&web, &up)).await;
 
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(SAFETY).await.success());
     only(&server, "metrics_scraped_after_drain");
-    let query = format!("gsd_server_shutdown_duration_seconds_count{{instance=\"{addr}\"}}");
+    let query = format!("gsd_server_shutdown_duration_seconds_count{{instance=\"{admin}\"}}");
     let count = eventually("the shutdown histogram in prometheus", SAFETY, || async {
         prom_query(&web, &query).await.filter(|v| *v > 0.0)
     })
     .await;
     assert_eq!(count, 1.0);
-    let drained = format!("gsd_server_drains_total{{instance=\"{addr}\",outcome=\"complete\"}}");
+    let drained = format!("gsd_server_drains_total{{instance=\"{admin}\",outcome=\"complete\"}}");
     assert_eq!(prom_query(&web, &drained).await, Some(3.0));
 
     client.signal(Signal::SIGTERM);
@@ -411,8 +412,8 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: gsd-server\n    static_configs:\n{}{}  - job_name: gsd-client\n    static_configs:\n{}",
         rules.display(),
-        target(addr_a, "a"),
-        target(addr_b, "b"),
+        target(a.admin(), "a"),
+        target(b.admin(), "b"),
         target(client_metrics, "client-0"),
     );
     let (mut prom, web) = start_prometheus(&prometheus, &dir, &config);
@@ -431,7 +432,7 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
 
     // Metric names the services export (histograms by their base name).
     let mut exported = std::collections::BTreeSet::new();
-    for addr in [addr_a, client_metrics] {
+    for addr in [a.admin(), client_metrics] {
         for line in scrape(addr).await.lines().filter(|l| l.starts_with("# TYPE ")) {
             exported.insert(line.split(' ').nth(2).unwrap().to_owned());
         }

@@ -79,7 +79,7 @@ impl Netns {
     async fn server(&self, id: &str, args: &[&str]) -> (Proc, std::net::SocketAddr) {
         let lab = common::lab();
         let mut all = vec!["netns", "exec", &self.name, lab.to_str().unwrap(), "server"];
-        all.extend(["--bind", &self.addr, "--port", "0", "--server-id", id]);
+        all.extend(["--bind", &self.addr, "--port", "0", "--admin-port", "0", "--server-id", id]);
         all.extend_from_slice(args);
         Proc::spawn_exe("/usr/sbin/ip", id, &all).await
     }
@@ -108,11 +108,11 @@ async fn a_partition_mid_session_is_noticed_by_both_sides_and_the_users_move() {
         metric(metrics, "gsd_client_sessions").await.filter(|n| *n == users as f64)
     })
     .await;
-    let on_far = metric(far_addr, "gsd_server_sessions").await.unwrap_or(0.0) as usize;
+    let on_far = metric(far.admin(), "gsd_server_sessions").await.unwrap_or(0.0) as usize;
     assert!(
         on_far > 0,
         "round robin put no session on the far server: {:?} {}",
-        metric(far_addr, "gsd_server_sessions").await,
+        metric(far.admin(), "gsd_server_sessions").await,
         far.tail()
     );
 
@@ -136,7 +136,7 @@ async fn a_partition_mid_session_is_noticed_by_both_sides_and_the_users_move() {
         metric(metrics, "gsd_client_sessions").await.filter(|n| *n == users as f64)
     })
     .await;
-    assert_eq!(metric(near_addr, "gsd_server_sessions").await, Some(users as f64), "all on the near server now");
+    assert_eq!(metric(near.admin(), "gsd_server_sessions").await, Some(users as f64), "all on the near server now");
     // The ledger: the cut sessions are counted as cut (their loss unknown),
     // nothing known is lost; the far side knows what it sent unacked.
     assert_eq!(metric(metrics, "gsd_client_sessions_cut_total").await, Some(on_far as f64));

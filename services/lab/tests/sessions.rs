@@ -168,8 +168,9 @@ async fn a_client_that_never_acks_cannot_hold_the_server_past_the_deadline() {
     });
     follow_drain(&mut silent, false).await;
     // Readiness fails and new upgrades are refused while the drain runs.
+    let admin = server.admin();
     let status = |path: &'static str| async move {
-        gsd_telemetry::http_get(&addr.to_string(), path, Duration::from_secs(5)).await.unwrap().0
+        gsd_telemetry::http_get(&admin.to_string(), path, Duration::from_secs(5)).await.unwrap().0
     };
     assert_eq!(status("/readyz").await, 503);
     assert_eq!(status("/healthz").await, 200);
@@ -236,11 +237,11 @@ async fn bad_input_gets_a_clear_answer_and_disturbs_nobody() {
     big.send(ClientMessage::Request { id: 1, payload }).await;
     assert_eq!(big.next().await, Seen::Close(Some(close::MESSAGE_TOO_BIG)));
 
-    // Over the hard cap: dropped, without taking anything else down.
+    // Over the hard cap: refused from its header, and still a close 1009.
     let mut huge = Raw::connect(addr).await;
     huge.send_frame(tokio_tungstenite::tungstenite::Message::Text("y".repeat(gsd_protocol::MAX_WIRE_BYTES + 1).into()))
         .await;
-    assert!(matches!(huge.next().await, Seen::End | Seen::Close(_)));
+    assert_eq!(huge.next().await, Seen::Close(Some(close::MESSAGE_TOO_BIG)));
 
     // An ack for a seq never sent: close 1008.
     let mut liar = Raw::connect(addr).await;
@@ -266,7 +267,8 @@ async fn bad_input_gets_a_clear_answer_and_disturbs_nobody() {
     // SIGTERM still drains cleanly.
     bystander.send(ClientMessage::Request { id: 7, payload: "ok".into() }).await;
     assert_eq!(bystander.next().await, Seen::Msg(ServerMessage::Response { id: 7, payload: "ok".into() }));
-    let (status, _) = gsd_telemetry::http_get(&addr.to_string(), "/healthz", Duration::from_secs(5)).await.unwrap();
+    let (status, _) =
+        gsd_telemetry::http_get(&server.admin().to_string(), "/healthz", Duration::from_secs(5)).await.unwrap();
     assert_eq!(status, 200);
     server.signal(Signal::SIGTERM);
     let remaining = follow_drain(&mut bystander, true).await;
@@ -285,7 +287,7 @@ async fn one_server_holds_and_drains_a_thousand_sessions() {
     let url = format!("ws://{addr}/ws");
     let (mut client, _) = Proc::client("client", &url, 1000, &["--request-interval", "500ms"]).await;
     let deadline = Instant::now() + SAFETY;
-    while metric(addr, "gsd_server_sessions").await != Some(1000.0) {
+    while metric(server.admin(), "gsd_server_sessions").await != Some(1000.0) {
         assert!(Instant::now() < deadline, "1000 sessions did not open; log:\n{}", client.tail());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -466,7 +468,7 @@ async fn sessions_over_max_sessions_are_refused_with_1013() {
         }
         other => panic!("expected close 1013 before any welcome, got {other:?}"),
     }
-    assert_eq!(metric(addr, r#"gsd_server_upgrades_rejected_total{reason="capacity"}"#).await, Some(1.0));
+    assert_eq!(metric(server.admin(), r#"gsd_server_upgrades_rejected_total{reason="capacity"}"#).await, Some(1.0));
     // A client that meets the limit counts it and keeps retrying.
     let (mut client, metrics) =
         Proc::client("client", &format!("ws://{addr}/ws"), 1, &["--reconnect-backoff-cap", "200ms"]).await;

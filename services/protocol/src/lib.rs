@@ -23,12 +23,12 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// answered with close [`close::MESSAGE_TOO_BIG`].
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// Hard cap the WebSocket layer enforces before gsd looks at a frame at all.
-/// Between [`MAX_FRAME_BYTES`] and this, the server still answers with a
-/// clean close 1009; beyond it the connection is dropped without a close
-/// frame, because buffering it would already cost the memory the limit
-/// protects.
-pub const MAX_WIRE_BYTES: usize = 1024 * 1024;
+/// Hard cap the WebSocket layer enforces before gsd looks at a frame at all:
+/// a frame (or fragmented message) whose declared length is over it is
+/// refused from its header, before its payload is buffered, and the server
+/// answers close 1009 just as for a frame between [`MAX_FRAME_BYTES`] and
+/// this. It bounds what one session's partial frame can hold.
+pub const MAX_WIRE_BYTES: usize = 2 * MAX_FRAME_BYTES;
 
 /// Read chunk of each WebSocket connection, on both sides: the WebSocket
 /// layer zeroes this much before every read, so it is kept small (at 4 KiB
@@ -41,8 +41,15 @@ pub const READ_BUFFER_BYTES: usize = 1024;
 
 /// Bound on the bytes queued for writing on one connection: a peer that
 /// stops reading gets backpressure (its session's sends wait), never an
-/// unbounded buffer.
-pub const MAX_WRITE_BUFFER_BYTES: usize = 2 * MAX_WIRE_BYTES;
+/// unbounded buffer. With a write buffer of 0 the layer flushes each frame
+/// before taking the next, so this holds at most one frame, and the largest
+/// frame gsd sends (a response echoing a request of [`MAX_FRAME_BYTES`]) fits.
+pub const MAX_WRITE_BUFFER_BYTES: usize = 2 * MAX_FRAME_BYTES;
+
+/// Most bytes of client input that an error frame or a log line quotes;
+/// longer input is cut with a marker ([`truncate`]), so that a bad frame
+/// never costs more output than this.
+pub const MAX_ECHO_BYTES: usize = 200;
 
 /// WebSocket close codes gsd sends (RFC 6455 section 7.4.1 and the IANA registry).
 pub mod close {
@@ -238,7 +245,8 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<
     if let Ok(message) = serde_json::from_str::<T>(text) {
         return Ok(message);
     }
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::NotJson(truncate(&e.to_string(), MAX_ECHO_BYTES)))?;
     let Some(obj) = value.as_object() else {
         return Err(DecodeError::NotJson("expected an object".into()));
     };
@@ -249,14 +257,22 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<
     if !known.contains(&kind.as_str()) {
         return Err(DecodeError::UnknownType(truncate(&kind, 64)));
     }
-    serde_json::from_value(value).map_err(|e| DecodeError::Malformed { kind, detail: e.to_string() })
+    // serde's messages quote the offending value, which can be a whole frame.
+    serde_json::from_value(value)
+        .map_err(|e| DecodeError::Malformed { kind, detail: truncate(&e.to_string(), MAX_ECHO_BYTES) })
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_owned(),
+/// `s` cut to at most `max` bytes (at a character boundary) followed by a
+/// marker saying how many bytes were left out; `s` itself when it fits.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
     }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}…[{} more bytes]", &s[..at], s.len() - at)
 }
 
 impl ClientMessage {
@@ -409,6 +425,21 @@ mod tests {
             assert_eq!(close_reason_last_seq(other), None, "{other:?}");
         }
         assert!(close_reason("ack for a seq never sent", u64::MAX).len() <= 123);
+    }
+
+    #[test]
+    fn errors_never_quote_more_than_the_echo_limit() {
+        let long = "é".repeat(20_000);
+        for text in [
+            format!(r#"{{"type":"ack","seq":"{long}"}}"#),
+            format!(r#"{{"type":"request","id":"{long}","payload":"x"}}"#),
+        ] {
+            let err = ClientMessage::decode(&text).unwrap_err().to_string();
+            assert!(err.len() < MAX_ECHO_BYTES + 100, "{} bytes: {}", err.len(), &err[..300]);
+            assert!(err.contains("more bytes]"), "{err}");
+        }
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("ééé", 3), "é…[4 more bytes]");
     }
 
     #[test]

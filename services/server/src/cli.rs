@@ -34,6 +34,8 @@ where
 async fn serve(config: Config, nofile: Option<u64>) -> anyhow::Result<()> {
     let addr = std::net::SocketAddr::new(config.bind, config.port);
     let listener = gsd_telemetry::listen(addr).with_context(|| format!("binding {addr}"))?;
+    let admin_addr = config.admin_addr();
+    let admin = gsd_telemetry::listen(admin_addr).with_context(|| format!("binding the admin port {admin_addr}"))?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     info!(server_id = %config.resolved_server_id(), version = env!("CARGO_PKG_VERSION"), nofile, "start");
@@ -54,7 +56,7 @@ async fn serve(config: Config, nofile: Option<u64>) -> anyhow::Result<()> {
             std::process::exit(130);
         });
     };
-    let summary = crate::run(listener, config.clone(), prometheus::Registry::new(), shutdown).await?;
+    let summary = crate::run(listener, admin, config.clone(), prometheus::Registry::new(), shutdown).await?;
     info!(
         server_id = %config.resolved_server_id(),
         complete = summary.complete,

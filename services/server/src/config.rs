@@ -16,9 +16,37 @@ pub struct Config {
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
-    /// HTTP port for /ws, /healthz, /readyz, /metrics and /prestop (0 picks a free one).
+    /// Port of the WebSocket endpoint /ws, the only path it serves (0 picks a
+    /// free one). This is the port the Service exposes.
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
+
+    /// Address of the admin port [default: the --bind address].
+    #[arg(long, env = "ADMIN_BIND")]
+    pub admin_bind: Option<IpAddr>,
+
+    /// Port for /healthz, /readyz, /metrics and /prestop (0 picks a free
+    /// one). Probes, the preStop hook and Prometheus use it; the Service
+    /// does not expose it. Must differ from PORT.
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 9090)]
+    pub admin_port: u16,
+
+    /// How long a new HTTP connection may take to send its request line and
+    /// headers; a slower one is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// Longest life of an HTTP connection that has not become a WebSocket
+    /// session (on the admin port: not counting the /prestop wait); it is
+    /// closed then, whatever it is doing.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most HTTP connections open at once on the WebSocket port, not counting
+    /// upgraded sessions (MAX_SESSIONS bounds those). One more is answered
+    /// with 503 and closed.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_http_connections: u32,
 
     /// Name of this replica in welcome frames, logs, metrics and traces
     /// [default: $POD_NAME, else the hostname].
@@ -164,12 +192,23 @@ impl Config {
                 self.drain_pacing, self.drain_timeout
             ));
         }
+        if self.admin_port != 0 && self.admin_port == self.port {
+            return Err(format!(
+                "ADMIN_PORT ({}) must differ from PORT: the admin endpoints must not be reachable through the Service",
+                self.admin_port
+            ));
+        }
         Ok(())
     }
 
     /// The liveness settings of every session.
     pub fn liveness(&self) -> gsd_protocol::Liveness {
         gsd_protocol::Liveness { interval: self.ping_interval, timeout: self.ping_timeout }
+    }
+
+    /// The admin port's address.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.admin_bind.unwrap_or(self.bind), self.admin_port)
     }
 
     /// The replica's name: `--server-id`/`SERVER_ID`, else `POD_NAME`, else the
@@ -213,12 +252,19 @@ mod tests {
         assert!(Config::try_parse_from(["gsd-server", "--drain-timeout", "banana"]).is_err());
         assert!(Config::try_parse_from(["gsd-server", "--port", "70000"]).is_err());
         assert!(Config::try_parse_from(["gsd-server", "--server-id", "has space"]).is_err());
+        assert!(Config::try_parse_from(["gsd-server", "--max-http-connections", "0"]).is_err());
+        assert!(Config::try_parse_from(["gsd-server", "--http-header-timeout", "0s"]).is_err());
+        let same = Config::try_parse_from(["gsd-server", "--admin-port", "8080"]).unwrap();
+        assert!(same.validate().unwrap_err().contains("must differ from PORT"));
     }
 
     #[test]
     fn flags_have_the_documented_defaults() {
         let c = Config::try_parse_from(["gsd-server"]).unwrap();
         assert_eq!(c.port, 8080);
+        assert_eq!(c.admin_port, 9090);
+        assert_eq!(c.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_http_connections, 1024);
         assert_eq!(c.drain_timeout, Duration::from_secs(20));
         assert_eq!(c.drain_messages, MessageRange { min: 1, max: 10 });
         assert_eq!(c.metrics_linger, Duration::from_secs(15));

@@ -1,27 +1,30 @@
 //! gsd-server: WebSocket sessions that survive a pod termination.
 //!
-//! [`run`] serves `/ws`, `/healthz`, `/readyz`, `/metrics` and `/prestop` on a
-//! listener until its `shutdown` future resolves (SIGTERM in the binary). Then
+//! [`run`] serves `/ws` on one listener and `/healthz`, `/readyz`, `/metrics`
+//! and `/prestop` on another (the admin port, which the Service does not
+//! expose) until its `shutdown` future resolves (SIGTERM in the binary). Then
 //! it drains: readiness turns 503, new upgrades are refused with 503, and every
 //! open session concurrently gets a `shutdown_notice`, the data it is still
 //! owed, and close 1001 once the client has acknowledged everything, all
 //! bounded by the drain timeout. Sessions are tracked by the server itself
 //! (a [`TaskTracker`]), because the HTTP server's own graceful shutdown does
-//! not wait for upgraded connections.
+//! not wait for upgraded connections. The HTTP layer in front ([`http`]) bounds
+//! what a connection that is not (yet) a session can hold.
 
 pub mod cli;
 pub mod config;
+mod http;
 pub mod metrics;
 mod session;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::Registry;
@@ -91,6 +94,8 @@ pub(crate) struct Shared {
     pub drain_finished: AtomicBool,
     /// Woken by the first `/metrics` scrape after `drain_finished`.
     pub scraped_after_drain: Notify,
+    /// Held by the one `/prestop` call allowed at a time.
+    pub prestop_busy: AtomicBool,
 }
 
 impl Shared {
@@ -114,15 +119,24 @@ impl Shared {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+/// The WebSocket port: `/ws` only (anything else is 404).
+fn ws_router(shared: Arc<Shared>) -> Router {
+    Router::new().route(gsd_protocol::WS_PATH, get(ws_upgrade)).with_state(shared)
+}
+
+/// The admin port: probes, metrics and the preStop hook.
+fn admin_router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route(gsd_protocol::WS_PATH, get(ws_upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/prestop", get(prestop))
         .with_state(shared)
 }
+
+/// HTTP connections the admin port serves at once: probes, one scrape or
+/// two, one preStop call.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_draining() {
@@ -154,17 +168,41 @@ const PRESTOP_MAX: Duration = Duration::from_secs(300);
 /// The preStop hook for clusters without the native `sleep` action: the kubelet
 /// calls `GET /prestop?sleep=5s` and waits for the answer before SIGTERM,
 /// which gives the endpoint removal time to propagate. The server keeps
-/// serving normally meanwhile; the drain starts with SIGTERM.
-async fn prestop(Query(query): Query<PrestopQuery>, State(shared): State<Arc<Shared>>) -> Response {
-    let wait = match query.sleep.as_deref().map(config::parse_duration) {
+/// serving normally meanwhile; the drain starts with SIGTERM. One call at a
+/// time: the kubelet makes one, and a second is answered 409 at once rather
+/// than holding another handler.
+async fn prestop(
+    query: Result<Query<PrestopQuery>, axum::extract::rejection::QueryRejection>,
+    State(shared): State<Arc<Shared>>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return (StatusCode::BAD_REQUEST, "expected /prestop or /prestop?sleep=DURATION\n").into_response();
+    };
+    let wait = match query.sleep.as_deref().map(|text| (text, config::parse_duration(text))) {
         None => Duration::from_secs(5),
-        Some(Ok(d)) if d <= PRESTOP_MAX => d,
-        Some(Ok(d)) => {
+        Some((_, Ok(d))) if d <= PRESTOP_MAX => d,
+        Some((_, Ok(d))) => {
             return (StatusCode::BAD_REQUEST, format!("sleep {d:?} is over the {PRESTOP_MAX:?} limit\n"))
                 .into_response();
         }
-        Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("sleep: {e}\n")).into_response(),
+        Some((text, Err(_))) => {
+            let shown = gsd_protocol::truncate(text, 32);
+            return (StatusCode::BAD_REQUEST, format!("sleep: {shown:?} is not a duration such as 5s\n"))
+                .into_response();
+        }
     };
+    if shared.prestop_busy.swap(true, Ordering::SeqCst) {
+        warn!(server_id = %shared.server_id, "prestop_refused_busy");
+        return (StatusCode::CONFLICT, "a preStop wait is already running\n").into_response();
+    }
+    /// Frees the slot however the handler ends (the connection may be dropped).
+    struct Release<'a>(&'a AtomicBool);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+    let _release = Release(&shared.prestop_busy);
     info!(server_id = %shared.server_id, wait_ms = wait.as_millis() as u64, "prestop");
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
@@ -173,11 +211,33 @@ async fn prestop(Query(query): Query<PrestopQuery>, State(shared): State<Arc<Sha
     "done\n".into_response()
 }
 
+/// RFC 6455 section 4.2.1: the key is the base64 of 16 bytes, which is 22
+/// base64 characters and `==`.
+fn valid_websocket_key(headers: &HeaderMap) -> bool {
+    let Some(key) = headers.get(axum::http::header::SEC_WEBSOCKET_KEY) else {
+        return false;
+    };
+    let key = key.as_bytes();
+    key.len() == 24
+        && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        && &key[22..] == b"=="
+}
+
 async fn ws_upgrade(
-    upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     State(shared): State<Arc<Shared>>,
 ) -> Response {
+    // axum's rejections are fixed texts: no client input is echoed.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if !valid_websocket_key(&headers) {
+        shared.metrics.upgrades_rejected.with_label_values(&["bad_key"]).inc();
+        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be the base64 of 16 bytes\n").into_response();
+    }
     // Taken before the draining check: the drain cancels before it closes
     // and waits on the tracker, so either this request sees the drain and is
     // refused, or the drain waits for this session.
@@ -191,6 +251,7 @@ async fn ws_upgrade(
         .max_message_size(gsd_protocol::MAX_WIRE_BYTES)
         .max_frame_size(gsd_protocol::MAX_WIRE_BYTES)
         .read_buffer_size(gsd_protocol::READ_BUFFER_BYTES)
+        .accept_unmasked_frames(false)
         .write_buffer_size(0)
         .max_write_buffer_size(gsd_protocol::MAX_WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|e| warn!(error = %e, "upgrade_failed"))
@@ -200,11 +261,12 @@ async fn ws_upgrade(
         })
 }
 
-/// Serves on `listener` until `shutdown` resolves, drains, lingers for the
-/// last scrape and returns what the drain did. Every session is closed when
-/// this returns.
+/// Serves `/ws` on `listener` and the admin endpoints on `admin` until
+/// `shutdown` resolves, drains, lingers for the last scrape and returns what
+/// the drain did. Every session is closed when this returns.
 pub async fn run(
     listener: TcpListener,
+    admin: TcpListener,
     config: Config,
     registry: Registry,
     shutdown: impl Future<Output = ()>,
@@ -227,29 +289,45 @@ pub async fn run(
         drained_messages: AtomicU64::new(0),
         drain_finished: AtomicBool::new(false),
         scraped_after_drain: Notify::new(),
+        prestop_busy: AtomicBool::new(false),
     });
     let addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
     // Accepted connections inherit these from the listener.
     gsd_telemetry::set_tcp_liveness(&listener, shared.config.ping_interval, shared.config.ping_timeout)?;
     let stop_http = CancellationToken::new();
-    let app = router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let mut http = tokio::spawn(
-        axum::serve(listener, app).with_graceful_shutdown(stop_http.clone().cancelled_owned()).into_future(),
-    );
-    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, %addr, "listening");
+    let c = &shared.config;
+    let ws_limits = http::Limits {
+        port: "ws",
+        header_timeout: c.http_header_timeout,
+        lifetime: c.http_idle_timeout,
+        max_connections: c.max_http_connections as usize,
+    };
+    let admin_limits = http::Limits {
+        port: "admin",
+        header_timeout: c.http_header_timeout,
+        lifetime: c.http_idle_timeout + PRESTOP_MAX,
+        max_connections: ADMIN_MAX_CONNECTIONS,
+    };
+    let servers = TaskTracker::new();
+    servers.spawn(http::serve(
+        listener,
+        ws_router(shared.clone()),
+        ws_limits,
+        shared.metrics.clone(),
+        stop_http.clone(),
+    ));
+    servers.spawn(http::serve(
+        admin,
+        admin_router(shared.clone()),
+        admin_limits,
+        shared.metrics.clone(),
+        stop_http.clone(),
+    ));
+    servers.close();
+    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, %addr, %admin_addr, "listening");
 
-    tokio::select! {
-        _ = shutdown => {}
-        result = &mut http => {
-            // The HTTP server only ends on its own when accepting fails.
-            let error = match result {
-                Ok(Ok(())) => std::io::Error::other("HTTP server stopped before the shutdown signal"),
-                Ok(Err(e)) => e,
-                Err(join) => std::io::Error::other(join),
-            };
-            return Err(error.into());
-        }
-    }
+    shutdown.await;
 
     let summary = drain(&shared).await;
 
@@ -261,9 +339,9 @@ pub async fn run(
         }
     }
     stop_http.cancel();
-    if tokio::time::timeout(Duration::from_secs(2), &mut http).await.is_err() {
-        http.abort();
-    }
+    // The accept loops stop at once; requests in flight get a moment (each
+    // connection gives up after one second of graceful shutdown).
+    let _ = tokio::time::timeout(Duration::from_secs(2), servers.wait()).await;
     Ok(summary)
 }
 

@@ -66,6 +66,17 @@ pub struct ServerMetrics {
     pub protocol_errors: IntCounterVec,
     /// Upgrade requests refused, by reason (draining|capacity).
     pub upgrades_rejected: IntCounterVec,
+    /// Open HTTP connections (not yet upgraded), by port (ws|admin).
+    pub http_connections: IntGaugeVec,
+    /// Connections answered 503 and closed because MAX_HTTP_CONNECTIONS
+    /// (or the admin port's cap) was reached, by port.
+    pub http_refused: IntCounterVec,
+    /// HTTP connections closed for slowness, by port and kind (header: the
+    /// request head took over HTTP_HEADER_TIMEOUT; idle: no upgrade within
+    /// HTTP_IDLE_TIMEOUT).
+    pub http_timeouts: IntCounterVec,
+    /// Failed accepts, by port and kind (fd_limit|no_memory|other).
+    pub accept_errors: IntCounterVec,
     /// Constant 1 carrying the server id and version as labels.
     pub info: IntGaugeVec,
     /// The configured DRAIN_TIMEOUT, so alerts can compare shutdown
@@ -130,6 +141,26 @@ impl ServerMetrics {
                 "WebSocket upgrades refused, by reason.",
                 &["reason"],
             ),
+            http_connections: IntGaugeVec::new(
+                Opts::new("gsd_server_http_connections", "Open HTTP connections not (yet) upgraded, by port."),
+                &["port"],
+            )
+            .unwrap(),
+            http_refused: counter_vec(
+                "gsd_server_http_connections_refused_total",
+                "Connections answered 503 because the HTTP connection cap was reached, by port.",
+                &["port"],
+            ),
+            http_timeouts: counter_vec(
+                "gsd_server_http_timeouts_total",
+                "HTTP connections closed for slowness, by port and kind (header|idle).",
+                &["port", "kind"],
+            ),
+            accept_errors: counter_vec(
+                "gsd_server_accept_errors_total",
+                "Failed accepts (descriptor limit and others), by port and kind.",
+                &["port", "kind"],
+            ),
             info: IntGaugeVec::new(
                 Opts::new("gsd_server_info", "Always 1; labels name the replica and the build."),
                 &["server_id", "version"],
@@ -155,6 +186,10 @@ impl ServerMetrics {
             Box::new(m.messages_received.clone()),
             Box::new(m.protocol_errors.clone()),
             Box::new(m.upgrades_rejected.clone()),
+            Box::new(m.http_connections.clone()),
+            Box::new(m.http_refused.clone()),
+            Box::new(m.http_timeouts.clone()),
+            Box::new(m.accept_errors.clone()),
             Box::new(m.info.clone()),
             Box::new(m.drain_timeout.clone()),
         ];
@@ -175,8 +210,18 @@ impl ServerMetrics {
         for kind in ["not_json", "missing_type", "unknown_type", "malformed", "too_big", "binary", "ack_unsent"] {
             m.protocol_errors.with_label_values(&[kind]);
         }
-        for reason in ["draining", "capacity"] {
+        for reason in ["draining", "capacity", "bad_key"] {
             m.upgrades_rejected.with_label_values(&[reason]);
+        }
+        for port in ["ws", "admin"] {
+            m.http_connections.with_label_values(&[port]);
+            m.http_refused.with_label_values(&[port]);
+            for kind in ["header", "idle"] {
+                m.http_timeouts.with_label_values(&[port, kind]);
+            }
+            for kind in ["fd_limit", "no_memory", "other"] {
+                m.accept_errors.with_label_values(&[port, kind]);
+            }
         }
         for kind in ["welcome", "data", "response", "shutdown_notice", "error", "close", "ping"] {
             m.messages_sent.with_label_values(&[kind]);

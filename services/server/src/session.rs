@@ -20,6 +20,16 @@ use crate::metrics::DrainOutcome;
 /// Requests a session holds unanswered before it stops reading more.
 const MAX_PENDING_REQUESTS: usize = 1024;
 
+/// Payload bytes of unanswered requests a session holds before it stops
+/// reading more: with the frame that crosses it, at most this plus one
+/// frame (docs/protocol.md, "Memory per session").
+pub(crate) const MAX_PENDING_BYTES: usize = gsd_protocol::MAX_FRAME_BYTES;
+
+/// `protocol_error` lines one session may log per [`LOG_WINDOW`]; the rest
+/// are counted (the metric counts every one) and reported with the next line.
+const LOG_BURST: u32 = 5;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
 /// Why a session ended.
 #[derive(Debug)]
 enum End {
@@ -93,6 +103,11 @@ struct Session {
     /// Requests waiting out the simulated processing latency, in arrival
     /// order (the latency is constant, so arrival order is answer order).
     pending: VecDeque<(Instant, u64, String)>,
+    /// Payload bytes held in `pending`.
+    pending_bytes: usize,
+    /// Start of the current log window, lines logged in it, and lines not
+    /// logged since the last one that was.
+    log_window: (Instant, u32, u64),
     drain: Option<Drain>,
     /// When the client was last heard, to notice a dead one.
     heartbeat: Heartbeat,
@@ -106,8 +121,18 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
     async move {
         let (tx, rx) = socket.split();
         let heartbeat = Heartbeat::new(shared.config.liveness(), Instant::now().into_std());
-        let mut session =
-            Session { shared, session_id, tx, next_seq: 1, acked: 0, pending: VecDeque::new(), drain: None, heartbeat };
+        let mut session = Session {
+            shared,
+            session_id,
+            tx,
+            next_seq: 1,
+            acked: 0,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            log_window: (Instant::now(), 0, 0),
+            drain: None,
+            heartbeat,
+        };
         let max = session.shared.config.max_sessions;
         if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
             session.shared.active.fetch_sub(1, Ordering::SeqCst);
@@ -149,6 +174,19 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
     .await
 }
 
+/// Whether the WebSocket layer refused a frame or message over
+/// [`gsd_protocol::MAX_WIRE_BYTES`].
+fn is_over_capacity(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = error.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 impl Session {
     /// The session loop, until something ends it.
     async fn serve(&mut self, mut rx: SplitStream<WebSocket>) -> (End, SplitStream<WebSocket>) {
@@ -179,7 +217,7 @@ impl Session {
             let next_answer = self.pending.front().map(|(at, _, _)| *at);
             // Not reading (a full request queue) is this side's choice, not
             // the client's silence: liveness waits while it lasts.
-            let reading = self.pending.len() < MAX_PENDING_REQUESTS;
+            let reading = self.pending.len() < MAX_PENDING_REQUESTS && self.pending_bytes < MAX_PENDING_BYTES;
             let next_beat = self.heartbeat.next_check().filter(|_| reading).map(Instant::from_std);
             let step = tokio::select! {
                 biased;
@@ -257,6 +295,7 @@ impl Session {
         let now = Instant::now();
         while self.pending.front().is_some_and(|(at, _, _)| *at <= now) {
             let (_, id, payload) = self.pending.pop_front().expect("checked");
+            self.pending_bytes -= payload.len();
             self.send(ServerMessage::Response { id, payload }).await?;
         }
         Ok(())
@@ -299,6 +338,12 @@ impl Session {
         }
         match frame {
             None => Err(End::Vanished),
+            // Over the hard cap: refused from the frame header, before its
+            // payload was buffered; the connection can still carry a close.
+            Some(Err(e)) if is_over_capacity(&e) => {
+                self.protocol_error("too_big", &e.to_string(), "close 1009");
+                Err(End::Rejected { code: close::MESSAGE_TOO_BIG, reason: "frame over 65536 bytes" })
+            }
             Some(Err(e)) => Err(End::Failed(e.to_string())),
             Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
             Some(Ok(Message::Binary(bytes))) => {
@@ -311,13 +356,15 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let metrics = &self.shared.metrics;
+        let shared = self.shared.clone();
+        let metrics = &shared.metrics;
         match ClientMessage::decode(text) {
             Ok(message) => {
                 metrics.messages_received.with_label_values(&[message.kind()]).inc();
                 match message {
                     ClientMessage::Request { id, payload } => {
                         let at = Instant::now() + self.shared.config.processing_latency;
+                        self.pending_bytes += payload.len();
                         self.pending.push_back((at, id, payload));
                     }
                     ClientMessage::Ack { seq } if seq < self.next_seq => self.acked = self.acked.max(seq),
@@ -343,9 +390,23 @@ impl Session {
         }
     }
 
-    fn protocol_error(&self, kind: &str, detail: &str, action: &str) {
+    /// Counts every protocol error; logs at most [`LOG_BURST`] per
+    /// [`LOG_WINDOW`] per session, with `detail` cut to the echo limit.
+    fn protocol_error(&mut self, kind: &str, detail: &str, action: &str) {
         self.shared.metrics.protocol_errors.with_label_values(&[kind]).inc();
-        warn!(session_id = %self.session_id, kind, detail, action, "protocol_error");
+        let now = Instant::now();
+        let (start, logged, suppressed) = &mut self.log_window;
+        if now.duration_since(*start) >= LOG_WINDOW {
+            (*start, *logged) = (now, 0);
+        }
+        if *logged >= LOG_BURST {
+            *suppressed += 1;
+            return;
+        }
+        *logged += 1;
+        let detail = gsd_protocol::truncate(detail, gsd_protocol::MAX_ECHO_BYTES);
+        warn!(session_id = %self.session_id, kind, detail, action, suppressed = *suppressed, "protocol_error");
+        *suppressed = 0;
     }
 
     /// Closes the connection as `end` requires, waits briefly for the client's

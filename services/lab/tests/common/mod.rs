@@ -29,6 +29,8 @@ pub fn lab() -> PathBuf {
 /// Failures panic with the process's last log lines.
 pub struct Proc {
     pub name: String,
+    /// A server's admin port (/healthz, /readyz, /metrics, /prestop).
+    admin: Option<SocketAddr>,
     inner: gsd_lab::proc::Proc,
 }
 
@@ -39,21 +41,35 @@ impl Proc {
         all.extend_from_slice(args);
         let inner = gsd_lab::proc::Proc::spawn(&lab(), &all, envs, name, &gsd_lab::proc::Reaper::default())
             .unwrap_or_else(|e| panic!("{e}"));
-        Proc { name: name.to_owned(), inner }
+        Proc { name: name.to_owned(), admin: None, inner }
     }
 
     /// Any program whose log is gsd's (e.g. gsd-lab run through `ip netns
-    /// exec`); returns once it logs its listening address.
+    /// exec`); returns once it logs its listening address (a server's admin
+    /// address too, when it is one).
     pub async fn spawn_exe(exe: &str, name: &str, args: &[&str]) -> (Proc, SocketAddr) {
         let inner =
             gsd_lab::proc::Proc::spawn(std::path::Path::new(exe), args, &[], name, &gsd_lab::proc::Reaper::default())
                 .unwrap_or_else(|e| panic!("{e}"));
-        let mut proc = Proc { name: name.to_owned(), inner };
+        let mut proc = Proc { name: name.to_owned(), admin: None, inner };
         let addr = proc.listening_addr().await;
+        proc.admin = proc.events("listening").first().and_then(|e| e["admin_addr"].as_str()?.parse().ok());
         (proc, addr)
     }
 
-    /// A gsd-server on 127.0.0.1 and a free port; returns once it listens.
+    /// A server's admin address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.unwrap_or_else(|| panic!("{} is not a server", self.name))
+    }
+
+    /// The process id, for prlimit and /proc.
+    pub fn pid(&self) -> i32 {
+        self.inner.pid().as_raw()
+    }
+
+    /// A gsd-server on 127.0.0.1 and free ports (WebSocket and admin);
+    /// returns once it listens, with the WebSocket address ([`Proc::admin`]
+    /// has the other).
     pub async fn server(id: &str, args: &[&str]) -> (Proc, SocketAddr) {
         Self::server_env(id, args, &[]).await
     }
@@ -63,9 +79,13 @@ impl Proc {
         if !args.contains(&"--port") {
             all.extend(["--port", "0"]);
         }
+        if !args.contains(&"--admin-port") {
+            all.extend(["--admin-port", "0"]);
+        }
         all.extend_from_slice(args);
         let mut proc = Proc::spawn("server", id, &all, envs).await;
-        let addr = proc.listening_addr().await;
+        let (addr, admin) = proc.inner.server_addrs(Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}"));
+        proc.admin = Some(admin);
         (proc, addr)
     }
 

@@ -1,0 +1,219 @@
+//! The server's own HTTP/1 accept loop, for both listeners (the WebSocket
+//! port and the admin port).
+//!
+//! axum's `serve` runs hyper without a timer and without a connection limit,
+//! so a client that sends its headers one byte a second holds a descriptor
+//! for ever. Here every connection has:
+//! - a header read timeout (hyper's, with a tokio timer): the request line and
+//!   headers must arrive within `HTTP_HEADER_TIMEOUT`;
+//! - a lifetime bound while it is plain HTTP (`HTTP_IDLE_TIMEOUT`, plus the
+//!   longest `/prestop` wait on the admin port): a connection that never
+//!   upgrades is closed after that bound whatever it does, idle keep-alive
+//!   or a slow reader of a response. (Keep-alive stays on: hyper answers an
+//!   upgrade with `Connection: close` otherwise.);
+//! - a place under a cap: beyond `limit` open HTTP connections a new one is
+//!   answered `503` and closed. Upgraded sessions leave the cap (hyper's
+//!   connection future ends at the upgrade); MAX_SESSIONS bounds those.
+//!
+//! Accept errors (the descriptor limit above all) are logged, counted in
+//! `gsd_server_accept_errors_total` and followed by a growing pause, so that
+//! the loop neither dies nor spins on a listener that stays readable; it
+//! accepts again once descriptors are free.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::metrics::ServerMetrics;
+
+/// Largest buffer hyper keeps for one request head (its minimum): gsd's
+/// requests are a GET with a handful of headers.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Most headers in one request.
+const MAX_HEADERS: usize = 64;
+
+/// Pause after an accept error grows from the first to the last of these.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Refusals (503 then close) in flight at once; past this a connection over
+/// the cap is closed without an answer, so that refusing costs bounded
+/// descriptors too.
+const MAX_REFUSALS: usize = 64;
+
+/// How long a refusal waits for the peer to read its 503 before closing.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// One listener's limits.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// `ws` or `admin`: the `port` label of the metrics and logs.
+    pub port: &'static str,
+    pub header_timeout: Duration,
+    /// Longest life of a connection that has not upgraded.
+    pub lifetime: Duration,
+    /// Most HTTP connections open at once.
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, then lets the
+/// requests in flight finish (bounded by their lifetime).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    metrics: ServerMetrics,
+    stop: CancellationToken,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(AtomicUsize::new(0));
+    let connections = TaskTracker::new();
+    let gauge = metrics.http_connections.with_label_values(&[limits.port]);
+    let mut backoff = Duration::ZERO;
+    let mut last_logged: Option<tokio::time::Instant> = None;
+    let mut unlogged = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
+            // The peer gave up between its SYN and our accept: nothing to do.
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                // Linux errno values: EMFILE, ENFILE; ENOMEM, ENOBUFS.
+                let kind = match e.raw_os_error() {
+                    Some(24 | 23) => "fd_limit",
+                    Some(12 | 105) => "no_memory",
+                    _ => "other",
+                };
+                metrics.accept_errors.with_label_values(&[limits.port, kind]).inc();
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                // One line a second at most; the metric counts every error.
+                let now = tokio::time::Instant::now();
+                if last_logged.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+                    warn!(port = limits.port, kind, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        open = open.load(Ordering::Relaxed), suppressed = unlogged, "accept_failed");
+                    last_logged = Some(now);
+                    unlogged = 0;
+                } else {
+                    unlogged += 1;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => continue,
+                }
+            }
+        };
+        if open.load(Ordering::SeqCst) >= limits.max_connections {
+            metrics.http_refused.with_label_values(&[limits.port]).inc();
+            if refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSALS {
+                let refusing = refusing.clone();
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    refusing.fetch_sub(1, Ordering::SeqCst);
+                });
+            } else {
+                refusing.fetch_sub(1, Ordering::SeqCst);
+                drop(stream);
+            }
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        gauge.inc();
+        let (router, limits, metrics, stop, open, gauge) =
+            (router.clone(), limits.clone(), metrics.clone(), stop.clone(), open.clone(), gauge.clone());
+        connections.spawn(async move {
+            connection(stream, peer, router, &limits, &metrics, stop).await;
+            open.fetch_sub(1, Ordering::SeqCst);
+            gauge.dec();
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Errors of one connection that `accept` reports: not the listener's.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: &Limits,
+    metrics: &ServerMetrics,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        // Router is always ready (its poll_ready returns Ready at once).
+        tower_service::Service::call(&mut router, request)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    metrics.http_timeouts.with_label_values(&[limits.port, "header"]).inc();
+                }
+                debug!(port = limits.port, %peer, error = %e, "http_connection_error");
+            }
+        }
+        _ = tokio::time::sleep(limits.lifetime) => {
+            metrics.http_timeouts.with_label_values(&[limits.port, "idle"]).inc();
+            debug!(port = limits.port, %peer, lifetime_ms = limits.lifetime.as_millis() as u64, "http_connection_expired");
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it, after reading
+/// what it sent (closing with unread data would reset the connection and
+/// could destroy the answer before the peer reads it).
+async fn refuse(mut stream: TcpStream) {
+    const BODY: &str = "too many connections: try again later\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Retry-After: 1\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let exchange = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, exchange).await;
+}
