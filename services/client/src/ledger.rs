@@ -99,6 +99,8 @@ pub fn render_outcome(reasons: &[String], elapsed_seconds: f64) -> String {
 }
 
 impl AddAssign<&Ledger> for Ledger {
+    /// Counts saturate at `u64::MAX`: a total that wrapped would read as
+    /// (almost) nothing lost.
     fn add_assign(&mut self, other: &Ledger) {
         add(&mut self.sessions, other.sessions);
         self.server_ids.extend(other.server_ids.iter().cloned());

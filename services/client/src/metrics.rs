@@ -147,3 +147,9 @@ impl ClientMetrics {
         m
     }
 }
+
+/// Adds `n` to `counter`, stopping at `u64::MAX` instead of wrapping to a
+/// small number: a hostile server's huge seq gap must not read as no loss.
+pub fn add(counter: &IntCounter, n: u64) {
+    counter.inc_by(n.min(u64::MAX - counter.get()));
+}

@@ -323,7 +323,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     let unanswered = book.outstanding.len() as u64;
     if unanswered > 0 {
         add(&mut ledger.requests_lost, unanswered);
-        shared.metrics.requests_lost.inc_by(unanswered);
+        crate::metrics::add(&shared.metrics.requests_lost, unanswered);
     }
     let fields = (ledger.sessions, ledger.reconnects, ledger.drains_complete, ledger.drains_incomplete);
     let servers = ledger.server_ids.iter().cloned().collect::<Vec<_>>().join(",");
@@ -612,7 +612,7 @@ impl Session<'_> {
                 if seq > self.expected {
                     let lost = seq - self.expected;
                     add(&mut self.ledger.messages_lost, lost);
-                    metrics.messages_lost.inc_by(lost);
+                    crate::metrics::add(&metrics.messages_lost, lost);
                     warn!(expected = self.expected, received = seq, lost, "data_gap");
                 }
                 self.expected = seq.saturating_add(1);
@@ -651,8 +651,12 @@ impl Session<'_> {
                     self.next = Some(tokio::spawn(connect_loop(self.shared.clone(), delay, 0).instrument(span)));
                 }
             }
-            // In a field of its own: a server's text must never pass for an event.
-            ServerMessage::Error { message } => warn!(server_message = message, "server_error_frame"),
+            // In a field of its own, cut: a server's text must never pass for
+            // an event (a forged `client_exit`) nor flood the log.
+            ServerMessage::Error { message } => {
+                let server_message = gsd_protocol::truncate(&message, gsd_protocol::MAX_ECHO_BYTES);
+                warn!(server_message, "server_error_frame")
+            }
             ServerMessage::Welcome { .. } => warn!("unexpected_second_welcome"),
         }
         Ok(None)
@@ -690,10 +694,10 @@ impl Session<'_> {
         if missing > 0 {
             if leaving {
                 add(&mut self.ledger.messages_skipped, missing);
-                metrics.messages_skipped.inc_by(missing);
+                crate::metrics::add(&metrics.messages_skipped, missing);
             } else {
                 add(&mut self.ledger.messages_lost, missing);
-                metrics.messages_lost.inc_by(missing);
+                crate::metrics::add(&metrics.messages_lost, missing);
             }
         }
         if let Some(notice) = self.notice.take() {

@@ -126,6 +126,11 @@ impl Proc {
         self.inner.wait_count(message, n, timeout).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Whether the process is still running.
+    pub fn try_alive(&mut self) -> bool {
+        self.inner.try_status().is_none()
+    }
+
     pub fn signal(&self, signal: Signal) {
         self.inner.signal(signal)
     }

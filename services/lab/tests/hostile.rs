@@ -1,0 +1,622 @@
+//! Attacks on a real gsd-server process, each asserting the bound the server
+//! keeps (time, memory from /proc, descriptors, bytes of output), not only
+//! that it is still up. Kept apart from the other tests so that their load
+//! does not skew these measurements. Each test prints what it measured.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Proc, Raw, Seen, eventually, metric, only};
+use gsd_protocol::{ClientMessage, ServerMessage, close};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+const SAFETY: Duration = Duration::from_secs(60);
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// The documented worst case of one session's memory (docs/protocol.md,
+/// "Memory per session"), which the chart budgets per session.
+const SESSION_WORST: u64 = 1024 * KIB;
+
+/// Allocator and runtime slack on top of the per-session bound.
+const SLACK: u64 = 4 * MIB;
+
+fn proc_status(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+}
+
+/// Resident memory of `pid`, in bytes.
+fn rss(pid: i32) -> u64 {
+    proc_status(pid, "VmRSS:") * KIB
+}
+
+/// The open descriptors of `pid`, by number.
+fn fd_numbers(pid: i32) -> Vec<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// How many descriptors `pid` has open.
+fn fds(pid: i32) -> u64 {
+    fd_numbers(pid).len() as u64
+}
+
+/// CPU time (user + system) `pid` has used, in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+/// A WebSocket upgrade request with `key`.
+fn upgrade_request(addr: SocketAddr, key: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+}
+
+/// Sends `request` and reads the answer head (and what follows in the same
+/// reads), up to `timeout`.
+async fn exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut raw = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&raw).contains("\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    (stream, String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// A raw upgraded connection: frames are written by hand from here on.
+async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
+    let (stream, head) = exchange(addr, upgrade_request(addr, "dGhlIHNhbXBsZSBub25jZQ==").as_bytes(), SAFETY).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+/// A client frame header (FIN, `opcode`) for a payload of `len` bytes, with
+/// an all-zero masking key, so that the payload goes out unchanged.
+fn frame_header(opcode: u8, len: u64) -> Vec<u8> {
+    let mut header = vec![0x80 | opcode];
+    match len {
+        0..=125 => header.push(0x80 | len as u8),
+        126..=0xffff => {
+            header.push(0x80 | 126);
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(0x80 | 127);
+            header.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    header
+}
+
+fn text_frame(text: &str) -> Vec<u8> {
+    let mut frame = frame_header(0x1, text.len() as u64);
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// Reads raw frames until a close frame; its code, or None if the stream
+/// ended first.
+async fn read_close_code(stream: &mut TcpStream) -> Option<u16> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        // Parse whatever complete frames are buffered.
+        while buf.len() >= 2 {
+            let (opcode, len7) = (buf[0] & 0x0f, (buf[1] & 0x7f) as usize);
+            let (len, start) = match len7 {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+                126 | 127 => break,
+                n => (n, 2),
+            };
+            if buf.len() < start + len {
+                break;
+            }
+            if opcode == 0x8 {
+                return (len >= 2).then(|| u16::from_be_bytes([buf[start], buf[start + 1]]));
+            }
+            buf.drain(..start + len);
+        }
+        match tokio::time::timeout(SAFETY, stream.read(&mut chunk)).await.expect("a frame within 60 s") {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A bystander session must be answered promptly all along.
+async fn bystander_answers(raw: &mut Raw, id: u64) -> Duration {
+    let started = Instant::now();
+    raw.send(ClientMessage::Request { id, payload: "still there?".into() }).await;
+    loop {
+        match raw.next().await {
+            Seen::Msg(ServerMessage::Response { id: got, .. }) if got == id => return started.elapsed(),
+            Seen::Msg(_) => {}
+            other => panic!("the bystander's session ended: {other:?}"),
+        }
+    }
+}
+
+/// A server with no regular pushes and no linger, plus `extra` flags.
+async fn quiet_server(id: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec!["--push-interval", "0s", "--metrics-linger", "0s"];
+    args.extend_from_slice(extra);
+    Proc::server(id, &args).await
+}
+
+async fn stop(mut server: Proc) {
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(SAFETY).await.success(), "{}", server.tail());
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_at_the_header_timeout() {
+    const CONNECTIONS: usize = 200;
+    let header_timeout = Duration::from_secs(2);
+    let (server, addr) =
+        quiet_server("slowloris", &["--http-header-timeout", "2s", "--http-idle-timeout", "20s"]).await;
+    let mut bystander = Raw::connect(addr).await;
+    let baseline_fds = fds(server.pid());
+
+    // Each connection sends its request one byte every 300 ms and notes when
+    // the server closes it.
+    let mut attackers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        attackers.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let request = upgrade_request(addr, "dGhlIHNhbXBsZSBub25jZQ==").into_bytes();
+            let started = Instant::now();
+            let mut sent = 0;
+            let mut buf = [0u8; 256];
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return started.elapsed(),
+                        Ok(_) => {}
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                        if sent < request.len() {
+                            let _ = stream.write_all(&request[sent..sent + 1]).await;
+                            sent += 1;
+                        }
+                    }
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "a slow connection was never closed");
+            }
+        }));
+    }
+    // While they dribble, the server holds at most the attackers.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let during = fds(server.pid());
+    let answered = bystander_answers(&mut bystander, 1).await;
+
+    let mut longest = Duration::ZERO;
+    for attacker in attackers {
+        longest = longest.max(attacker.await.unwrap());
+    }
+    let bound = header_timeout + Duration::from_millis(1500);
+    println!(
+        "slowloris: {CONNECTIONS} connections, longest held {longest:?} (bound {bound:?}); \
+         fds {baseline_fds} -> {during}; bystander answered in {answered:?}"
+    );
+    assert!(longest <= bound, "a slow connection was held {longest:?}, over {bound:?}");
+    assert!(during <= baseline_fds + CONNECTIONS as u64 + 8, "fds {during}");
+    assert!(answered < Duration::from_secs(2), "the bystander waited {answered:?}");
+    let admin = server.admin();
+    let timeouts = metric(admin, r#"gsd_server_http_timeouts_total{kind="header",port="ws"}"#).await.unwrap();
+    assert!(timeouts >= CONNECTIONS as f64, "header timeouts counted: {timeouts}");
+    eventually("every HTTP connection gone", SAFETY, || async {
+        (metric(admin, r#"gsd_server_http_connections{port="ws"}"#).await == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(bystander_answers(&mut bystander, 2).await < Duration::from_secs(2));
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503_at_once_and_idle_ones_expire() {
+    const CAP: u64 = 50;
+    let (server, addr) = quiet_server(
+        "capped",
+        &["--max-http-connections", "50", "--http-header-timeout", "30s", "--http-idle-timeout", "3s"],
+    )
+    .await;
+    let mut bystander = Raw::connect(addr).await;
+    let baseline_fds = fds(server.pid());
+    // CAP connections that send a partial request and then nothing.
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
+        idle.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 200 more: each is answered 503 at once, and the descriptors stay bounded.
+    let mut slowest = Duration::ZERO;
+    let mut refused = 0;
+    let mut peak_fds = 0;
+    for _ in 0..200 {
+        let started = Instant::now();
+        let (_stream, head) =
+            exchange(addr, upgrade_request(addr, "dGhlIHNhbXBsZSBub25jZQ==").as_bytes(), Duration::from_secs(5)).await;
+        slowest = slowest.max(started.elapsed());
+        if head.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+        peak_fds = peak_fds.max(fds(server.pid()));
+    }
+    let answered = bystander_answers(&mut bystander, 1).await;
+    println!(
+        "connection cap {CAP}: 200 over the cap, {refused} answered 503, slowest answer {slowest:?}; \
+         fds {baseline_fds} -> peak {peak_fds}; bystander answered in {answered:?}"
+    );
+    assert_eq!(refused, 200, "every connection over the cap is answered 503");
+    assert!(slowest < Duration::from_secs(2), "a refusal took {slowest:?}");
+    // The cap, plus refusals in flight (64 at most), plus a little.
+    assert!(peak_fds <= baseline_fds + CAP + 64 + 8, "fds peaked at {peak_fds}");
+    assert!(answered < Duration::from_secs(2));
+    let counted = metric(server.admin(), r#"gsd_server_http_connections_refused_total{port="ws"}"#).await.unwrap();
+    assert_eq!(counted, 200.0);
+
+    // The idle ones are closed at HTTP_IDLE_TIMEOUT, and upgrades work again.
+    let started = Instant::now();
+    for mut stream in idle {
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "an idle connection was not closed: {closed:?}");
+    }
+    let expired = started.elapsed();
+    println!("idle connections closed {expired:?} after the 300 ms mark (HTTP_IDLE_TIMEOUT 3s)");
+    assert!(expired < Duration::from_secs(5));
+    let mut fresh = Raw::connect(addr).await;
+    assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn flooders_that_never_read_hold_bounded_memory() {
+    const FLOODERS: u64 = 16;
+    let (server, addr) = quiet_server("flooded", &["--processing-latency", "1s"]).await;
+    let pid = server.pid();
+    // Warm the runtime's threads and buffers before the baseline.
+    let mut bystander = Raw::connect(addr).await;
+    bystander_answers(&mut bystander, 1).await;
+    let before = rss(pid);
+
+    let payload = "x".repeat(60 * 1024);
+    let mut flooders = Vec::new();
+    for f in 0..FLOODERS {
+        let payload = payload.clone();
+        flooders.push(tokio::spawn(async move {
+            let mut stream = raw_upgrade(addr).await;
+            let mut sent = 0u64;
+            let flood = async {
+                for id in 0.. {
+                    let frame = text_frame(
+                        &ClientMessage::Request { id: f * 1_000_000 + id, payload: payload.clone() }.encode(),
+                    );
+                    if stream.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                    sent += frame.len() as u64;
+                }
+            };
+            // Never reads: the server's answers pile up on its side, if anywhere.
+            let _ = tokio::time::timeout(Duration::from_secs(5), flood).await;
+            (stream, sent)
+        }));
+    }
+    let mut streams = Vec::new();
+    let mut sent = 0;
+    for flooder in flooders {
+        let (stream, n) = flooder.await.unwrap();
+        sent += n;
+        streams.push(stream);
+    }
+    let after = rss(pid);
+    let answered = bystander_answers(&mut bystander, 2).await;
+    let grew = after.saturating_sub(before);
+    let bound = FLOODERS * SESSION_WORST + SLACK;
+    println!(
+        "flooders: {FLOODERS} sessions sent {:.1} MiB of 60 KiB requests and read nothing; RSS {:.1} -> {:.1} MiB \
+         (+{:.1} MiB, bound {:.1} MiB); bystander answered in {answered:?}",
+        mib(sent),
+        mib(before),
+        mib(after),
+        mib(grew),
+        mib(bound)
+    );
+    assert!(grew <= bound, "RSS grew {:.1} MiB, over {:.1} MiB", mib(grew), mib(bound));
+    assert!(answered < Duration::from_secs(3));
+    drop(streams);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn parked_partial_frames_hold_bounded_memory_and_oversize_headers_get_1009() {
+    const PARKED: u64 = 40;
+    let (server, addr) = quiet_server("parked", &[]).await;
+    let pid = server.pid();
+    let mut bystander = Raw::connect(addr).await;
+    bystander_answers(&mut bystander, 1).await;
+    let before = rss(pid);
+
+    // Each announces a frame at the hard cap and sends all of it but a byte.
+    let cap = gsd_protocol::MAX_WIRE_BYTES as u64;
+    let mut parked = Vec::new();
+    for _ in 0..PARKED {
+        let mut stream = raw_upgrade(addr).await;
+        let mut frame = frame_header(0x1, cap);
+        frame.extend(std::iter::repeat_n(b' ', cap as usize - 1));
+        stream.write_all(&frame).await.unwrap();
+        parked.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss(pid);
+    let grew = after.saturating_sub(before);
+    let bound = PARKED * (cap + 64 * KIB) + SLACK;
+    println!(
+        "parked partial frames: {PARKED} x {} KiB; RSS {:.1} -> {:.1} MiB (+{:.1} MiB, bound {:.1} MiB)",
+        cap / KIB,
+        mib(before),
+        mib(after),
+        mib(grew),
+        mib(bound)
+    );
+    assert!(grew <= bound, "RSS grew {:.1} MiB, over {:.1} MiB", mib(grew), mib(bound));
+
+    // A header announcing more than the cap: close 1009 at once, with no
+    // payload sent at all.
+    let mut oversize = raw_upgrade(addr).await;
+    oversize.write_all(&frame_header(0x1, 1 << 30)).await.unwrap();
+    let started = Instant::now();
+    let code = read_close_code(&mut oversize).await;
+    println!("a 1 GiB frame header: close {code:?} after {:?}", started.elapsed());
+    assert_eq!(code, Some(close::MESSAGE_TOO_BIG));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(bystander_answers(&mut bystander, 2).await < Duration::from_secs(2));
+    drop(parked);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn bad_frames_are_answered_and_logged_in_bounded_bytes_and_rate_limited() {
+    const FRAMES: usize = 100;
+    let (mut server, addr) = quiet_server("amplified", &[]).await;
+    let mut attacker = Raw::connect(addr).await;
+    let junk = "z".repeat(60 * 1024);
+    let frame = format!(r#"{{"type":"ack","seq":"{junk}"}}"#);
+    let mut largest_answer = 0;
+    for _ in 0..FRAMES {
+        attacker.send_text(&frame).await;
+        match attacker.next().await {
+            Seen::Msg(ServerMessage::Error { message }) => {
+                assert!(message.contains("more bytes]"), "no truncation marker in {message:?}");
+                largest_answer = largest_answer.max(ServerMessage::Error { message }.encode().len());
+            }
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+    let counted =
+        metric(server.admin(), r#"gsd_server_protocol_errors_total{kind="malformed"}"#).await.unwrap() as usize;
+    let logged: Vec<_> = server
+        .events("protocol_error")
+        .into_iter()
+        .filter(|e| e["session_id"].as_str() == Some(attacker.session_id.as_str()))
+        .collect();
+    let largest_line = logged.iter().map(|e| e.to_string().len()).max().unwrap_or(0);
+    println!(
+        "amplification: {FRAMES} frames of {} bytes; largest error frame {largest_answer} bytes; \
+         {} protocol_error lines (largest {largest_line} bytes), {counted} counted",
+        frame.len(),
+        logged.len()
+    );
+    assert!(largest_answer <= 512, "an error frame of {largest_answer} bytes");
+    assert!(largest_line <= 1024, "a log line of {largest_line} bytes");
+    assert_eq!(counted, FRAMES, "the metric counts every error");
+    assert!((1..=5).contains(&logged.len()), "{} lines logged for one session in 10 s", logged.len());
+    // The session goes on.
+    assert!(bystander_answers(&mut attacker, 1).await < Duration::from_secs(2));
+    server.wait_count("protocol_error", 1, SAFETY).await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn bad_upgrades_get_400_without_echo_and_the_ws_port_serves_only_ws() {
+    let (server, addr) = quiet_server("strict", &[]).await;
+    let echo = "E".repeat(3000);
+    for key in ["abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZQ=x", "dGhlIHNhbXBsZSBub25jZQ!=", echo.as_str()]
+    {
+        let (mut stream, head) = exchange(addr, upgrade_request(addr, key).as_bytes(), Duration::from_secs(5)).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "key {key:.40}: {head:.200}");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+        let all = head + &String::from_utf8_lossy(&rest);
+        assert!(!all.contains(key), "the 400 echoes the key {key:.40}");
+        assert!(all.len() < 512, "a 400 of {} bytes", all.len());
+    }
+    let admin = server.admin();
+    let rejected = metric(admin, r#"gsd_server_upgrades_rejected_total{reason="bad_key"}"#).await;
+    assert_eq!(rejected, Some(5.0));
+    // The operational endpoints live on the admin port only.
+    for path in ["/metrics", "/healthz", "/readyz", "/prestop?sleep=1s"] {
+        let on_ws = gsd_telemetry::http_get(&addr.to_string(), path, Duration::from_secs(5)).await.unwrap().0;
+        assert_eq!(on_ws, 404, "{path} on the WebSocket port");
+    }
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let on_admin = gsd_telemetry::http_get(&admin.to_string(), path, Duration::from_secs(5)).await.unwrap().0;
+        assert_eq!(on_admin, 200, "{path} on the admin port");
+    }
+    // A garbage /prestop duration: 400 that quotes at most a short prefix.
+    let long = "9".repeat(5000);
+    let (status, body) =
+        gsd_telemetry::http_get(&admin.to_string(), &format!("/prestop?sleep={long}"), Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert_eq!(status, 400);
+    assert!(body.len() < 200, "a 400 body of {} bytes: {body:.100}", body.len());
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn prestop_serves_one_caller_at_a_time_and_bounds_its_wait() {
+    let (mut server, _) = quiet_server("hooked", &[]).await;
+    let admin = server.admin().to_string();
+    let first = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = gsd_telemetry::http_get(&admin, "/prestop?sleep=3s", Duration::from_secs(20)).await.unwrap();
+            (answer.0, started.elapsed())
+        })
+    };
+    server.wait_count("prestop", 1, SAFETY).await;
+    let started = Instant::now();
+    let mut refusals = Vec::new();
+    for _ in 0..20 {
+        refusals.push(gsd_telemetry::http_get(&admin, "/prestop?sleep=300s", Duration::from_secs(5)).await.unwrap().0);
+    }
+    let refused_in = started.elapsed();
+    let over = gsd_telemetry::http_get(&admin, "/prestop?sleep=301s", Duration::from_secs(5)).await.unwrap().0;
+    let (status, held) = first.await.unwrap();
+    println!("prestop: the first call held {held:?}; 20 concurrent calls refused in {refused_in:?}");
+    assert!(refusals.iter().all(|s| *s == 409), "{refusals:?}");
+    assert!(refused_in < Duration::from_secs(2));
+    assert_eq!(over, 400, "a wait over the 300 s limit");
+    assert_eq!(status, 200);
+    assert!(held >= Duration::from_millis(2900) && held < Duration::from_secs(6), "held {held:?}");
+    // Free again once the first has returned.
+    let (status, _) = gsd_telemetry::http_get(&admin, "/prestop?sleep=10ms", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status, 200);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn descriptor_exhaustion_neither_kills_nor_spins_the_server() {
+    const EXTRA: u64 = 24;
+    const ATTEMPTS: usize = 200;
+    let (mut server, addr) =
+        quiet_server("starved", &["--http-header-timeout", "60s", "--http-idle-timeout", "60s"]).await;
+    let pid = server.pid();
+    let mut bystander = Raw::connect(addr).await;
+    let limit = fds(pid) + EXTRA;
+    // RLIMIT_NOFILE bounds descriptor numbers: ones already open at or above
+    // it stay open, on top of the limit.
+    let above = fd_numbers(pid).iter().filter(|n| **n >= limit).count() as u64;
+    rlimit::prlimit(pid, rlimit::Resource::NOFILE, Some((limit, limit)), None).expect("prlimit on the server");
+
+    // Far more connections than descriptors left; all held open.
+    let mut held = Vec::new();
+    for _ in 0..ATTEMPTS {
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+            held.push(stream);
+        }
+    }
+    server.wait_for("accept_failed", |e| e["message"] == "accept_failed" && e["kind"] == "fd_limit", SAFETY).await;
+    // Exhausted for three seconds: how much CPU does it burn?
+    let cpu_before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let burned = cpu_seconds(pid) - cpu_before;
+    let at_limit = fds(pid);
+    let logged = server.count("accept_failed");
+    // The sessions already open are unaffected.
+    let answered = bystander_answers(&mut bystander, 1).await;
+    println!(
+        "fd exhaustion: limit {limit}, {} connections opened, fds at {at_limit}; {burned:.2} s CPU in 3 s; \
+         {logged} accept_failed lines; bystander answered in {answered:?}",
+        held.len()
+    );
+    assert!(at_limit <= limit + above, "fds {at_limit} over the limit {limit} (+{above} opened before it)");
+    assert!(burned < 0.5, "the server burned {burned:.2} s of CPU in 3 s at the descriptor limit");
+    assert!(logged <= 10, "{logged} accept_failed lines in a few seconds");
+    assert!(server.try_alive(), "the server died: {}", server.tail());
+
+    // Free the descriptors: it serves again, and says what happened.
+    drop(held);
+    let started = Instant::now();
+    let mut fresh = eventually("a new session after the connections closed", SAFETY, || async {
+        tokio::time::timeout(Duration::from_secs(3), Raw::connect(addr)).await.ok()
+    })
+    .await;
+    let recovered = started.elapsed();
+    assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
+    let errors = metric(server.admin(), r#"gsd_server_accept_errors_total{kind="fd_limit",port="ws"}"#).await.unwrap();
+    println!("fd exhaustion: serving again {recovered:?} after the close; {errors} accept errors counted");
+    assert!(errors >= 1.0);
+    assert!(recovered < Duration::from_secs(5), "took {recovered:?} to serve again");
+    stop(server).await;
+}
+
+/// A fake server: every session gets a welcome, `data` with the largest seq,
+/// and an error frame whose text is a would-be log line; then close 1000.
+async fn hostile_server(listener: tokio::net::TcpListener) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut session = 0;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        session += 1;
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { continue };
+        let frames = [
+            ServerMessage::Welcome { server_id: "evil".into(), session_id: format!("evil-{session}") },
+            ServerMessage::Data { seq: u64::MAX, payload: "x".into() },
+            ServerMessage::Error { message: "client_exit".into() },
+        ];
+        for frame in frames {
+            let _ = ws.send(Message::Text(frame.encode().into())).await;
+        }
+        let _ = ws.close(None).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_server_cannot_forge_client_log_lines_or_wrap_its_loss_counters() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = tokio::spawn(hostile_server(listener));
+    let (mut client, _) = Proc::client(
+        "victim",
+        &format!("ws://{addr}/ws"),
+        1,
+        &["--reconnect-backoff-base", "10ms", "--reconnect-backoff-cap", "50ms", "--request-interval", "0s"],
+    )
+    .await;
+    client.wait_count("server_error_frame", 3, SAFETY).await;
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    fake.abort();
+    let errors = client.events("server_error_frame");
+    assert!(errors.iter().all(|e| e["server_message"] == "client_exit"), "{errors:?}");
+    let exit = only(&client, "client_exit");
+    let lost = exit["messages_lost"].as_u64().unwrap();
+    println!("hostile server: {} error frames logged in their own field; messages_lost {lost}", errors.len());
+    assert_eq!(lost, u64::MAX, "three gaps of 2^64-2 saturate: {exit}");
+}
