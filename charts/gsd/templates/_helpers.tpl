@@ -71,6 +71,10 @@ crash loop), checked here with the server's own rules.
 {{- $prestop := 0 }}
 {{- if ne $s.preStop.mode "none" }}{{ $prestop = int $s.preStop.sleepSeconds }}{{ end }}
 {{- $budget := add $prestop (int $s.drainTimeoutSeconds) (int $s.closeTimeoutSeconds) (int $s.metricsLingerSeconds) (int $s.terminationMarginSeconds) }}
+{{- if eq (int $s.port) (int $s.adminPort) }}
+{{- fail (printf "server.adminPort (%d) must differ from server.port: the admin endpoints must stay off the Service" (int $s.adminPort)) }}
+{{- end }}
+{{- $_ := include "gsd.maxSessions" . }}
 {{- if le (int $s.terminationGracePeriodSeconds) $budget }}
 {{- fail (printf "server.terminationGracePeriodSeconds (%d) must be larger than preStop.sleepSeconds (%d) + drainTimeoutSeconds (%d) + closeTimeoutSeconds (%d) + metricsLingerSeconds (%d) + terminationMarginSeconds (%d) = %d: the kubelet would SIGKILL a drain in progress" (int $s.terminationGracePeriodSeconds) $prestop (int $s.drainTimeoutSeconds) (int $s.closeTimeoutSeconds) (int $s.metricsLingerSeconds) (int $s.terminationMarginSeconds) $budget) }}
 {{- end }}
@@ -100,7 +104,7 @@ The environment variables the chart sets itself, one name a line; extraEnv
 may not set them (an extraEnv DRAIN_TIMEOUT would slip past the budget check).
 */}}
 {{- define "gsd.serverEnvNames" -}}
-PORT POD_NAME DRAIN_TIMEOUT METRICS_LINGER DRAIN_MESSAGES DRAIN_PACING CLOSE_TIMEOUT PING_INTERVAL PING_TIMEOUT PUSH_INTERVAL PROCESSING_LATENCY MAX_SESSIONS LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT
+PORT ADMIN_PORT HTTP_HEADER_TIMEOUT HTTP_IDLE_TIMEOUT MAX_HTTP_CONNECTIONS POD_NAME DRAIN_TIMEOUT METRICS_LINGER DRAIN_MESSAGES DRAIN_PACING CLOSE_TIMEOUT PING_INTERVAL PING_TIMEOUT PUSH_INTERVAL PROCESSING_LATENCY MAX_SESSIONS LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT
 {{- end }}
 
 {{- define "gsd.clientEnvNames" -}}
@@ -136,7 +140,7 @@ preStop:
 preStop:
   httpGet:
     path: /prestop?sleep={{ int .Values.server.preStop.sleepSeconds }}s
-    port: http
+    port: admin
 {{- end }}
 {{- end }}
 
@@ -162,5 +166,48 @@ the kind's own (later wins). Pass (dict "ctx" $ "component" "server" "own" label
 {{- if .Values.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ .Values.otlpEndpoint | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+A memory quantity (resources.limits.memory) in MiB, rounded down. Takes the
+integer forms: plain bytes, K/M/G (powers of 1000) and Ki/Mi/Gi.
+*/}}
+{{- define "gsd.memoryMiB" -}}
+{{- $q := toString . }}
+{{- if not (regexMatch "^[0-9]+(Ki|Mi|Gi|K|M|G)?$" $q) }}
+{{- fail (printf "server.resources.limits.memory %q: server.maxSessions auto reads only whole numbers with Ki, Mi, Gi, K, M or G" $q) }}
+{{- end }}
+{{- $n := regexFind "^[0-9]+" $q | int64 }}
+{{- if hasSuffix "Gi" $q }}{{ mul $n 1024 }}
+{{- else if hasSuffix "Mi" $q }}{{ $n }}
+{{- else if hasSuffix "Ki" $q }}{{ div $n 1024 }}
+{{- else if hasSuffix "G" $q }}{{ div (mul $n 1000000000) 1048576 }}
+{{- else if hasSuffix "M" $q }}{{ div (mul $n 1000000) 1048576 }}
+{{- else if hasSuffix "K" $q }}{{ div (mul $n 1000) 1048576 }}
+{{- else }}{{ div $n 1048576 }}
+{{- end }}
+{{- end }}
+
+{{/*
+MAX_SESSIONS: server.maxSessions, or with "auto" as many sessions as fit in
+the memory limit at their worst case, so that the pod's own clients cannot
+get it OOM-killed.
+*/}}
+{{- define "gsd.maxSessions" -}}
+{{- $s := .Values.server }}
+{{- if eq (toString $s.maxSessions) "auto" }}
+{{- $limit := dig "limits" "memory" "" $s.resources }}
+{{- if not $limit }}
+{{- fail "server.maxSessions auto needs server.resources.limits.memory (or set server.maxSessions to a number)" }}
+{{- end }}
+{{- $mib := include "gsd.memoryMiB" $limit | int64 }}
+{{- $n := div (mul (sub $mib (int64 $s.memoryReserveMiB)) 1024) (int64 $s.sessionMemoryKiB) }}
+{{- if lt $n 1 }}
+{{- fail (printf "server.resources.limits.memory %s leaves no room for a session after memoryReserveMiB %d at sessionMemoryKiB %d" $limit (int $s.memoryReserveMiB) (int $s.sessionMemoryKiB)) }}
+{{- end }}
+{{- $n }}
+{{- else }}
+{{- int $s.maxSessions }}
 {{- end }}
 {{- end }}

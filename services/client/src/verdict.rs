@@ -45,8 +45,8 @@ pub struct VerdictConfig {
     #[arg(long, env = "CLIENT_SELECTOR", value_parser = parse_selector)]
     pub client_selector: String,
 
-    /// Port of the servers' /metrics.
-    #[arg(long, env = "SERVER_METRICS_PORT", default_value_t = 8080)]
+    /// Port of the servers' /metrics (their admin port, ADMIN_PORT).
+    #[arg(long, env = "SERVER_METRICS_PORT", default_value_t = 9090)]
     pub server_metrics_port: u16,
 
     /// Port of the clients' /metrics.

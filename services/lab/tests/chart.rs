@@ -172,6 +172,13 @@ fn garbage_values_are_refused_with_a_clear_error() {
         ("monitoring.prometheusRule.runbookBaseUrl=docs/runbook.md", "monitoring/prometheusRule/runbookBaseUrl"),
         ("monitoring.labels.release=null", "monitoring/labels"),
         ("verdict.timeoutSeconds=1", "verdict/timeoutSeconds"),
+        ("server.maxSessions=lots", "server/maxSessions"),
+        ("server.adminPort=8080", "server.adminPort (8080) must differ from server.port"),
+        ("server.httpHeaderTimeout=10", "server/httpHeaderTimeout"),
+        ("server.maxHttpConnections=0", "server/maxHttpConnections"),
+        ("server.resources.limits.memory=1.5Gi", "reads only whole numbers"),
+        ("server.resources.limits.memory=40Mi", "leaves no room for a session"),
+        ("server.resources.limits.memory=null", "needs server.resources.limits.memory"),
     ];
     for (set, needle) in cases {
         refused(&[set], needle);
@@ -230,16 +237,34 @@ fn rendered_manifests_hold_what_a_drain_depends_on() {
     let old = render(&[], "1.29.0").unwrap();
     let old_c = &find(&old, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(old_c["lifecycle"]["preStop"]["httpGet"]["path"], "/prestop?sleep=5s", "no sleep action before 1.30");
-    assert_eq!(old_c["lifecycle"]["preStop"]["httpGet"]["port"], "http");
+    assert_eq!(old_c["lifecycle"]["preStop"]["httpGet"]["port"], "admin");
 
-    // Probes: paths and ports.
+    // Probes: paths and ports; the probes and the hook use the admin port.
     assert_eq!(c["ports"][0]["name"], "http");
     assert_eq!(c["ports"][0]["containerPort"], 8080);
     assert_eq!(env(c, "PORT")["value"], "8080");
+    assert_eq!(c["ports"][1]["name"], "admin");
+    assert_eq!(c["ports"][1]["containerPort"], 9090);
+    assert_eq!(env(c, "ADMIN_PORT")["value"], "9090");
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", "/healthz")] {
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
-        assert_eq!(c[probe]["httpGet"]["port"], "http", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe}");
     }
+    // The HTTP limits, and MAX_SESSIONS from the 256Mi limit: (256 - 48) MiB
+    // at 1 MiB a session.
+    assert_eq!(env(c, "HTTP_HEADER_TIMEOUT")["value"], "10s");
+    assert_eq!(env(c, "HTTP_IDLE_TIMEOUT")["value"], "30s");
+    assert_eq!(env(c, "MAX_HTTP_CONNECTIONS")["value"], "1024");
+    assert_eq!(env(c, "MAX_SESSIONS")["value"], "208");
+    for (limit, sessions) in [("1Gi", "976"), ("512M", "440"), ("2147483648", "2000"), ("300000Ki", "244")] {
+        let set = format!("server.resources.limits.memory={limit}");
+        let docs = render(&[&set], "1.31.0").unwrap();
+        let c = &find(&docs, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(env(c, "MAX_SESSIONS")["value"], sessions, "limit {limit}");
+    }
+    let fixed = render(&["server.maxSessions=5000"], "1.31.0").unwrap();
+    let fixed_c = &find(&fixed, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(fixed_c, "MAX_SESSIONS")["value"], "5000");
     let cc = &client["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(cc["ports"][0]["name"], "metrics");
     assert_eq!(env(cc, "METRICS_PORT")["value"], cc["ports"][0]["containerPort"].to_string());
@@ -311,6 +336,7 @@ fn rendered_manifests_hold_what_a_drain_depends_on() {
     assert!(!contains(&client["spec"]["template"]["metadata"]["labels"], selector), "the Service would select clients");
     assert!(!contains(&test_pod["metadata"]["labels"], selector), "the Service would select the test pod");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 1, "the Service exposes /ws only");
     assert_eq!(service["spec"]["sessionAffinity"], "None");
 
     // SERVER_URL names the Service and its port.
@@ -370,7 +396,7 @@ fn monitoring_ships_the_one_source_of_rules_and_dashboards() {
     assert!(files > 0);
     assert_eq!(cm["data"].as_object().unwrap().len(), files);
     // ServiceMonitors: EndpointSlice discovery, the release label, the right ports.
-    for (name, port) in [("gsd-server", "http"), ("gsd-client", "metrics")] {
+    for (name, port) in [("gsd-server", "admin"), ("gsd-client", "metrics")] {
         let sm = find(&docs, "ServiceMonitor", name);
         assert_eq!(sm["spec"]["serviceDiscoveryRole"], "EndpointSlice");
         let endpoint = &sm["spec"]["endpoints"][0];
@@ -384,10 +410,15 @@ fn monitoring_ships_the_one_source_of_rules_and_dashboards() {
         &client_metrics["metadata"]["labels"],
         &find(&docs, "ServiceMonitor", "gsd-client")["spec"]["selector"]["matchLabels"]
     ));
-    assert!(contains(
-        &find(&docs, "Service", "gsd")["metadata"]["labels"],
-        &find(&docs, "ServiceMonitor", "gsd-server")["spec"]["selector"]["matchLabels"]
-    ));
+    let server_selector = &find(&docs, "ServiceMonitor", "gsd-server")["spec"]["selector"]["matchLabels"];
+    let server_metrics = find(&docs, "Service", "gsd-server-metrics");
+    assert!(contains(&server_metrics["metadata"]["labels"], server_selector));
+    assert_eq!(server_metrics["spec"]["ports"][0]["targetPort"], "admin");
+    assert_eq!(server_metrics["spec"]["clusterIP"], "None");
+    assert!(
+        !contains(&find(&docs, "Service", "gsd")["metadata"]["labels"], server_selector),
+        "the server ServiceMonitor must not select the client-facing Service"
+    );
     // The NetworkPolicy guards the server pods and lets clients and monitoring in.
     let np = find(&docs, "NetworkPolicy", "gsd-server");
     let server = find(&docs, "Deployment", "gsd-server");
@@ -398,10 +429,12 @@ fn monitoring_ships_the_one_source_of_rules_and_dashboards() {
         serde_json::json!(["client", "test"])
     );
     assert_eq!(from[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
+    assert_eq!(from[0]["ports"][0]["port"], "http", "clients reach /ws");
+    assert_eq!(from[1]["ports"][0]["port"], "admin", "monitoring reaches the admin port only");
 
     let pods = render(&["monitoring.podMonitor.enabled=true"], "1.31.0").unwrap();
     let pm = find(&pods, "PodMonitor", "gsd-server");
-    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "http");
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "admin");
     assert!(!kinds(&pods).contains(&"ServiceMonitor".to_owned()));
 }
 
@@ -798,7 +831,8 @@ fn the_verdict_is_opt_in_with_the_least_rbac() {
         assert_eq!(&Value::Object(parsed), labels, "{var}");
     }
     let server = &find(&docs, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(env(c, "SERVER_METRICS_PORT")["value"], server["ports"][0]["containerPort"].to_string());
+    assert_eq!(server["ports"][1]["name"], "admin");
+    assert_eq!(env(c, "SERVER_METRICS_PORT")["value"], server["ports"][1]["containerPort"].to_string());
     assert_eq!(env(c, "CLIENT_METRICS_PORT")["value"], "9091");
     assert_eq!(env(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
     // The selector is one the verdict accepts.
