@@ -140,3 +140,29 @@ need_registry() {
             GOFLAGS=-mod=mod go build -o "$REGISTRY_BIN" github.com/distribution/distribution/v3/cmd/registry)
     fi
 }
+
+# A cargo subcommand from crates.io at a pinned version, built once into the
+# tools cache (its build directory too, outside the work tree).
+need_cargo_tool() {
+    local name=$1 version=$2
+    if ! "$tools_dir/bin/$name" --version 2>/dev/null | grep -qx "$name $version"; then
+        step "cargo install $name@$version (first run only; a few minutes)"
+        CARGO_TARGET_DIR="$tools_dir/cargo-build" cargo install --locked --quiet \
+            --root "$tools_dir" "$name@$version" >&2
+    fi
+    case ":$PATH:" in *":$tools_dir/bin:"*) ;; *) export PATH="$tools_dir/bin:$PATH" ;; esac
+}
+
+# cargo-fuzz and the nightly toolchain libFuzzer's instrumentation needs.
+need_cargo_fuzz() {
+    need_cargo_tool cargo-fuzz 0.13.2
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        step "rustup toolchain install nightly (first run only)"
+        rustup toolchain install nightly --profile minimal >&2
+    fi
+}
+
+# cargo-deny (licences, bans, sources; see deny.toml).
+need_cargo_deny() {
+    need_cargo_tool cargo-deny 0.20.2
+}
