@@ -62,6 +62,10 @@ pub struct ServerMetrics {
     pub messages_sent: IntCounterVec,
     /// Frames received, by message type.
     pub messages_received: IntCounterVec,
+    /// `messages_sent` per type in [`FRAMES_SENT`] order (see [`ServerMetrics::sent`]).
+    sent: [IntCounter; 7],
+    /// `messages_received` per type in [`FRAMES_RECEIVED`] order.
+    received: [IntCounter; 2],
     /// Bad input, by kind.
     pub protocol_errors: IntCounterVec,
     /// Upgrade requests refused, by reason (draining|capacity).
@@ -94,7 +98,13 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 
 impl ServerMetrics {
     pub fn new(registry: &Registry, server_id: &str) -> Self {
+        let messages_sent =
+            counter_vec("gsd_server_messages_sent_total", "Frames sent to clients, by type.", &["type"]);
+        let messages_received =
+            counter_vec("gsd_server_messages_received_total", "Frames received from clients, by type.", &["type"]);
         let m = ServerMetrics {
+            sent: FRAMES_SENT.map(|kind| messages_sent.with_label_values(&[kind])),
+            received: FRAMES_RECEIVED.map(|kind| messages_received.with_label_values(&[kind])),
             sessions: IntGauge::new("gsd_server_sessions", "Open WebSocket sessions.").unwrap(),
             sessions_opened: IntCounter::new(
                 "gsd_server_sessions_opened_total",
@@ -125,12 +135,8 @@ impl ServerMetrics {
                 "Data frames sent but not acknowledged when their session ended.",
             )
             .unwrap(),
-            messages_sent: counter_vec("gsd_server_messages_sent_total", "Frames sent to clients, by type.", &["type"]),
-            messages_received: counter_vec(
-                "gsd_server_messages_received_total",
-                "Frames received from clients, by type.",
-                &["type"],
-            ),
+            messages_sent,
+            messages_received,
             protocol_errors: counter_vec(
                 "gsd_server_protocol_errors_total",
                 "Frames rejected as bad input, by kind.",
@@ -223,12 +229,25 @@ impl ServerMetrics {
                 m.accept_errors.with_label_values(&[port, kind]);
             }
         }
-        for kind in ["welcome", "data", "response", "shutdown_notice", "error", "close", "ping"] {
-            m.messages_sent.with_label_values(&[kind]);
-        }
-        for kind in ["request", "ack"] {
-            m.messages_received.with_label_values(&[kind]);
-        }
         m
     }
+
+    /// `gsd_server_messages_sent_total{type=kind}`, resolved once at start-up
+    /// (a label lookup per frame was a measurable part of a drain).
+    pub fn sent(&self, kind: &str) -> &IntCounter {
+        let i = FRAMES_SENT.iter().position(|k| *k == kind).expect("every kind sent is in FRAMES_SENT");
+        &self.sent[i]
+    }
+
+    /// `gsd_server_messages_received_total{type=kind}`, resolved once.
+    pub fn received(&self, kind: &str) -> &IntCounter {
+        let i = FRAMES_RECEIVED.iter().position(|k| *k == kind).expect("every kind received is in FRAMES_RECEIVED");
+        &self.received[i]
+    }
 }
+
+/// The `type` label values of `gsd_server_messages_sent_total`: the server
+/// message types, and the close and ping frames.
+const FRAMES_SENT: [&str; 7] = ["welcome", "data", "response", "shutdown_notice", "error", "close", "ping"];
+/// The `type` label values of `gsd_server_messages_received_total`.
+const FRAMES_RECEIVED: [&str; 2] = ["request", "ack"];

@@ -208,6 +208,17 @@ impl Session {
         // With DRAIN_PACING, this session's notice waits for its turn.
         let pacing = shared.config.drain_pacing;
         let offset = if pacing.is_zero() { Duration::ZERO } else { pacing.mul_f64(rand::rng().random_range(0.0..1.0)) };
+        // Made once, not on every turn of the loop: each would register a
+        // waiter (and, in a drain, a timer) per frame.
+        let mut turn = std::pin::pin!(shared.drain_turn(offset));
+        let mut deadline = std::pin::pin!(shared.deadline_passed());
+        // The liveness timer fires at the earliest moment a beat can be due
+        // and is set again after each check: frames heard in between only
+        // move the real due time later, so it never needs moving earlier.
+        let due = |heartbeat: &gsd_protocol::Heartbeat| heartbeat.next_check().map(Instant::from_std);
+        let liveness = due(&self.heartbeat).is_some();
+        let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let mut beat_timer = std::pin::pin!(tokio::time::sleep_until(due(&self.heartbeat).unwrap_or(never)));
         let end = loop {
             if let Some(drain) = &self.drain {
                 if self.acked >= drain.ack_target && self.pending.is_empty() {
@@ -218,19 +229,20 @@ impl Session {
             // Not reading (a full request queue) is this side's choice, not
             // the client's silence: liveness waits while it lasts.
             let reading = self.pending.len() < MAX_PENDING_REQUESTS && self.pending_bytes < MAX_PENDING_BYTES;
-            let next_beat = self.heartbeat.next_check().filter(|_| reading).map(Instant::from_std);
             let step = tokio::select! {
                 biased;
-                _ = shared.deadline_passed(), if self.drain.is_some() => Err(End::DrainDeadline),
-                _ = shared.drain_turn(offset), if self.drain.is_none() => self.start_drain().await,
+                _ = &mut deadline, if self.drain.is_some() => Err(End::DrainDeadline),
+                _ = &mut turn, if self.drain.is_none() => self.start_drain().await,
                 _ = tokio::time::sleep_until(next_answer.unwrap_or_else(Instant::now)), if next_answer.is_some() => {
                     self.answer_ready().await
                 }
                 // A client that floods requests waits (TCP backpressure)
                 // until the answers catch up, rather than growing `pending`.
                 frame = rx.next(), if reading => self.on_frame(frame).await,
-                _ = tokio::time::sleep_until(next_beat.unwrap_or_else(Instant::now)), if next_beat.is_some() => {
-                    self.beat().await
+                _ = &mut beat_timer, if liveness && reading => {
+                    let beat = self.beat().await;
+                    beat_timer.as_mut().reset(due(&self.heartbeat).unwrap_or(never));
+                    beat
                 }
                 _ = push.tick(), if pushing && self.drain.is_none() => self.push().await,
             };
@@ -247,14 +259,8 @@ impl Session {
         match self.heartbeat.check(now) {
             Beat::Wait => Ok(()),
             Beat::Ping => {
-                let shared = self.shared.clone();
-                tokio::select! {
-                    sent = self.tx.send(Message::Ping(Default::default())) => {
-                        sent.map_err(|e| End::Failed(e.to_string()))?;
-                    }
-                    _ = shared.deadline_passed() => return Err(End::DrainDeadline),
-                }
-                shared.metrics.messages_sent.with_label_values(&["ping"]).inc();
+                self.send_frame(Message::Ping(Default::default())).await?;
+                self.shared.metrics.sent("ping").inc();
                 Ok(())
             }
             Beat::Dead => {
@@ -268,16 +274,27 @@ impl Session {
     /// Sends one message; during a drain, gives up at the deadline so that a
     /// client that stopped reading cannot hold the server.
     async fn send(&mut self, message: ServerMessage) -> Result<(), End> {
-        let shared = self.shared.clone();
         let kind = message.kind();
-        tokio::select! {
-            sent = self.tx.send(Message::Text(message.encode().into())) => {
-                sent.map_err(|e| End::Failed(e.to_string()))?;
-            }
-            _ = shared.deadline_passed() => return Err(End::DrainDeadline),
-        }
-        shared.metrics.messages_sent.with_label_values(&[kind]).inc();
+        self.send_frame(Message::Text(message.encode().into())).await?;
+        self.shared.metrics.sent(kind).inc();
         Ok(())
+    }
+
+    /// Writes one frame. Almost every write completes at once; only one that
+    /// has to wait (a client that stopped reading) also watches the drain
+    /// deadline, so a full buffer cannot hold the server past it, and the
+    /// common case pays for no deadline future.
+    async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
+        let shared = self.shared.clone();
+        let mut sending = std::pin::pin!(self.tx.send(frame));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(sending.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(sent) = first {
+            return sent.map_err(|e| End::Failed(e.to_string()));
+        }
+        tokio::select! {
+            sent = &mut sending => sent.map_err(|e| End::Failed(e.to_string())),
+            _ = shared.deadline_passed() => Err(End::DrainDeadline),
+        }
     }
 
     async fn push(&mut self) -> Result<(), End> {
@@ -360,7 +377,7 @@ impl Session {
         let metrics = &shared.metrics;
         match ClientMessage::decode(text) {
             Ok(message) => {
-                metrics.messages_received.with_label_values(&[message.kind()]).inc();
+                metrics.received(message.kind()).inc();
                 match message {
                     ClientMessage::Request { id, payload } => {
                         let at = Instant::now() + self.shared.config.processing_latency;
@@ -434,7 +451,7 @@ impl Session {
                     let reason = gsd_protocol::close_reason(reason, last_sent);
                     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
                     if self.tx.send(close).await.is_ok() {
-                        shared.metrics.messages_sent.with_label_values(&["close"]).inc();
+                        shared.metrics.sent("close").inc();
                         // Read until the client's close reply (or the end).
                         while let Some(Ok(message)) = rx.next().await {
                             if matches!(message, Message::Close(_)) {
