@@ -1,3 +1,6 @@
+//! gsd-client's one configuration struct: every setting as a flag and an
+//! environment variable (clap), and the checks of the server URL.
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -125,25 +128,7 @@ pub fn parse_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// Longest duration any option takes: beyond it a value is a mistake (and
-/// deadline arithmetic would overflow).
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration such as 500ms or 20s: {e}"))?;
-    if d > MAX_DURATION {
-        return Err(format!("`{text}` is over the 24h limit"));
-    }
-    Ok(d)
-}
-
-pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        d if d.is_zero() => Err("must be larger than 0".into()),
-        d => Ok(d),
-    }
-}
+pub use gsd_protocol::duration::{MAX_DURATION, parse_duration, parse_positive_duration};
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! The client's Prometheus metrics; docs/metrics.md describes each one.
 
-use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, histogram};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Clone)]
 pub struct ClientMetrics {
@@ -36,18 +36,6 @@ pub struct ClientMetrics {
     pub messages_sent: IntCounterVec,
 }
 
-fn counter(name: &str, help: &str) -> IntCounter {
-    IntCounter::new(name, help).expect("valid counter")
-}
-
-fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter")
-}
-
-fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid histogram")
-}
-
 impl ClientMetrics {
     pub fn new(registry: &Registry) -> Self {
         let m = ClientMetrics {
@@ -62,19 +50,19 @@ impl ClientMetrics {
             reconnects: counter_vec(
                 "gsd_client_reconnects_total",
                 "Reconnects, by why the previous session ended.",
-                "reason",
+                &["reason"],
             ),
             connect_failures: counter_vec(
                 "gsd_client_connect_failures_total",
                 "Failed connection attempts, by cause.",
-                "reason",
+                &["reason"],
             ),
             drain_messages: histogram(
                 "gsd_client_drain_messages",
                 "Data frames received between a shutdown notice and its close.",
                 COUNT_BUCKETS,
             ),
-            drains: counter_vec("gsd_client_drains_total", "Drains seen, by outcome.", "outcome"),
+            drains: counter_vec("gsd_client_drains_total", "Drains seen, by outcome.", &["outcome"]),
             messages_lost: counter(
                 "gsd_client_messages_lost_total",
                 "Data frames the server sent or announced that never arrived (seq gaps, short drains).",
@@ -102,9 +90,9 @@ impl ClientMetrics {
             messages_received: counter_vec(
                 "gsd_client_messages_received_total",
                 "Frames received from servers, by type.",
-                "type",
+                &["type"],
             ),
-            messages_sent: counter_vec("gsd_client_messages_sent_total", "Frames sent to servers, by type.", "type"),
+            messages_sent: counter_vec("gsd_client_messages_sent_total", "Frames sent to servers, by type.", &["type"]),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.sessions.clone()),

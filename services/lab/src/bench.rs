@@ -35,7 +35,7 @@ pub struct BenchConfig {
     #[arg(long, default_value_t = 1_000)]
     pub throughput_sessions: u32,
     /// Measurement window of the throughput scenario.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = gsd_protocol::duration::parse_duration)]
     pub throughput_window: Duration,
     /// RUST_LOG of the servers (and the clients' own events): `info` logs
     /// several lines per session and drain, as in production; `warn` shows

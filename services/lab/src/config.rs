@@ -1,3 +1,7 @@
+//! gsd-lab's rehearsal settings: the scenario, the stand-ins' timings (the
+//! kubelet's preStop and grace period, the Service's propagation delay and
+//! readiness period) and what the pods and clients are started with.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -134,9 +138,7 @@ pub enum Affinity {
     ClientIp,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration such as 500ms or 5s: {e}"))
-}
+use gsd_protocol::duration::parse_duration;
 
 impl LabConfig {
     /// Checks what clap cannot: that the budget makes sense.

@@ -7,6 +7,8 @@
 //! peer may add fields without breaking an older one; an unknown `type` is an
 //! error.
 
+pub mod duration;
+
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};

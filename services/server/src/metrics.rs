@@ -1,8 +1,8 @@
 //! The server's Prometheus metrics. Names and labels are a contract with the
 //! dashboards and alerts; docs/metrics.md describes each one.
 
-use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter_vec, histogram};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// How one session's drain ended: the `outcome` label of
 /// `gsd_server_drains_total`.
@@ -86,14 +86,6 @@ pub struct ServerMetrics {
     /// The configured DRAIN_TIMEOUT, so alerts can compare shutdown
     /// durations with it.
     pub drain_timeout: prometheus::Gauge,
-}
-
-fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid histogram")
-}
-
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
 }
 
 impl ServerMetrics {

@@ -1,3 +1,7 @@
+//! Sockets every gsd binary opens the same way: listeners with a backlog
+//! sized for reconnect storms, TCP keepalive and `TCP_USER_TIMEOUT` matched to
+//! the liveness settings, and a tiny HTTP GET for scraping and probing.
+
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

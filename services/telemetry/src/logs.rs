@@ -1,3 +1,6 @@
+//! Log and trace set-up: `LOG_FORMAT` (pretty or JSON lines), `RUST_LOG`,
+//! and OTLP export of gsd's spans when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;

@@ -1,3 +1,8 @@
+//! The Prometheus side every gsd binary shares: the text exposition of a
+//! registry for `/metrics`, the constructors of counters and histograms
+//! (one place, so names and buckets are made the same way everywhere), and
+//! the exact-series lookup the lab and the tests scrape with.
+
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -14,6 +19,22 @@ pub const DURATION_BUCKETS: &[f64] =
 pub const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0, 50.0, 100.0];
 
 /// The registry in the Prometheus text exposition format (version 0.0.4).
+/// A counter; the name and help are gsd's own, so a failure is a bug.
+pub fn counter(name: &str, help: &str) -> prometheus::IntCounter {
+    prometheus::IntCounter::new(name, help).expect("valid counter")
+}
+
+/// A counter with `labels`.
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels).expect("valid counter")
+}
+
+/// A histogram with `buckets` ([`DURATION_BUCKETS`] or [`COUNT_BUCKETS`]).
+pub fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
+    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid histogram")
+}
+
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut buf).expect("the text encoder only fails on a broken writer");
