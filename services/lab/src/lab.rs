@@ -346,12 +346,7 @@ impl Lab {
         let sessions =
             before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
         let deleted = Instant::now();
-        let balancer = self.balancer.clone();
-        let (remove_id, delay) = (id.clone(), c.propagation_delay);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            balancer.remove(&remove_id);
-        });
+        self.remove_endpoint_later(&id);
         if replace {
             // The ReplicaSet replaces a deleted pod at once.
             self.start_pod().await?;
@@ -428,6 +423,17 @@ impl Lab {
         Ok(())
     }
 
+    /// The endpoint controller's removal of `id`, `--propagation-delay` from
+    /// now, concurrently with whatever the kubelet does meanwhile.
+    fn remove_endpoint_later(&self, id: &str) {
+        let balancer = self.balancer.clone();
+        let (id, delay) = (id.to_owned(), self.config.propagation_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            balancer.remove(&id);
+        });
+    }
+
     /// Cuts pod `idx`'s network silently, as when its node dies: the Service
     /// stand-in stops carrying its bytes both ways (nothing closed), its
     /// endpoint goes after the propagation delay, and the ReplicaSet starts
@@ -442,12 +448,7 @@ impl Lab {
         self.progress.set(format!("round {round}/{}: partition {id}", c.rounds));
         self.balancer.partition(&id);
         let cut = Instant::now();
-        let balancer = self.balancer.clone();
-        let (remove_id, delay) = (id.clone(), c.propagation_delay);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            balancer.remove(&remove_id);
-        });
+        self.remove_endpoint_later(&id);
         self.start_pod().await?;
         // The pod is alive behind the cut; the lab reads it directly.
         let bound = c.ping_interval + c.ping_timeout;
