@@ -115,6 +115,7 @@ need_node() {
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v ip >/dev/null || missing+=(iproute2)
     command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+    python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
     if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
