@@ -62,11 +62,13 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         }
     }
     let Some(helm) = common::tool("helm", "HELM_BIN") else { return };
-    let Some(prometheus) = common::tool("prometheus", "PROMETHEUS_BIN") else { return };
+    // Debian's Prometheus has no Kubernetes service discovery: scripts/tools.sh
+    // builds one as prometheus-sd.
+    let Some(prometheus) = kube_tool("prometheus-sd", "PROMETHEUS_SD_BIN") else { return };
     let out = Command::new(root().join("scripts/cluster-test"))
         .env("KUBE_BIN_DIR", kubelet.parent().unwrap())
         .env("HELM_BIN", helm)
-        .env("PROMETHEUS_BIN", prometheus)
+        .env("PROMETHEUS_SD_BIN", prometheus)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
