@@ -75,6 +75,7 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "scripts/cluster-test failed:\n{stdout}\n{stderr}");
     for step in [
+        "ok: scripts/cluster up after a crash (every daemon SIGKILLed) cleaned up and started afresh",
         "ok: node gsd-node Ready, kube-apiserver v1.34.4, kubelet v1.34.4",
         "note: the base images rust:1-bookworm and gcr.io/distroless/cc-debian12:nonroot are local stand-ins",
         "sessions drained complete in",
