@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image, both binaries: gsd-server (the default) and gsd-client.
 #   docker build -t gsd .
 #   docker run --rm -p 8080:8080 gsd                 # the server

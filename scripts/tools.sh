@@ -35,6 +35,20 @@ need_prometheus() {
     fi
 }
 
+# Prometheus with its Kubernetes service discovery, which Debian's package
+# leaves out: built once from the Go module proxy at the version pinned in
+# scripts/tools/prometheus/go.mod (v0.307.3, which is Prometheus 3.7.3; its
+# own go.mod has exclude directives, so `go install pkg@version` refuses
+# it), for the cluster test's kubernetes_sd_configs.
+need_prometheus_sd() {
+    PROMETHEUS_SD_BIN="${PROMETHEUS_SD_BIN:-$tools_dir/bin/prometheus-sd}"
+    if [ ! -x "$PROMETHEUS_SD_BIN" ]; then
+        step "go build prometheus v3.7.3 with kubernetes_sd (first run only; several minutes)"
+        (cd "$(dirname "${BASH_SOURCE[0]}")/tools/prometheus" &&
+            GOFLAGS=-mod=mod go build -o "$PROMETHEUS_SD_BIN" github.com/prometheus/prometheus/cmd/prometheus)
+    fi
+}
+
 # Jaeger (all-in-one, OTLP receiver + query API), built once from the Go
 # module proxy at the version pinned in scripts/tools/jaeger/go.mod.
 need_jaeger() {
@@ -100,7 +114,8 @@ need_kube() {
 
 # What the one-node cluster (scripts/cluster) needs on top of need_kube:
 # the node's components from the same pinning module, CoreDNS from its own
-# module, and Debian's container runtime, CNI plugins and debootstrap.
+# module, Debian's container runtime, CNI plugins and debootstrap, and a
+# Prometheus that has the Kubernetes service discovery.
 need_node() {
     need_kube k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler \
         k8s.io/kubernetes/cmd/kube-proxy
@@ -115,7 +130,9 @@ need_node() {
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v ip >/dev/null || missing+=(iproute2)
     command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+    python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
     if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+    need_prometheus_sd
 }
 
 # Tilt v0.37.6 and the CNCF Distribution registry, for scripts/tilt-ci:
