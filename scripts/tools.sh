@@ -9,6 +9,17 @@ mkdir -p "$tools_dir/bin"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# go_build_pinned MODULE OUT PKG WHAT [go build flags...]: builds Go package
+# PKG into OUT once (nothing when OUT exists), through the pinning module
+# scripts/tools/MODULE/go.mod, which fixes every version it links.
+go_build_pinned() {
+    local module=$1 out=$2 pkg=$3 what=$4
+    shift 4
+    [ -x "$out" ] && return 0
+    step "go build $what (first run only; several minutes)"
+    (cd "$(dirname "${BASH_SOURCE[0]}")/tools/$module" && GOFLAGS=-mod=mod go build "$@" -o "$out" "$pkg")
+}
+
 apt_install() {
     if [ "$(id -u)" != 0 ]; then
         echo "gsd: $* missing; install it (apt-get install $*) or run as root" >&2
@@ -42,22 +53,15 @@ need_prometheus() {
 # it), for the cluster test's kubernetes_sd_configs.
 need_prometheus_sd() {
     PROMETHEUS_SD_BIN="${PROMETHEUS_SD_BIN:-$tools_dir/bin/prometheus-sd}"
-    if [ ! -x "$PROMETHEUS_SD_BIN" ]; then
-        step "go build prometheus v3.7.3 with kubernetes_sd (first run only; several minutes)"
-        (cd "$(dirname "${BASH_SOURCE[0]}")/tools/prometheus" &&
-            GOFLAGS=-mod=mod go build -o "$PROMETHEUS_SD_BIN" github.com/prometheus/prometheus/cmd/prometheus)
-    fi
+    go_build_pinned prometheus "$PROMETHEUS_SD_BIN" github.com/prometheus/prometheus/cmd/prometheus \
+        "prometheus v3.7.3 with kubernetes_sd"
 }
 
 # Jaeger (all-in-one, OTLP receiver + query API), built once from the Go
 # module proxy at the version pinned in scripts/tools/jaeger/go.mod.
 need_jaeger() {
     JAEGER_BIN="${JAEGER_BIN:-$tools_dir/bin/jaeger}"
-    if [ ! -x "$JAEGER_BIN" ]; then
-        step "go build jaeger (first run only; several minutes)"
-        (cd "$(dirname "${BASH_SOURCE[0]}")/tools/jaeger" &&
-            GOFLAGS=-mod=mod go build -o "$JAEGER_BIN" github.com/jaegertracing/jaeger/cmd/jaeger)
-    fi
+    go_build_pinned jaeger "$JAEGER_BIN" github.com/jaegertracing/jaeger/cmd/jaeger jaeger
 }
 
 # Helm 3, built from the Go module proxy.
@@ -94,21 +98,15 @@ kube_version_ldflags() {
 
 need_kube() {
     KUBE_BIN_DIR="${KUBE_BIN_DIR:-$tools_dir/bin}"
-    local mod
-    mod="$(cd "$(dirname "${BASH_SOURCE[0]}")/tools/kube" && pwd)"
     local tool name
     for tool in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
         k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3 "$@"; do
         name=$(basename "$tool")
         [ "$name" = v3 ] && name=etcd
-        if [ ! -x "$KUBE_BIN_DIR/$name" ]; then
-            step "go build $name (first run only; several minutes)"
-            # A module build carries no version; stamp the real one, as the
-            # Kubernetes release build does, so that clients (Helm's
-            # .Capabilities.KubeVersion) see v1.34.4.
-            (cd "$mod" && GOFLAGS=-mod=mod go build -ldflags "$(kube_version_ldflags)" \
-                -o "$KUBE_BIN_DIR/$name" "$tool")
-        fi
+        # A module build carries no version; stamp the real one, as the
+        # Kubernetes release build does, so that clients (Helm's
+        # .Capabilities.KubeVersion) see v1.34.4.
+        go_build_pinned kube "$KUBE_BIN_DIR/$name" "$tool" "$name" -ldflags "$(kube_version_ldflags)"
     done
 }
 
@@ -142,20 +140,13 @@ need_node() {
 # moved after Tilt recorded it.)
 need_tilt() {
     TILT_BIN="${TILT_BIN:-$tools_dir/bin/tilt}"
-    if [ ! -x "$TILT_BIN" ]; then
-        step "go build tilt v0.37.6 (first run only; several minutes)"
-        (cd "$(dirname "${BASH_SOURCE[0]}")/tools/tilt" &&
-            GOFLAGS=-mod=mod go build -o "$TILT_BIN" github.com/tilt-dev/tilt/cmd/tilt)
-    fi
+    go_build_pinned tilt "$TILT_BIN" github.com/tilt-dev/tilt/cmd/tilt "tilt v0.37.6"
 }
 
 need_registry() {
     REGISTRY_BIN="${REGISTRY_BIN:-$tools_dir/bin/registry}"
-    if [ ! -x "$REGISTRY_BIN" ]; then
-        step "go build the distribution registry v3.1.2 (first run only)"
-        (cd "$(dirname "${BASH_SOURCE[0]}")/tools/registry" &&
-            GOFLAGS=-mod=mod go build -o "$REGISTRY_BIN" github.com/distribution/distribution/v3/cmd/registry)
-    fi
+    go_build_pinned registry "$REGISTRY_BIN" github.com/distribution/distribution/v3/cmd/registry \
+        "the distribution registry v3.1.2"
 }
 
 # A cargo subcommand from crates.io at a pinned version, built once into the

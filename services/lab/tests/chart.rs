@@ -11,7 +11,7 @@ use clap::Parser;
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    common::repo_root()
 }
 
 fn chart() -> PathBuf {
@@ -978,17 +978,7 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
     };
     let Some(helm) = common::tool("helm", "HELM_BIN") else { return };
     let bin_dir = apiserver.parent().unwrap().canonicalize().unwrap();
-    let out = Command::new(root().join("scripts/apiserver-test"))
-        .env("KUBE_BIN_DIR", apiserver.parent().unwrap())
-        .env("HELM_BIN", helm)
-        .env("GSD_CLIENT", format!("{} client", common::lab().display()))
-        .env("GSD_SERVER", format!("{} server", common::lab().display()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scripts/apiserver-test failed:\n{stdout}\n{stderr}");
-    for step in [
+    let expected = [
         "ok: strict dry-run apply: defaults",
         "ok: strict dry-run apply: extraEnv valueFrom, imagePullSecrets objects, the verdict's RBAC and pod",
         "ok: a misspelt field is refused",
@@ -1002,9 +992,16 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         "ok: upgraded: ServiceMonitors, PrometheusRule, NetworkPolicy, PDB",
         "ok: helm uninstall removed everything",
         "apiserver-test: PASS",
-    ] {
-        assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
-    }
+    ];
+    let (client, server) =
+        (format!("{} client", common::lab().display()), format!("{} server", common::lab().display()));
+    let envs = [
+        ("KUBE_BIN_DIR", apiserver.parent().unwrap().as_os_str()),
+        ("HELM_BIN", helm.as_os_str()),
+        ("GSD_CLIENT", client.as_ref()),
+        ("GSD_SERVER", server.as_ref()),
+    ];
+    common::run_script("apiserver-test", &envs, &expected);
     // No etcd, kube-apiserver or kube-controller-manager is left behind.
     let left = apiserver_test_processes(&bin_dir);
     assert!(left.is_empty(), "left running: {left:?}");

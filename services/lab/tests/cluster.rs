@@ -8,12 +8,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+use std::path::PathBuf;
 
 /// A tool from KUBE_BIN_DIR (where scripts/tools.sh builds the Kubernetes
 /// components), else from `$env` or PATH.
@@ -65,16 +60,7 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
     // Debian's Prometheus has no Kubernetes service discovery: scripts/tools.sh
     // builds one as prometheus-sd.
     let Some(prometheus) = kube_tool("prometheus-sd", "PROMETHEUS_SD_BIN") else { return };
-    let out = Command::new(root().join("scripts/cluster-test"))
-        .env("KUBE_BIN_DIR", kubelet.parent().unwrap())
-        .env("HELM_BIN", helm)
-        .env("PROMETHEUS_SD_BIN", prometheus)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scripts/cluster-test failed:\n{stdout}\n{stderr}");
-    for step in [
+    let expected = [
         "ok: scripts/cluster up after a crash (every daemon SIGKILLed) cleaned up and started afresh",
         "ok: node gsd-node Ready, kube-apiserver v1.34.4, kubelet v1.34.4",
         "note: the base images rust:1-bookworm and gcr.io/distroless/cc-debian12:nonroot are local stand-ins",
@@ -95,9 +81,13 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         "ok: helm uninstall gsd left no pod",
         "ok: scripts/cluster down left iptables, ip6tables, links, routes, mounts and sysctls as they were",
         "cluster-test: PASS",
-    ] {
-        assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
-    }
+    ];
+    let envs = [
+        ("KUBE_BIN_DIR", kubelet.parent().unwrap().as_os_str()),
+        ("HELM_BIN", helm.as_os_str()),
+        ("PROMETHEUS_SD_BIN", prometheus.as_os_str()),
+    ];
+    let stdout = common::run_script("cluster-test", &envs, &expected);
     // Safety nets, not timings: the figures exist and are in their order of
     // magnitude (the preStop is 5 s; SIGTERM follows it within a second).
     let gap = figure(&stdout, "prestop_sigterm_gap_ms");

@@ -280,6 +280,28 @@ pub fn tool(name: &str, env: &str) -> Option<PathBuf> {
     found
 }
 
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Runs `scripts/<name>` with `envs` added to the environment and returns
+/// its stdout; panics with both outputs unless it succeeds and its stdout
+/// holds every line of `expected`.
+pub fn run_script(name: &str, envs: &[(&str, &std::ffi::OsStr)], expected: &[&str]) -> String {
+    let out = std::process::Command::new(repo_root().join("scripts").join(name))
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/{name}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scripts/{name} failed:\n{stdout}\n{stderr}");
+    for step in expected {
+        assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
+    }
+    stdout
+}
+
 /// Polls `check` every 100 ms until it yields, or panics after `timeout`.
 pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
