@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Forwarder, Proc, Raw, eventually, free_port, only, sample, tool, u};
+use common::{Forwarder, Proc, Raw, eventually, free_port, only, repo_root, sample, tool, u};
 use gsd_protocol::{ClientMessage, ServerMessage};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -385,7 +385,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 #[tokio::test]
 async fn dashboards_and_alerts_work_against_a_real_prometheus() {
     let Some(prometheus) = tool("prometheus", "PROMETHEUS_BIN") else { return };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = repo_root();
     let rules = root.join("charts/gsd/rules/gsd.rules.yaml").canonicalize().unwrap();
     let mut dashboards = Vec::new();
     for entry in std::fs::read_dir(root.join("dashboards")).unwrap().flatten() {

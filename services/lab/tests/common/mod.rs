@@ -280,9 +280,14 @@ pub fn tool(name: &str, env: &str) -> Option<PathBuf> {
     found
 }
 
-/// The repository's root.
+/// The repository's root. Cargo names the package's directory when it runs
+/// a test; that is preferred to the one compiled in, which is another
+/// clone's when clones share one target directory (as CI's do) and cargo
+/// found the test binary fresh.
 pub fn repo_root() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("../..").canonicalize().unwrap()
 }
 
 /// Runs `scripts/<name>` with `envs` added to the environment and returns
