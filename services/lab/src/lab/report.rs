@@ -360,3 +360,55 @@ pub fn render(report: &Report) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A final `/metrics` account with `complete` and `incomplete` drains.
+    fn account(complete: u64, incomplete: u64) -> String {
+        format!(
+            "gsd_server_drains_total{{outcome=\"complete\"}} {complete}\n\
+             gsd_server_drains_total{{outcome=\"incomplete\"}} {incomplete}\n\
+             gsd_server_drain_messages_sum 12\n\
+             gsd_server_shutdown_duration_seconds_sum 0.25\n\
+             gsd_server_data_unacked_total 0\n"
+        )
+    }
+
+    #[test]
+    fn a_row_is_complete_only_when_the_pod_drained_every_session_and_exited() {
+        let row = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), true);
+        assert_eq!((row.outcome.as_str(), row.drained, row.messages), ("complete", 3, 12));
+        assert_eq!(row.shutdown_seconds, Some(0.25));
+        assert!(!row.sigkilled);
+        let partial = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(2, 1), true);
+        assert_eq!(partial.outcome, "incomplete");
+        let unfinished = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), false);
+        assert_eq!((unfinished.outcome.as_str(), unfinished.shutdown_seconds), ("incomplete", None));
+        let late = DrainRow::deleted(1, "pod-0", 3, Ending::GraceRanOut, &account(3, 0), true);
+        assert_eq!((late.outcome.as_str(), late.sigkilled), ("sigkilled", true));
+        let killed = DrainRow::deleted(1, "pod-0", 3, Ending::Killed, "", false);
+        assert_eq!((killed.outcome.as_str(), killed.unacked), ("killed", None));
+    }
+
+    #[test]
+    fn users_that_moved_are_counted_on_the_pod_they_left_and_only_moves_pass() {
+        let mut rows = vec![DrainRow::deleted(1, "pod-0", 2, Ending::Exited, &account(2, 0), true)];
+        let reconnect = |from: &str, to: &str, ms: f64| Reconnect {
+            reason: "drain".into(),
+            latency_ms: ms,
+            from: from.into(),
+            to: to.into(),
+        };
+        let mut totals = ClientTotals::default();
+        totals.add_reconnects(&[reconnect("pod-0", "pod-1", 30.0), reconnect("pod-0", "pod-0", 10.0)], &mut rows);
+        assert_eq!(rows[0].moved, 1, "a user back on the same pod did not move");
+        assert_eq!(totals.reconnects_by_reason["drain"], 2);
+        assert_eq!((totals.reconnect_latency.p50_ms, totals.reconnect_latency.max_ms), (10.0, 30.0));
+        let config = <LabConfig as clap::Parser>::parse_from(["gsd-lab"]);
+        let report = Report::new(&config, rows, totals, Vec::new(), Duration::from_secs(1));
+        assert!(!report.ok);
+        assert_eq!(report.reasons, ["pod-0: only 1 of its 2 users reconnected to another pod"]);
+    }
+}
