@@ -321,8 +321,31 @@ impl Bench {
             messages_per_cpu_second: if cpu > 0.0 { messages as f64 / cpu } else { f64::NAN },
         })
     }
+
+    /// Instructions per drained session: a drain of `sessions` with both
+    /// processes under callgrind, its output in a directory of its own.
+    async fn instructions(&self, sessions: u32) -> Result<Option<InstructionsResult>, Error> {
+        eprintln!("bench: instructions per drained session under callgrind ({sessions} sessions)");
+        let dir = std::env::temp_dir().join(format!("gsd-bench-callgrind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Stuck(format!("{}: {e}", dir.display())))?;
+        // Counting off until the drain (see [`Callgrind`]); one output file
+        // per process, named by its pid.
+        let out = format!("--callgrind-out-file={}/callgrind.%p", dir.display());
+        let valgrind = ["--tool=callgrind", "--instr-atstart=no", out.as_str()];
+        let counting = Bench {
+            launcher: self.launcher.wrapped(Path::new("valgrind"), &valgrind),
+            callgrind: Some(dir.clone()),
+            log_level: self.log_level.clone(),
+            instructions: Default::default(),
+        };
+        counting.drain(sessions).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(counting.instructions.lock().unwrap().take())
+    }
 }
 
+/// The cores and the memory (GiB) of this machine, for the report.
 fn machine() -> (usize, f64) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kib: f64 = std::fs::read_to_string("/proc/meminfo")
@@ -332,15 +355,10 @@ fn machine() -> (usize, f64) {
     (cores, kib / 1024.0 / 1024.0)
 }
 
-/// Runs every scenario and returns the results.
+/// Runs every scenario asked for and returns the results.
 pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Result<BenchReport, Error> {
     if config.quick {
-        config.drain_sizes = vec![50, 200];
-        config.failover_users = 200;
-        config.memory_sessions = 500;
-        config.throughput_sessions = 100;
-        config.throughput_window = Duration::from_secs(3);
-        config.instructions_sessions = 20;
+        config.shrink();
     }
     let wanted = |s: Scenario| config.scenarios.contains(&s);
     let bench = Bench {
@@ -359,19 +377,10 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
     }
     let mut failover = Vec::new();
     if wanted(Scenario::Failover) {
-        let room = crate::harness::service::capacity(512) / 100 * 100;
-        if u64::from(config.failover_users) > room {
-            eprintln!(
-                "bench: {} users need {} open files for the Service stand-in; this machine allows fewer \
-                 (ulimit -n), so failover is measured with {room} users",
-                config.failover_users,
-                u64::from(config.failover_users) * 2 + 512
-            );
-            config.failover_users = room as u32;
-        }
+        let users = config.failover_users_here();
         for variant in Failover::ALL {
-            eprintln!("bench: failover of {} users, {}", config.failover_users, variant.label());
-            failover.push(bench.failover(variant, config.failover_users).await?);
+            eprintln!("bench: failover of {users} users, {}", variant.label());
+            failover.push(bench.failover(variant, users).await?);
         }
     }
     let mut memory = None;
@@ -386,20 +395,7 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
     }
     let mut instructions = None;
     if wanted(Scenario::Instructions) && config.instructions_sessions > 0 {
-        let sessions = config.instructions_sessions;
-        eprintln!("bench: instructions per drained session under callgrind ({sessions} sessions)");
-        let dir = std::env::temp_dir().join(format!("gsd-bench-callgrind-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Stuck(format!("{}: {e}", dir.display())))?;
-        // Counting off until the drain (see [`Callgrind`]); one output file
-        // per process, named by its pid.
-        let out = format!("--callgrind-out-file={}/callgrind.%p", dir.display());
-        let valgrind = ["--tool=callgrind", "--instr-atstart=no", out.as_str()];
-        let launcher = bench.launcher.wrapped(Path::new("valgrind"), &valgrind);
-        let counting = Bench { launcher, callgrind: Some(dir.clone()), ..bench };
-        counting.drain(sessions).await?;
-        instructions = counting.instructions.lock().unwrap().take();
-        let _ = std::fs::remove_dir_all(&dir);
+        instructions = bench.instructions(config.instructions_sessions).await?;
     }
     Ok(BenchReport {
         cores,
@@ -411,4 +407,32 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
         throughput,
         instructions,
     })
+}
+
+impl BenchConfig {
+    /// `--quick`: small sizes everywhere.
+    fn shrink(&mut self) {
+        self.drain_sizes = vec![50, 200];
+        self.failover_users = 200;
+        self.memory_sessions = 500;
+        self.throughput_sessions = 100;
+        self.throughput_window = Duration::from_secs(3);
+        self.instructions_sessions = 20;
+    }
+
+    /// `--failover-users`, or fewer if the Service stand-in in this process
+    /// cannot proxy that many (said on stderr).
+    fn failover_users_here(&self) -> u32 {
+        let room = crate::harness::service::capacity(512) / 100 * 100;
+        let users = u64::from(self.failover_users);
+        if users <= room {
+            return self.failover_users;
+        }
+        eprintln!(
+            "bench: {users} users need {} open files for the Service stand-in; this machine allows fewer \
+             (ulimit -n), so failover is measured with {room} users",
+            users * 2 + 512
+        );
+        room as u32
+    }
 }
