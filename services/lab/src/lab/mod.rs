@@ -22,6 +22,7 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use crate::config::{Affinity, LabConfig, Scenario};
+use crate::harness::metrics::{poll, scrape_value};
 use crate::harness::{Balancer, Client, Error, Launcher, Reaper, Server};
 use progress::Progress;
 pub use report::{ClientTotals, DrainRow, Latency, Report, render};
@@ -159,15 +160,13 @@ impl Lab {
         let sessions = || async {
             let mut sessions = 0.0;
             for addr in self.progress.clients() {
-                sessions += crate::harness::metrics::scrape_value(addr, "gsd_client_sessions").await.unwrap_or(0.0);
+                sessions += scrape_value(addr, "gsd_client_sessions").await.unwrap_or(0.0);
             }
             sessions
         };
         let timeout = self.config.reconnect_timeout;
-        let back = crate::harness::metrics::poll(timeout, Duration::from_millis(50), || async {
-            (sessions().await >= want).then_some(())
-        })
-        .await;
+        let back =
+            poll(timeout, Duration::from_millis(50), || async { (sessions().await >= want).then_some(()) }).await;
         if back.is_none() {
             let sessions = sessions().await;
             self.findings.push(format!("{what}: only {sessions} of {want} users had a session after {timeout:?}"));
