@@ -72,9 +72,10 @@ pub struct LabConfig {
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// The servers' and clients' message rhythm.
+    /// The servers' PUSH_INTERVAL: a data frame per session this often.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub push_interval: Duration,
+    /// The clients' REQUEST_INTERVAL: a request per session this often.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub request_interval: Duration,
 
@@ -90,6 +91,7 @@ pub struct LabConfig {
     /// peer is given up after their sum (what the `partition` scenario shows).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub ping_interval: Duration,
+    /// How long after its ping a silent peer is given up (PING_TIMEOUT).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub ping_timeout: Duration,
 

@@ -2,11 +2,12 @@
 //! one machine with real processes and signals, and a report of what was
 //! lost. It stands in for a cluster: see the README's "Local rehearsal".
 
-pub mod balancer;
 pub mod bench;
 pub mod config;
+pub mod harness;
 pub mod lab;
-pub mod proc;
 
 pub use config::LabConfig;
+/// The binary reaps its children through `gsd_lab::proc::Reaper`.
+pub use harness::proc;
 pub use lab::{Report, render, run};

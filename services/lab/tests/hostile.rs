@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Proc, Raw, Seen, eventually, metric, only};
+use common::{Proc, Raw, Seen, eventually, metric, only, wait_metric};
 use gsd_protocol::{ClientMessage, ServerMessage, close};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,17 +26,6 @@ const SESSION_WORST: u64 = 1024 * KIB;
 /// Allocator and runtime slack on top of the per-session bound.
 const SLACK: u64 = 4 * MIB;
 
-fn proc_status(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
-}
-
-/// Resident memory of `pid`, in bytes.
-fn rss(pid: i32) -> u64 {
-    proc_status(pid, "VmRSS:") * KIB
-}
-
 /// The open descriptors of `pid`, by number.
 fn fd_numbers(pid: i32) -> Vec<u64> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
@@ -46,16 +35,6 @@ fn fd_numbers(pid: i32) -> Vec<u64> {
 /// How many descriptors `pid` has open.
 fn fds(pid: i32) -> u64 {
     fd_numbers(pid).len() as u64
-}
-
-/// CPU time (user + system) `pid` has used, in seconds.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -212,8 +191,10 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
             }
         }));
     }
-    // While they dribble, the server holds at most the attackers.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // While they dribble (every one accepted), the server holds at most
+    // the attackers.
+    let admin = server.admin();
+    wait_metric(admin, r#"gsd_server_http_connections{port="ws"}"#, CONNECTIONS as f64).await;
     let during = fds(server.pid());
     let answered = bystander_answers(&mut bystander, 1).await;
 
@@ -229,7 +210,6 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     assert!(longest <= bound, "a slow connection was held {longest:?}, over {bound:?}");
     assert!(during <= baseline_fds + CONNECTIONS as u64 + 8, "fds {during}");
     assert!(answered < Duration::from_secs(2), "the bystander waited {answered:?}");
-    let admin = server.admin();
     let timeouts = metric(admin, r#"gsd_server_http_timeouts_total{kind="header",port="ws"}"#).await.unwrap();
     assert!(timeouts >= CONNECTIONS as f64, "header timeouts counted: {timeouts}");
     eventually("every HTTP connection gone", SAFETY, || async {
@@ -257,7 +237,8 @@ async fn connections_over_the_cap_get_503_at_once_and_idle_ones_expire() {
         stream.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
         idle.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every one of them holds a place under the cap.
+    wait_metric(server.admin(), r#"gsd_server_http_connections{port="ws"}"#, CAP as f64).await;
 
     // 200 more: each is answered 503 at once, and the descriptors stay bounded.
     let mut slowest = Duration::ZERO;
@@ -294,7 +275,7 @@ async fn connections_over_the_cap_get_503_at_once_and_idle_ones_expire() {
         assert!(matches!(closed, Ok(Ok(0) | Err(_))), "an idle connection was not closed: {closed:?}");
     }
     let expired = started.elapsed();
-    println!("idle connections closed {expired:?} after the 300 ms mark (HTTP_IDLE_TIMEOUT 3s)");
+    println!("idle connections closed {expired:?} after the refusals (HTTP_IDLE_TIMEOUT 3s)");
     assert!(expired < Duration::from_secs(5));
     let mut fresh = Raw::connect(addr).await;
     assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
@@ -305,11 +286,10 @@ async fn connections_over_the_cap_get_503_at_once_and_idle_ones_expire() {
 async fn flooders_that_never_read_hold_bounded_memory() {
     const FLOODERS: u64 = 16;
     let (server, addr) = quiet_server("flooded", &["--processing-latency", "1s"]).await;
-    let pid = server.pid();
     // Warm the runtime's threads and buffers before the baseline.
     let mut bystander = Raw::connect(addr).await;
     bystander_answers(&mut bystander, 1).await;
-    let before = rss(pid);
+    let before = server.rss();
 
     let payload = "x".repeat(60 * 1024);
     let mut flooders = Vec::new();
@@ -341,7 +321,7 @@ async fn flooders_that_never_read_hold_bounded_memory() {
         sent += n;
         streams.push(stream);
     }
-    let after = rss(pid);
+    let after = server.rss();
     let answered = bystander_answers(&mut bystander, 2).await;
     let grew = after.saturating_sub(before);
     let bound = FLOODERS * SESSION_WORST + SLACK;
@@ -364,10 +344,9 @@ async fn flooders_that_never_read_hold_bounded_memory() {
 async fn parked_partial_frames_hold_bounded_memory_and_oversize_headers_get_1009() {
     const PARKED: u64 = 40;
     let (server, addr) = quiet_server("parked", &[]).await;
-    let pid = server.pid();
     let mut bystander = Raw::connect(addr).await;
     bystander_answers(&mut bystander, 1).await;
-    let before = rss(pid);
+    let before = server.rss();
 
     // Each announces a frame at the hard cap and sends all of it but a byte.
     let cap = gsd_protocol::MAX_WIRE_BYTES as u64;
@@ -379,8 +358,10 @@ async fn parked_partial_frames_hold_bounded_memory_and_oversize_headers_get_1009
         stream.write_all(&frame).await.unwrap();
         parked.push(stream);
     }
+    // No event says the server has read what was sent: half a second lets
+    // it take in the 40 frames before its memory is read.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss(pid);
+    let after = server.rss();
     let grew = after.saturating_sub(before);
     let bound = PARKED * (cap + 64 * KIB) + SLACK;
     println!(
@@ -542,9 +523,9 @@ async fn descriptor_exhaustion_neither_kills_nor_spins_the_server() {
     }
     server.wait_for("accept_failed", |e| e["message"] == "accept_failed" && e["kind"] == "fd_limit", SAFETY).await;
     // Exhausted for three seconds: how much CPU does it burn?
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = server.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let burned = cpu_seconds(pid) - cpu_before;
+    let burned = server.cpu_seconds() - cpu_before;
     let at_limit = fds(pid);
     let logged = server.count("accept_failed");
     // The sessions already open are unaffected.

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Forwarder, Proc, Raw, eventually, free_port, only, repo_root, sample, tool, u};
+use common::{Proc, Raw, eventually, free_port, only, repo_root, sample, tool, u};
 use gsd_protocol::{ClientMessage, ServerMessage};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -60,9 +60,9 @@ async fn ack_until_close(mut raw: Raw) -> u32 {
 #[tokio::test]
 async fn histograms_match_what_the_drain_did() {
     let args = ["--push-interval", "50ms", "--metrics-linger", "30s"];
-    let (mut a, addr_a) = Proc::server("a", &args).await;
-    let (mut b, addr_b) = Proc::server("b", &["--push-interval", "50ms", "--metrics-linger", "0s"]).await;
-    let service = Forwarder::start(vec![addr_a, addr_b]).await;
+    let (mut a, _) = Proc::server("a", &args).await;
+    let (mut b, _) = Proc::server("b", &["--push-interval", "50ms", "--metrics-linger", "0s"]).await;
+    let service = common::service(&[&a, &b]).await;
     let (mut client, client_metrics) = Proc::client("client", &service.url(), 6, &["--request-interval", "20ms"]).await;
     a.wait_count("session_open", 3, SAFETY).await;
     b.wait_count("session_open", 3, SAFETY).await;
@@ -72,6 +72,8 @@ async fn histograms_match_what_the_drain_did() {
     assert_eq!(sample(&before, "gsd_server_shutdown_duration_seconds_count"), Some(0.0));
     promtool_check(&before, "gsd-server /metrics");
 
+    // A pod deletion: the endpoint goes, then the SIGTERM.
+    service.remove("a");
     a.signal(Signal::SIGTERM);
     let end = a.wait_for("drain_end", |e| e["message"] == "drain_end", SAFETY).await;
     // The scrape after the drain is the last one: the server exits after it
@@ -396,12 +398,12 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
     }
     assert!(!dashboards.is_empty());
 
-    // Two pods behind a forwarder and a client; pod `a` will drain with one
+    // Two pods behind the Service stand-in and a client; pod `a` will drain with one
     // session that never acks, so its drain is incomplete.
     let (mut a, addr_a) =
         Proc::server("a", &["--push-interval", "100ms", "--drain-timeout", "2s", "--metrics-linger", "30s"]).await;
-    let (mut b, addr_b) = Proc::server("b", &["--push-interval", "100ms", "--metrics-linger", "0s"]).await;
-    let service = Forwarder::start(vec![addr_a, addr_b]).await;
+    let (mut b, _) = Proc::server("b", &["--push-interval", "100ms", "--metrics-linger", "0s"]).await;
+    let service = common::service(&[&a, &b]).await;
     let (mut client, client_metrics) = Proc::client("client", &service.url(), 4, &["--request-interval", "50ms"]).await;
     let mut silent = Raw::connect(addr_a).await;
 
@@ -438,6 +440,7 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
         }
     }
 
+    service.remove("a");
     a.signal(Signal::SIGTERM);
     follow_silently(&mut silent).await;
     assert!(a.wait_exit(SAFETY).await.success());

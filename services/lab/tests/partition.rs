@@ -13,7 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Forwarder, Proc, metric, u};
+use common::{Proc, metric, u};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
@@ -77,11 +77,8 @@ impl Netns {
 
     /// A gsd-server inside the namespace, listening on its address.
     async fn server(&self, id: &str, args: &[&str]) -> (Proc, std::net::SocketAddr) {
-        let lab = common::lab();
-        let mut all = vec!["netns", "exec", &self.name, lab.to_str().unwrap(), "server"];
-        all.extend(["--bind", &self.addr, "--port", "0", "--admin-port", "0", "--server-id", id]);
-        all.extend_from_slice(args);
-        Proc::spawn_exe("/usr/sbin/ip", id, &all).await
+        let inside = common::launcher().wrapped(std::path::Path::new("/usr/sbin/ip"), &["netns", "exec", &self.name]);
+        Proc::server_with(&inside, id, &self.addr, args, &[]).await
     }
 }
 
@@ -97,9 +94,9 @@ async fn a_partition_mid_session_is_noticed_by_both_sides_and_the_users_move() {
     let Some(ns) = Netns::create(0) else { return };
     let mut args = vec!["--push-interval", "100ms", "--metrics-linger", "0s"];
     args.extend(LIVENESS);
-    let (mut far, far_addr) = ns.server("far", &args).await;
-    let (mut near, near_addr) = Proc::server("near", &args).await;
-    let service = Forwarder::start(vec![far_addr, near_addr]).await;
+    let (mut far, _) = ns.server("far", &args).await;
+    let (mut near, _) = Proc::server("near", &args).await;
+    let service = common::service(&[&far, &near]).await;
     let mut client_args = vec!["--request-interval", "100ms", "--connect-timeout", "1s"];
     client_args.extend(LIVENESS);
     let users = 6;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Forwarder, Proc, Raw, Seen, metric, only, u};
+use common::{Proc, Raw, Seen, metric, only, traffic_flows, u, wait_metric};
 use gsd_protocol::{ClientMessage, ServerMessage, close};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
@@ -54,11 +54,11 @@ async fn follow_drain(raw: &mut Raw, ack: bool) -> u32 {
 async fn sigterm_drains_every_session_and_nothing_is_lost() {
     let (mut server, addr) = Proc::server("s0", &["--push-interval", "50ms", "--metrics-linger", "0s"]).await;
     let url = format!("ws://{addr}/ws");
-    let (mut client, _) = Proc::client("client", &url, 6, &["--request-interval", "20ms"]).await;
+    let (mut client, metrics) = Proc::client("client", &url, 6, &["--request-interval", "20ms"]).await;
     // Two hand-driven sessions check the wire frame by frame.
     let mut raws = vec![Raw::connect(addr).await, Raw::connect(addr).await];
     server.wait_count("session_open", 8, SAFETY).await;
-    tokio::time::sleep(Duration::from_millis(400)).await; // traffic flows
+    traffic_flows(metrics, 6).await;
 
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
@@ -102,28 +102,26 @@ async fn sigterm_drains_every_session_and_nothing_is_lost() {
 
 async fn failover(make_before_break: bool) {
     let args = ["--push-interval", "50ms", "--metrics-linger", "0s"];
-    let (mut a, addr_a) = Proc::server("a", &args).await;
-    let (mut b, addr_b) = Proc::server("b", &args).await;
-    let service = Forwarder::start(vec![addr_a, addr_b]).await;
+    let (mut a, _) = Proc::server("a", &args).await;
+    let (mut b, _) = Proc::server("b", &args).await;
+    let service = common::service(&[&a, &b]).await;
     let mbb = make_before_break.to_string();
     let (mut client, metrics) =
         Proc::client("client", &service.url(), 8, &["--request-interval", "20ms", "--make-before-break", &mbb]).await;
     a.wait_count("session_open", 4, SAFETY).await;
     b.wait_count("session_open", 4, SAFETY).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic_flows(metrics, 8).await;
 
+    // A pod deletion: the endpoint goes, then the SIGTERM.
+    service.remove("a");
     a.signal(Signal::SIGTERM);
     assert!(a.wait_exit(SAFETY).await.success());
     let end = only(&a, "drain_end");
     assert_eq!((u(&end, "complete"), u(&end, "incomplete")), (4, 0), "{end}");
     // Every user that was on `a` is back, on `b`.
     b.wait_count("session_open", 8, SAFETY).await;
-    let deadline = Instant::now() + SAFETY;
-    while metric(metrics, "gsd_client_sessions").await != Some(8.0) {
-        assert!(Instant::now() < deadline, "the users did not all come back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await; // and carry on there
+    wait_metric(metrics, "gsd_client_sessions", 8.0).await;
+    traffic_flows(metrics, 8).await; // and carry on there
 
     client.signal(Signal::SIGTERM);
     assert!(client.wait_exit(SAFETY).await.success());
@@ -143,7 +141,7 @@ async fn failover(make_before_break: bool) {
 }
 
 #[tokio::test]
-async fn failover_through_a_forwarder_loses_nothing() {
+async fn failover_through_the_service_stand_in_loses_nothing() {
     failover(false).await;
 }
 
@@ -286,11 +284,7 @@ async fn one_server_holds_and_drains_a_thousand_sessions() {
     let (mut server, addr) = Proc::server("s0", &["--push-interval", "500ms", "--metrics-linger", "0s"]).await;
     let url = format!("ws://{addr}/ws");
     let (mut client, _) = Proc::client("client", &url, 1000, &["--request-interval", "500ms"]).await;
-    let deadline = Instant::now() + SAFETY;
-    while metric(server.admin(), "gsd_server_sessions").await != Some(1000.0) {
-        assert!(Instant::now() < deadline, "1000 sessions did not open; log:\n{}", client.tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_metric(server.admin(), "gsd_server_sessions", 1000.0).await;
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(SAFETY).await.success());
     let end = only(&server, "drain_end");
@@ -306,9 +300,10 @@ async fn one_server_holds_and_drains_a_thousand_sessions() {
 #[tokio::test]
 async fn client_sigterm_closes_sessions_with_1000_and_exits_zero() {
     let (mut server, addr) = Proc::server("s0", &["--push-interval", "20ms", "--metrics-linger", "0s"]).await;
-    let (mut client, _) = Proc::client("client", &format!("ws://{addr}/ws"), 3, &["--request-interval", "10ms"]).await;
+    let (mut client, metrics) =
+        Proc::client("client", &format!("ws://{addr}/ws"), 3, &["--request-interval", "10ms"]).await;
     server.wait_count("session_open", 3, SAFETY).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    traffic_flows(metrics, 3).await;
     client.signal(Signal::SIGTERM);
     assert!(client.wait_exit(SAFETY).await.success());
     server.wait_count("session_close", 3, SAFETY).await;
@@ -324,17 +319,14 @@ async fn client_sigterm_closes_sessions_with_1000_and_exits_zero() {
 
 #[tokio::test]
 async fn the_client_backs_off_and_retries_until_a_server_appears() {
-    // Reserve a port, then free it: nothing listens there yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The server must come up at the very address the client knocks at, so
+    // this port is chosen before it starts: nothing listens there yet.
+    let port = common::free_port();
     let url = format!("ws://127.0.0.1:{port}/ws");
     let (mut client, metrics) =
         Proc::client("client", &url, 2, &["--reconnect-backoff-base", "20ms", "--reconnect-backoff-cap", "200ms"])
             .await;
-    let deadline = Instant::now() + SAFETY;
-    while metric(metrics, r#"gsd_client_connect_failures_total{reason="refused"}"#).await.unwrap_or(0.0) < 4.0 {
-        assert!(Instant::now() < deadline, "no retries seen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_metric(metrics, r#"gsd_client_connect_failures_total{reason="refused"}"#, 4.0).await;
     let port = port.to_string();
     let (mut server, _) = Proc::server("late", &["--port", &port, "--metrics-linger", "0s"]).await;
     server.wait_count("session_open", 2, SAFETY).await;

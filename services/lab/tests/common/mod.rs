@@ -1,20 +1,22 @@
-//! Test support: real gsd processes with their JSON logs captured, raw
-//! WebSocket sessions, and a minimal TCP forwarder standing in for a Service.
+//! What only the tests need, over the harness the lab and the bench use
+//! (`gsd_lab::harness`: starting gsd processes, reading their logs,
+//! scraping `/metrics`, the Service stand-in): wrappers that panic with the
+//! process's last log lines instead of returning errors, a hand-driven
+//! WebSocket peer ([`Raw`]) for checking the wire frame by frame, assertion
+//! helpers, and the external tools and scripts some tests run.
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use gsd_lab::harness::{self, Balancer, Launcher, Reaper};
 use gsd_protocol::{ClientMessage, ServerMessage};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -25,36 +27,57 @@ pub fn lab() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gsd-lab"))
 }
 
+/// Starts gsd processes from the gsd-lab under test, each with its own
+/// reaper (a test's processes die with it anyway: they are killed on drop).
+pub fn launcher() -> Launcher {
+    Launcher::new(&lab(), Reaper::default(), Duration::from_secs(20))
+}
+
 /// A running gsd process whose JSON log the test reads; killed when dropped.
 /// Failures panic with the process's last log lines.
 pub struct Proc {
+    /// Names the process in assertion messages.
     pub name: String,
+    /// A server's WebSocket address, where a Service sends users.
+    addr: Option<SocketAddr>,
     /// A server's admin port (/healthz, /readyz, /metrics, /prestop).
     admin: Option<SocketAddr>,
-    inner: gsd_lab::proc::Proc,
+    /// The process, as the library runs it.
+    inner: harness::Proc,
 }
 
 impl Proc {
-    /// `role` is `server` or `client`.
-    pub async fn spawn(role: &str, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
-        let mut all = vec![role];
-        all.extend_from_slice(args);
-        let inner = gsd_lab::proc::Proc::spawn(&lab(), &all, envs, name, &gsd_lab::proc::Reaper::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        Proc { name: name.to_owned(), admin: None, inner }
+    /// A gsd-server on 127.0.0.1 and ports it picks (unless `args` names
+    /// `--port`); returns once it listens, with the WebSocket address
+    /// ([`Proc::admin`] has the other).
+    pub async fn server(id: &str, args: &[&str]) -> (Proc, SocketAddr) {
+        Self::server_env(id, args, &[]).await
     }
 
-    /// Any program whose log is gsd's (e.g. gsd-lab run through `ip netns
-    /// exec`); returns once it logs its listening address (a server's admin
-    /// address too, when it is one).
-    pub async fn spawn_exe(exe: &str, name: &str, args: &[&str]) -> (Proc, SocketAddr) {
-        let inner =
-            gsd_lab::proc::Proc::spawn(std::path::Path::new(exe), args, &[], name, &gsd_lab::proc::Reaper::default())
-                .unwrap_or_else(|e| panic!("{e}"));
-        let mut proc = Proc { name: name.to_owned(), admin: None, inner };
-        let addr = proc.listening_addr().await;
-        proc.admin = proc.events("listening").first().and_then(|e| e["admin_addr"].as_str()?.parse().ok());
-        (proc, addr)
+    /// The same with `envs` added to its environment.
+    pub async fn server_env(id: &str, args: &[&str], envs: &[(&str, &str)]) -> (Proc, SocketAddr) {
+        Self::server_with(&launcher(), id, "127.0.0.1", args, envs).await
+    }
+
+    /// A gsd-server started by `launcher` (e.g. one that runs it in a
+    /// network namespace), bound on `bind`.
+    pub async fn server_with(
+        launcher: &Launcher,
+        id: &str,
+        bind: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Proc, SocketAddr) {
+        let server = launcher.server(id, bind, args, envs).await.unwrap_or_else(|e| panic!("{e}"));
+        let proc = Proc { name: id.to_owned(), addr: Some(server.addr), admin: Some(server.admin), inner: server.proc };
+        (proc, server.addr)
+    }
+
+    /// A gsd-client with `users` virtual users against `url`; returns once
+    /// its metrics listener is up, with its address.
+    pub async fn client(name: &str, url: &str, users: u32, args: &[&str]) -> (Proc, SocketAddr) {
+        let client = launcher().client(name, url, users, args, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+        (Proc { name: name.to_owned(), addr: None, admin: None, inner: client.proc }, client.metrics)
     }
 
     /// A server's admin address.
@@ -67,61 +90,37 @@ impl Proc {
         self.inner.pid().as_raw()
     }
 
-    /// A gsd-server on 127.0.0.1 and free ports (WebSocket and admin);
-    /// returns once it listens, with the WebSocket address ([`Proc::admin`]
-    /// has the other).
-    pub async fn server(id: &str, args: &[&str]) -> (Proc, SocketAddr) {
-        Self::server_env(id, args, &[]).await
+    /// Resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        self.inner.rss_kib() * 1024
     }
 
-    pub async fn server_env(id: &str, args: &[&str], envs: &[(&str, &str)]) -> (Proc, SocketAddr) {
-        let mut all = vec!["--bind", "127.0.0.1", "--server-id", id];
-        if !args.contains(&"--port") {
-            all.extend(["--port", "0"]);
-        }
-        if !args.contains(&"--admin-port") {
-            all.extend(["--admin-port", "0"]);
-        }
-        all.extend_from_slice(args);
-        let mut proc = Proc::spawn("server", id, &all, envs).await;
-        let (addr, admin) = proc.inner.server_addrs(Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}"));
-        proc.admin = Some(admin);
-        (proc, addr)
+    /// CPU time (user + system) used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.inner.cpu_seconds()
     }
 
-    /// A gsd-client with `users` virtual users against `url`; returns once
-    /// its metrics listener is up.
-    pub async fn client(name: &str, url: &str, users: u32, args: &[&str]) -> (Proc, SocketAddr) {
-        let users = users.to_string();
-        let mut all =
-            vec!["--server-url", url, "--clients", &users, "--metrics-bind", "127.0.0.1", "--metrics-port", "0"];
-        all.extend_from_slice(args);
-        let mut proc = Proc::spawn("client", name, &all, &[]).await;
-        let addr = proc.listening_addr().await;
-        (proc, addr)
-    }
-
-    /// The address the process logs when it starts listening.
-    async fn listening_addr(&mut self) -> SocketAddr {
-        self.inner.listening_addr(Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}"))
-    }
-
+    /// Every event named `message` logged so far.
     pub fn events(&self, message: &str) -> Vec<Value> {
         self.inner.events(message)
     }
 
+    /// How many events named `message` were logged so far.
     pub fn count(&self, message: &str) -> usize {
         self.inner.count(message)
     }
 
+    /// The last lines the process wrote.
     pub fn tail(&self) -> String {
         self.inner.tail()
     }
 
+    /// The first event matching `pred`, waited for.
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
         self.inner.wait_for(what, pred, timeout).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Waits until `n` events named `message` were logged.
     pub async fn wait_count(&mut self, message: &str, n: usize, timeout: Duration) {
         self.inner.wait_count(message, n, timeout).await.unwrap_or_else(|e| panic!("{e}"))
     }
@@ -131,16 +130,30 @@ impl Proc {
         self.inner.try_status().is_none()
     }
 
+    /// Sends `signal` (nothing if it already exited).
     pub fn signal(&self, signal: Signal) {
         self.inner.signal(signal)
     }
 
+    /// Its exit status, waited for.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match self.inner.wait_exit(timeout).await {
             Some(status) => status,
             None => panic!("{} still running after {timeout:?}; log tail:\n{}", self.name, self.tail()),
         }
     }
+}
+
+/// The Service stand-in (the lab's), in front of `servers` by their names,
+/// probing readiness every 50 ms; returns once every one takes traffic.
+pub async fn service(servers: &[&Proc]) -> Balancer {
+    let service = Balancer::start("127.0.0.1:0".parse().unwrap(), false, Duration::from_millis(50)).await.unwrap();
+    for server in servers {
+        let addr = server.addr.unwrap_or_else(|| panic!("{} is not a server", server.name));
+        service.add(&server.name, addr, server.admin());
+        service.wait_ready(&server.name, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    service
 }
 
 /// The one event named `message`; panics if there is not exactly one.
@@ -156,8 +169,11 @@ pub fn u(value: &Value, field: &str) -> u64 {
 
 /// A hand-driven WebSocket session, for checking the wire frame by frame.
 pub struct Raw {
+    /// The WebSocket itself, for frames the helpers do not cover.
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The session id the welcome gave, as the server logs it.
     pub session_id: String,
+    /// The server that welcomed it.
     pub server_id: String,
 }
 
@@ -209,54 +225,27 @@ async fn next(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Seen {
     }
 }
 
-/// A minimal Service stand-in: accepts on loopback and forwards each TCP
-/// connection to the backends in turn, skipping any that refuse. Readiness,
-/// propagation delay and affinity belong to gsd-lab, not here.
-pub struct Forwarder {
-    pub addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Forwarder {
-    pub async fn start(backends: Vec<SocketAddr>) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let next = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
-                let backends = backends.clone();
-                let start = next.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    for i in 0..backends.len() {
-                        if let Ok(mut outbound) = TcpStream::connect(backends[(start + i) % backends.len()]).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Forwarder { addr, task }
-    }
-
-    pub fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Scrapes `/metrics` and returns the value of the sample named exactly
 /// `series` (name plus labels as exposed, e.g. `x_total{outcome="complete"}`).
 pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
-    let (status, body) = gsd_telemetry::http_get(&addr.to_string(), "/metrics", Duration::from_secs(10)).await.ok()?;
-    assert_eq!(status, 200);
-    sample(&body, series)
+    sample(&harness::metrics::scrape_within(addr, Duration::from_secs(10)).await?, series)
+}
+
+/// Waits until the users of the client whose metrics are at `metrics`
+/// carry on: `users` more data frames received and one more request
+/// answered than when called.
+pub async fn traffic_flows(metrics: SocketAddr, users: u32) {
+    let data = r#"gsd_client_messages_received_total{type="data"}"#;
+    let responses = r#"gsd_client_messages_received_total{type="response"}"#;
+    let (data_now, responses_now) =
+        (metric(metrics, data).await.unwrap_or(0.0), metric(metrics, responses).await.unwrap_or(0.0));
+    wait_metric(metrics, data, data_now + users as f64).await;
+    wait_metric(metrics, responses, responses_now + 1.0).await;
+}
+
+/// Waits until `series` at `addr` reaches at least `want`.
+pub async fn wait_metric(addr: SocketAddr, series: &str, want: f64) {
+    harness::metrics::wait_value(addr, series, want, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub use gsd_telemetry::sample;
@@ -311,16 +300,10 @@ pub fn run_script(name: &str, envs: &[(&str, &std::ffi::OsStr)], expected: &[&st
 pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     timeout: Duration,
-    mut check: impl FnMut() -> F,
+    check: impl FnMut() -> F,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let found = harness::metrics::poll(timeout, Duration::from_millis(100), check).await;
+    found.unwrap_or_else(|| panic!("{what}: not within {timeout:?}"))
 }
 
 /// A free loopback port (bound, then released).

@@ -1,4 +1,5 @@
-//! The Service stand-in: an L4 round-robin TCP balancer like kube-proxy.
+//! The Service stand-in, the lab's, the bench's and the tests' alike: an
+//! L4 round-robin TCP balancer like kube-proxy.
 //!
 //! New connections go only to endpoints that are ready (polled on `/readyz`)
 //! and not yet removed by the terminator; connections already open are never
@@ -26,7 +27,9 @@ pub fn capacity(reserve: u64) -> u64 {
 /// One endpoint of the Service.
 #[derive(Debug, Clone)]
 struct Endpoint {
+    /// The pod's id, by which the lab removes or cuts it.
     id: String,
+    /// Where its connections go (the pod's WebSocket port).
     addr: SocketAddr,
     /// Where its `/readyz` is (the pod's admin port).
     admin: SocketAddr,
@@ -40,10 +43,14 @@ struct Endpoint {
     cut: CancellationToken,
 }
 
+/// What the accept loop, the probe loop and the handle share.
 #[derive(Default)]
 struct Inner {
+    /// Every endpoint added and not yet forgotten.
     endpoints: Mutex<Vec<Endpoint>>,
+    /// The round-robin position.
     next: AtomicUsize,
+    /// ClientIP affinity: the endpoint id each client address was sent to.
     affinity: Mutex<HashMap<IpAddr, String>>,
     /// Connections refused because no endpoint was eligible.
     refused: AtomicU64,
@@ -51,8 +58,12 @@ struct Inner {
 
 /// Handle on a running balancer; stops when dropped.
 pub struct Balancer {
+    /// The state shared with its tasks.
     inner: Arc<Inner>,
+    /// Where it listens: the Service's address.
     pub addr: SocketAddr,
+    /// Cancelled on drop: ends the accept loop, the probes and every
+    /// proxied connection.
     stop: CancellationToken,
 }
 
@@ -68,8 +79,8 @@ impl Balancer {
         Ok(Balancer { inner, addr, stop })
     }
 
-    /// Adds a pod's endpoint; it takes traffic once its readiness probe passes.
-    /// Adds the endpoint `addr`, whose readiness is probed on `admin`.
+    /// Adds pod `id`'s endpoint `addr`, whose readiness is probed on
+    /// `admin`; it takes traffic once the probe passes.
     pub fn add(&self, id: &str, addr: SocketAddr, admin: SocketAddr) {
         let endpoint =
             Endpoint { id: id.to_owned(), addr, admin, ready: false, removed: false, cut: CancellationToken::new() };
@@ -102,6 +113,19 @@ impl Balancer {
     /// Whether `id` is ready and not removed.
     pub fn eligible(&self, id: &str) -> bool {
         self.inner.endpoints.lock().unwrap().iter().any(|e| e.id == id && e.ready && !e.removed)
+    }
+
+    /// Waits until `id` takes new connections (its first probe passed).
+    pub async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<(), super::Error> {
+        let eligible = || async { self.eligible(id).then_some(()) };
+        super::metrics::poll(timeout, Duration::from_millis(20), eligible)
+            .await
+            .ok_or_else(|| super::Error::Stuck(format!("{id} never became ready")))
+    }
+
+    /// `ws://addr/ws`: the URL users reach the Service at.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
     }
 
     /// Connections refused for want of an eligible endpoint.

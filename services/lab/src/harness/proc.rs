@@ -1,5 +1,7 @@
-//! Child processes with their JSON logs captured: the lab's pods and
-//! clients, and the tests' servers and clients.
+//! Child processes with their JSON logs captured, so that the lab, the
+//! bench and the tests can wait for what a gsd process says (`listening`,
+//! `drain_end`, `client_exit`) instead of guessing when it happened, and a
+//! [`Reaper`] that ends them all when the parent is interrupted.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -16,6 +18,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// Why a child did not do what its caller waited for; each variant carries
+/// the child's last log lines, which usually say why.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
     #[error("starting {name}: {source}")]
@@ -26,12 +30,15 @@ pub enum ProcError {
     Exited { name: String, what: String, status: ExitStatus, tail: String },
 }
 
+/// What a child wrote, shared between its reader tasks and its [`Proc`].
 #[derive(Default)]
 struct Log {
     /// Every stdout line that parsed as JSON.
     events: Mutex<Vec<Value>>,
     /// The last lines of stdout and stderr, for error messages.
     tail: Mutex<VecDeque<String>>,
+    /// Woken at every line (and at the end of each stream), so that waiters
+    /// re-check at once rather than on a timer.
     changed: Notify,
 }
 
@@ -69,12 +76,20 @@ impl Reaper {
 
 /// A running child process; killed when dropped.
 pub struct Proc {
+    /// Names the child in errors (`pod-0`, `client-1`, a test's `s0`).
     pub name: String,
+    /// The child itself, for `try_wait`/`wait` (and killed on drop).
     child: Child,
+    /// Its pid, kept apart because `Child::id` is gone once it was reaped.
     pid: i32,
+    /// Its stdout events and the tail of both streams.
     log: Arc<Log>,
+    /// The stdout and stderr readers, awaited at the exit so that no last
+    /// line is missed.
     readers: Vec<JoinHandle<()>>,
+    /// Where the pid is registered while the child runs.
     reaper: Reaper,
+    /// The exit status, once seen.
     status: Option<ExitStatus>,
 }
 
@@ -117,6 +132,7 @@ impl Proc {
         self.log.events.lock().unwrap().iter().filter(|e| e["message"] == message).cloned().collect()
     }
 
+    /// How many events named `message` were logged so far.
     pub fn count(&self, message: &str) -> usize {
         self.log.events.lock().unwrap().iter().filter(|e| e["message"] == message).count()
     }
@@ -137,29 +153,9 @@ impl Proc {
         self.wait_until(what, || log.events.lock().unwrap().iter().find(|e| pred(e)).cloned(), timeout).await
     }
 
-    /// Waits for the address a gsd process logs when it starts listening:
-    /// `addr` of a server's `listening`, `metrics_addr` of a client's
-    /// `metrics_listening`.
-    pub async fn listening_addr(&mut self, timeout: Duration) -> Result<std::net::SocketAddr, ProcError> {
-        let event = self
-            .wait_for("listening", |e| e["message"] == "listening" || e["message"] == "metrics_listening", timeout)
-            .await?;
-        let addr = event["addr"].as_str().or(event["metrics_addr"].as_str());
-        Ok(addr.and_then(|a| a.parse().ok()).expect("gsd logs the address it listens on"))
-    }
-
-    /// A server's WebSocket and admin addresses (`addr` and `admin_addr` of
-    /// its `listening` event).
-    pub async fn server_addrs(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<(std::net::SocketAddr, std::net::SocketAddr), ProcError> {
-        let event = self.wait_for("listening", |e| e["message"] == "listening", timeout).await?;
-        let parse = |field: &str| event[field].as_str().and_then(|a| a.parse().ok());
-        Ok((
-            parse("addr").expect("a server logs the address it listens on"),
-            parse("admin_addr").expect("a server logs its admin address"),
-        ))
+    /// Waits for the first event named `message`.
+    pub async fn wait_event(&mut self, message: &str, timeout: Duration) -> Result<Value, ProcError> {
+        self.wait_for(message, |e| e["message"] == message, timeout).await
     }
 
     /// Waits until at least `n` events named `message` were logged.
@@ -184,8 +180,8 @@ impl Proc {
                 return Ok(found);
             }
             if let Some(status) = self.try_status() {
-                // Give the readers a moment to deliver the last lines.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // The last lines may still be in the pipes.
+                self.drain_readers().await;
                 return check().ok_or_else(|| ProcError::Exited {
                     name: self.name.clone(),
                     what: what.to_owned(),
@@ -209,8 +205,34 @@ impl Proc {
         }
     }
 
+    /// The pid, for signals, `/proc` and prlimit.
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.pid)
+    }
+
+    /// Resident memory, in KiB (0 once it has exited).
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_file("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds it has used so far, from /proc/PID/stat.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = self.proc_file("stat");
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+        // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+        (ticks(11) + ticks(12)) / per_second
+    }
+
+    /// `/proc/PID/file`, empty once the process is gone.
+    fn proc_file(&self, file: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{file}", self.pid)).unwrap_or_default()
     }
 
     /// Sends `signal`; a process that already exited is not an error.
@@ -230,15 +252,24 @@ impl Proc {
 
     /// Waits for the exit; `None` if still running after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if let Some(status) = self.status {
-            return Some(status);
-        }
-        let status = tokio::time::timeout(timeout, self.child.wait()).await.ok()?.ok()?;
-        self.exited(status);
+        let status = match self.status {
+            Some(status) => status,
+            None => {
+                let status = tokio::time::timeout(timeout, self.child.wait()).await.ok()?.ok()?;
+                self.exited(status);
+                status
+            }
+        };
+        self.drain_readers().await;
+        Some(status)
+    }
+
+    /// Waits (up to 5 s, in case a grandchild holds the pipes open) until
+    /// the readers have seen the end of both streams.
+    async fn drain_readers(&mut self) {
         for reader in self.readers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
-        Some(status)
     }
 
     fn exited(&mut self, status: ExitStatus) {

@@ -1,0 +1,202 @@
+//! The bench's results: one struct per scenario (serialised as `--json`)
+//! and the Markdown tables docs/benchmarks.md is made of.
+
+use serde::Serialize;
+
+/// One server drained with `sessions` sessions and no preStop.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainResult {
+    /// Sessions the server held at the signal.
+    pub sessions: u32,
+    /// Signal to last session closed, from the server's histogram.
+    pub shutdown_seconds: f64,
+    /// Signal to process exit, measured by the bench.
+    pub exit_seconds: f64,
+    /// Drains the server counted complete.
+    pub complete: u64,
+    /// Drains it counted incomplete (the deadline passed).
+    pub incomplete: u64,
+    /// Data frames sent in the drain phase.
+    pub messages_drained: u64,
+    /// Messages the client's ledger counts lost.
+    pub messages_lost: u64,
+    /// CPU time (user + system) each process spent from the signal to the
+    /// server's last session closed, divided by the sessions drained.
+    pub server_cpu_us_per_session: f64,
+    /// The same for the client process.
+    pub client_cpu_us_per_session: f64,
+}
+
+/// Instructions per drained session, counted by callgrind over the drain
+/// window (counting switched on just before the signal, dumped at the
+/// server's last close): repeatable for the same build, whatever the
+/// machine's load.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstructionsResult {
+    /// Sessions drained under callgrind.
+    pub sessions: u32,
+    /// The server's instructions in the drain window, per session.
+    pub server_instructions_per_session: f64,
+    /// The client's, per session.
+    pub client_instructions_per_session: f64,
+}
+
+/// Two servers behind the Service stand-in, one terminated, in one way of
+/// spreading the reconnects.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverResult {
+    /// Which way (jitter, drain pacing, make-before-break).
+    pub variant: String,
+    /// Virtual users, half of them on the terminated server.
+    pub users: u32,
+    /// Reconnects the client logged.
+    pub reconnects: u64,
+    /// Median reconnect latency.
+    pub p50_ms: f64,
+    /// 99th percentile reconnect latency.
+    pub p99_ms: f64,
+    /// The slowest reconnect.
+    pub max_ms: f64,
+    /// SIGTERM to every user holding a session again.
+    pub all_back_seconds: f64,
+    /// Drains complete, as the client's ledger saw them.
+    pub drains_complete: u64,
+    /// Drains incomplete, as the client's ledger saw them.
+    pub drains_incomplete: u64,
+    /// Messages the ledger counts lost.
+    pub messages_lost: u64,
+    /// Requests the ledger counts lost.
+    pub requests_lost: u64,
+}
+
+/// Resident memory of idle sessions, on both sides.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryResult {
+    /// Idle sessions held.
+    pub sessions: u32,
+    /// The server's RSS with no session.
+    pub server_rss_idle_kib: u64,
+    /// The server's RSS with `sessions`.
+    pub server_rss_loaded_kib: u64,
+    /// The difference, per session.
+    pub server_kib_per_session: f64,
+    /// A client's RSS with one user.
+    pub client_rss_one_kib: u64,
+    /// A client's RSS with `sessions` users.
+    pub client_rss_loaded_kib: u64,
+    /// The difference, per user added.
+    pub client_kib_per_session: f64,
+}
+
+/// Frames one server moves in steady state, and what they cost it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputResult {
+    /// Busy sessions.
+    pub sessions: u32,
+    /// The measured window, as it really lasted.
+    pub window_seconds: f64,
+    /// Frames the server sent and received in the window.
+    pub messages: u64,
+    /// `messages` over the window.
+    pub messages_per_second: f64,
+    /// Server CPU seconds (user + system) in the window.
+    pub server_cpu_seconds: f64,
+    /// `messages` over `server_cpu_seconds`: the cost, whatever the load.
+    pub messages_per_cpu_second: f64,
+}
+
+/// Every scenario's results, and the machine they were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// CPU cores available.
+    pub cores: usize,
+    /// The servers' RUST_LOG level (logging has a cost).
+    pub log_level: String,
+    /// The machine's memory.
+    pub memory_gib: f64,
+    /// One result per drain size.
+    pub drain: Vec<DrainResult>,
+    /// One result per failover variant.
+    pub failover: Vec<FailoverResult>,
+    /// The memory scenario, if it ran.
+    pub memory: Option<MemoryResult>,
+    /// The throughput scenario, if it ran.
+    pub throughput: Option<ThroughputResult>,
+    /// The instructions scenario, if it ran.
+    pub instructions: Option<InstructionsResult>,
+}
+
+/// The results as the Markdown tables of docs/benchmarks.md.
+pub fn render(r: &BenchReport) -> String {
+    let mut out = format!("Machine: {} cores, {:.1} GiB. Log level: {}.\n\n", r.cores, r.memory_gib, r.log_level);
+    out += "### Drain time against sessions (one server, no preStop)\n\n";
+    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost | server CPU per session | client CPU per session |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for d in &r.drain {
+        out += &format!(
+            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} | {:.0} µs | {:.0} µs |\n",
+            d.sessions,
+            d.shutdown_seconds,
+            d.exit_seconds,
+            d.complete,
+            d.incomplete,
+            d.messages_drained,
+            d.messages_lost,
+            d.server_cpu_us_per_session,
+            d.client_cpu_us_per_session
+        );
+    }
+    if let Some(i) = &r.instructions {
+        out += &format!(
+            "\nInstructions per drained session (callgrind, {} sessions, drain window): server {:.0}, client {:.0}.\n",
+            i.sessions, i.server_instructions_per_session, i.client_instructions_per_session
+        );
+    }
+    if !r.failover.is_empty() {
+        out += "\n### Failover (two servers behind the Service stand-in, one terminated)\n\n";
+        out += "| variant | users | reconnects | p50 | p99 | max | all back after | drains complete / incomplete | lost (messages / requests) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for f in &r.failover {
+            out += &format!(
+                "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3} s | {} / {} | {} / {} |\n",
+                f.variant,
+                f.users,
+                f.reconnects,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+                f.all_back_seconds,
+                f.drains_complete,
+                f.drains_incomplete,
+                f.messages_lost,
+                f.requests_lost
+            );
+        }
+    }
+    if let Some(m) = &r.memory {
+        out += "\n### Memory per idle session\n\n";
+        out += "| sessions | server RSS idle | server RSS loaded | server per session | client RSS (1 user) | client RSS loaded | client per session |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += &format!(
+            "| {} | {} KiB | {} KiB | {:.1} KiB | {} KiB | {} KiB | {:.1} KiB |\n",
+            m.sessions,
+            m.server_rss_idle_kib,
+            m.server_rss_loaded_kib,
+            m.server_kib_per_session,
+            m.client_rss_one_kib,
+            m.client_rss_loaded_kib,
+            m.client_kib_per_session
+        );
+    }
+    if let Some(t) = &r.throughput {
+        out += "\n### Steady throughput (one server)\n\n";
+        out += "| sessions | window | frames (sent + received) | frames/s | server CPU | frames per CPU-second |\n|---:|---:|---:|---:|---:|---:|\n";
+        out += &format!(
+            "| {} | {:.1} s | {} | {:.0} | {:.2} s | {:.0} |\n",
+            t.sessions,
+            t.window_seconds,
+            t.messages,
+            t.messages_per_second,
+            t.server_cpu_seconds,
+            t.messages_per_cpu_second
+        );
+    }
+    out
+}

@@ -1,0 +1,126 @@
+//! What Kubernetes does to a pod the lab deletes, kills or partitions, in
+//! its order and with its timings: the endpoint removal that reaches the
+//! Service after the propagation delay, concurrently the kubelet's preStop
+//! sleep, then SIGTERM, then SIGKILL if the pod still lives when the grace
+//! period (counted from the deletion) runs out; the ReplicaSet's
+//! replacement; and, for a partition, a node that vanishes. Each ends in a
+//! [`DrainRow`] built from the pod's own last `/metrics`.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::Lab;
+use super::report::{DrainRow, Ending};
+use crate::harness::gsd::LastScrape;
+use crate::harness::metrics::{scrape, scrape_until, scrape_value};
+use crate::harness::{Error, Server};
+
+/// How often a terminating pod is scraped.
+const SCRAPE_EVERY: Duration = Duration::from_millis(50);
+
+impl Lab {
+    /// Deletes pod `idx`: the endpoint goes after the propagation delay;
+    /// meanwhile the ReplicaSet's replacement starts (when `replace`) and
+    /// the pod is terminated, or SIGKILLed at once when `kill`.
+    pub(super) async fn delete(&mut self, idx: usize, round: u32, kill: bool, replace: bool) -> Result<(), Error> {
+        let mut pod = self.pods.remove(idx);
+        let before = scrape(pod.admin).await;
+        let sessions =
+            before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
+        let deleted = Instant::now();
+        self.remove_endpoint_later(pod.id());
+        if replace {
+            self.start_pod().await?;
+        }
+        let deletion = format!("{} {}", self.config.scenario_verb(), pod.id());
+        let step = |what: &str| self.step(round, &format!("{deletion}: {what}"));
+        let (ending, seen) = if kill {
+            self.progress.set(step("SIGKILL"));
+            pod.proc.signal(Signal::SIGKILL);
+            pod.proc.wait_exit(Duration::from_secs(10)).await;
+            (Ending::Killed, LastScrape::default())
+        } else {
+            self.terminate(&mut pod, deleted, step).await
+        };
+        self.balancer.forget(pod.id());
+        let account = seen.account().or(before.as_deref()).unwrap_or_default();
+        self.rows.push(DrainRow::deleted(round, pod.id(), sessions, ending, account, seen.drained.is_some()));
+        self.progress.drained();
+        Ok(())
+    }
+
+    /// The kubelet's part: preStop, SIGTERM, then scrapes until the pod
+    /// exits (the first body with the shutdown histogram is its account,
+    /// and a scrape after the drain ends its metrics linger); SIGKILL at
+    /// the grace period, which counts from `deleted`.
+    async fn terminate(
+        &self,
+        pod: &mut Server,
+        deleted: Instant,
+        step: impl Fn(&str) -> String,
+    ) -> (Ending, LastScrape) {
+        let c = &self.config;
+        self.progress.set(step("preStop"));
+        tokio::time::sleep(c.prestop.min(c.grace)).await;
+        self.progress.set(step("SIGTERM, draining"));
+        pod.proc.signal(Signal::SIGTERM);
+        let seen = pod.scrape_until_exit(deleted + c.grace, SCRAPE_EVERY, |_| {}).await;
+        if pod.proc.try_status().is_some() {
+            pod.proc.wait_exit(Duration::from_secs(5)).await;
+            return (Ending::Exited, seen);
+        }
+        self.progress.set(step("grace period over: SIGKILL"));
+        pod.proc.signal(Signal::SIGKILL);
+        pod.proc.wait_exit(Duration::from_secs(10)).await;
+        (Ending::GraceRanOut, seen)
+    }
+
+    /// The endpoint controller's removal of `id`, `--propagation-delay` from
+    /// now, concurrently with whatever the kubelet does meanwhile.
+    fn remove_endpoint_later(&self, id: &str) {
+        let balancer = self.balancer.clone();
+        let (id, delay) = (id.to_owned(), self.config.propagation_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            balancer.remove(&id);
+        });
+    }
+
+    /// Cuts pod `idx`'s network silently, as when its node dies: the Service
+    /// stand-in stops carrying its bytes both ways (nothing closed), its
+    /// endpoint goes after the propagation delay, and the ReplicaSet starts
+    /// a replacement. Both sides must notice on their own, within
+    /// PING_INTERVAL + PING_TIMEOUT: the pod frees every session and the
+    /// users reconnect elsewhere. Then the pod is SIGKILLed (its node is gone).
+    pub(super) async fn partition(&mut self, idx: usize, round: u32) -> Result<(), Error> {
+        let c = self.config.clone();
+        let mut pod = self.pods.remove(idx);
+        let id = pod.id().to_owned();
+        let sessions = scrape_value(pod.admin, "gsd_server_sessions").await.unwrap_or(0.0) as u64;
+        self.progress.set(self.step(round, &format!("partition {id}")));
+        self.balancer.partition(&id);
+        let cut = Instant::now();
+        self.remove_endpoint_later(&id);
+        self.start_pod().await?;
+        // The pod is alive behind the cut; the lab reads it directly.
+        let bound = c.ping_interval + c.ping_timeout;
+        let freed = |body: &str| gsd_telemetry::sample(body, "gsd_server_sessions") == Some(0.0);
+        let body = scrape_until(pod.admin, cut + bound + Duration::from_secs(10), SCRAPE_EVERY, freed).await;
+        let freed_after = cut.elapsed();
+        let body = body.unwrap_or_default();
+        let open = gsd_telemetry::sample(&body, "gsd_server_sessions").unwrap_or(0.0) as u64;
+        if open > 0 {
+            self.findings.push(format!(
+                "{id}: {open} of its {sessions} sessions still open {freed_after:.1?} after the cut (bound {bound:?})"
+            ));
+        }
+        pod.proc.signal(Signal::SIGKILL);
+        pod.proc.wait_exit(Duration::from_secs(10)).await;
+        self.balancer.forget(&id);
+        self.rows.push(DrainRow::partitioned(round, &id, sessions, freed_after, &body));
+        self.progress.drained();
+        Ok(())
+    }
+}
