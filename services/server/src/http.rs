@@ -29,7 +29,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,6 +56,46 @@ const MAX_REFUSALS: usize = 64;
 /// How long a refusal waits for the peer to read its 503 before closing.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
+/// Where a port's connections come from: a TCP listener in the binary. The
+/// server needs nothing more of a connection than bytes both ways and the
+/// peer's address, so tests can hand it in-memory streams and run it on a
+/// paused clock, where real sockets would let time jump while they wait.
+pub trait Listener: Send + 'static {
+    /// One accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection and its peer's address. An error of one peer's
+    /// (a reset before the accept) is skipped; any other is the listener's
+    /// (the descriptor limit, say): counted, logged and waited out.
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+
+    /// The address the `listening` log line shows.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+
+    /// Applies the liveness settings to every connection this listener will
+    /// accept (see [`gsd_telemetry::set_tcp_liveness`]).
+    fn set_liveness(&self, interval: Duration, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl Listener for TcpListener {
+    type Io = TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+
+    fn set_liveness(&self, interval: Duration, timeout: Duration) -> std::io::Result<()> {
+        // Accepted connections inherit these from the listener.
+        gsd_telemetry::set_tcp_liveness(self, interval, timeout)
+    }
+}
+
 /// One listener's limits.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -70,8 +110,8 @@ pub(crate) struct Limits {
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets the
 /// requests in flight finish (bounded by their lifetime).
-pub(crate) async fn serve(
-    listener: TcpListener,
+pub(crate) async fn serve<L: Listener>(
+    mut listener: L,
     router: Router,
     limits: Limits,
     metrics: ServerMetrics,
@@ -155,15 +195,14 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     limits: &Limits,
     metrics: &ServerMetrics,
     stop: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
@@ -201,7 +240,7 @@ async fn connection(
 /// Answers a connection over the cap with 503 and closes it, after reading
 /// what it sent (closing with unread data would reset the connection and
 /// could destroy the answer before the peer reads it).
-async fn refuse(mut stream: TcpStream) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     const BODY: &str = "too many connections: try again later\n";
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\

@@ -28,7 +28,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Span, info, info_span, warn};
 
 pub use config::Config;
+pub use http::Listener;
 use metrics::ServerMetrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -264,9 +264,9 @@ async fn ws_upgrade(
 /// Serves `/ws` on `listener` and the admin endpoints on `admin` until
 /// `shutdown` resolves, drains, lingers for the last scrape and returns what
 /// the drain did. Every session is closed when this returns.
-pub async fn run(
-    listener: TcpListener,
-    admin: TcpListener,
+pub async fn run<W: Listener, A: Listener>(
+    listener: W,
+    admin: A,
     config: Config,
     registry: Registry,
     shutdown: impl Future<Output = ()>,
@@ -293,8 +293,7 @@ pub async fn run(
     });
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    // Accepted connections inherit these from the listener.
-    gsd_telemetry::set_tcp_liveness(&listener, shared.config.ping_interval, shared.config.ping_timeout)?;
+    listener.set_liveness(shared.config.ping_interval, shared.config.ping_timeout)?;
     let stop_http = CancellationToken::new();
     let c = &shared.config;
     let ws_limits = http::Limits {
