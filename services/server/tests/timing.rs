@@ -129,6 +129,11 @@ async fn next_message(ws: &mut WebSocketStream<DuplexStream>) -> Option<ServerMe
     }
 }
 
+/// `future`'s output, or a panic if it takes longer than `bound`.
+async fn within<F: std::future::Future>(bound: Duration, future: F) -> F::Output {
+    tokio::time::timeout(bound, future).await.unwrap_or_else(|_| panic!("still waiting after {bound:?}"))
+}
+
 /// What one client saw of a drain.
 #[derive(Debug)]
 struct Seen {
@@ -178,7 +183,10 @@ async fn a_client_that_never_acks_is_given_up_at_the_drain_deadline() {
     let silent = tokio::spawn(follow(server.connect().await, false));
     let signalled = Instant::now();
     server.drain();
-    let (acking, silent) = (acking.await.unwrap(), silent.await.unwrap());
+    // Bounded, so that a server that never gives up fails the test rather
+    // than hanging it (on the paused clock the bound passes at once).
+    let bound = timeout * 2;
+    let (acking, silent) = (within(bound, acking).await.unwrap(), within(bound, silent).await.unwrap());
 
     // The acking client is let go as soon as it has acked; the silent one
     // gets all it is owed, then waits exactly until the deadline.
@@ -192,7 +200,7 @@ async fn a_client_that_never_acks_is_given_up_at_the_drain_deadline() {
 
     assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="incomplete"}"#), 1.0);
     assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="complete"}"#), 1.0);
-    let summary = server.summary().await;
+    let summary = within(bound, server.summary()).await;
     assert_eq!((summary.sessions, summary.complete, summary.incomplete), (2, 1, 1), "{summary:?}");
     assert_eq!(summary.messages, 6, "{summary:?}");
     assert!(summary.duration >= timeout, "{summary:?}");
@@ -210,7 +218,7 @@ async fn drain_pacing_spreads_the_notices_over_the_window() {
     server.drain();
     let mut offsets = Vec::new();
     for user in users {
-        let seen = user.await.unwrap();
+        let seen = within(Duration::from_secs(10), user).await.unwrap();
         let (at, ..) = seen.notice.expect("a notice");
         assert_eq!(seen.close.map(|(_, code)| code), Some(gsd_protocol::close::GOING_AWAY));
         offsets.push(at - signalled);
