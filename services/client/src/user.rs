@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use gsd_protocol::{Beat, ClientMessage, Heartbeat, ServerMessage, close};
 use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,7 +24,9 @@ use crate::Config;
 use crate::ledger::{Ledger, add};
 use crate::metrics::ClientMetrics;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A session's connection: TCP in service; the tests give sessions
+/// in-memory pipes, so that they can run on a paused clock.
+type Ws<S = MaybeTlsStream<TcpStream>> = WebSocketStream<S>;
 
 /// Data frames a session holds in processing before it stops reading more.
 const MAX_PROCESSING: usize = 4096;
@@ -37,8 +40,8 @@ pub(crate) struct Shared {
 }
 
 /// A session that has received its welcome.
-struct Connected {
-    ws: Ws,
+struct Connected<S = MaybeTlsStream<TcpStream>> {
+    ws: Ws<S>,
     server_id: String,
     session_id: String,
     welcomed_at: Instant,
@@ -146,9 +149,49 @@ struct Book {
     next_id: u64,
 }
 
+/// The longest wait before connect attempt `attempt` (0 is the first retry):
+/// `base` doubled per attempt, never over `cap`. The wait itself is drawn
+/// uniformly below it (full jitter), so that users who failed together do
+/// not retry together.
+fn backoff_ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(cap)
+}
+
 fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let ceiling = base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(cap);
-    random_up_to(ceiling)
+    random_up_to(backoff_ceiling(base, cap, attempt))
+}
+
+/// How long a user waits between one session and the next.
+#[derive(Debug, Default)]
+struct Reconnect {
+    /// Sessions in a row that ended, unplanned, before they had lasted
+    /// RECONNECT_BACKOFF_CAP: a server that welcomes and then drops every
+    /// connection meets a growing backoff, not a reconnect every few ms.
+    /// It is also how many failures the next connect loop starts from.
+    short_sessions: u32,
+}
+
+impl Reconnect {
+    /// After a session that ended for `reason` having lasted `lasted`: the
+    /// ceiling of the wait before the next connect (the wait is drawn
+    /// uniformly below it).
+    fn after(&mut self, reason: EndReason, lasted: Duration, config: &Config) -> Duration {
+        // A drain the server announced is planned however short the session
+        // was; anything else must have lasted a while to reset the backoff.
+        let stable = lasted >= config.backoff_cap;
+        if reason == EndReason::Drain || stable {
+            self.short_sessions = 0;
+        }
+        let ceiling = if reason.planned() && self.short_sessions == 0 {
+            config.reconnect_jitter
+        } else {
+            backoff_ceiling(config.backoff_base, config.backoff_cap, self.short_sessions)
+        };
+        if reason != EndReason::Drain && !stable {
+            self.short_sessions = self.short_sessions.saturating_add(1);
+        }
+        ceiling
+    }
 }
 
 fn random_up_to(max: Duration) -> Duration {
@@ -257,10 +300,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     }
     let mut prefetched: Option<JoinHandle<Option<Connected>>> = None;
     let mut first_delay = Duration::ZERO;
-    // Sessions in a row that ended, unplanned, before they had lasted
-    // RECONNECT_BACKOFF_CAP: a server that welcomes and then drops every
-    // connection meets a growing backoff, not a reconnect every few ms.
-    let mut short_sessions = 0u32;
+    let mut reconnect = Reconnect::default();
     let mut last_end: Option<(Instant, EndReason)> = None;
     let mut last_server: Option<String> = None;
     loop {
@@ -273,7 +313,11 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         };
         let connected = match prefetched.take() {
             Some(handle) => handle.await.ok().flatten(),
-            None => connect_loop(shared.clone(), first_delay, short_sessions).instrument(reconnect_span.clone()).await,
+            None => {
+                connect_loop(shared.clone(), first_delay, reconnect.short_sessions)
+                    .instrument(reconnect_span.clone())
+                    .await
+            }
         };
         let Some(connected) = connected else { break };
         if let Some((ended, reason)) = last_end {
@@ -297,20 +341,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         if reason == EndReason::Shutdown || shared.shutdown.is_cancelled() {
             break;
         }
-        // A drain the server announced is planned however short the session
-        // was; anything else must have lasted a while to reset the backoff.
-        let stable = ended.saturating_duration_since(welcomed_at) >= config.backoff_cap;
-        if reason == EndReason::Drain || stable {
-            short_sessions = 0;
-        }
-        first_delay = if reason.planned() && short_sessions == 0 {
-            random_up_to(config.reconnect_jitter)
-        } else {
-            full_jitter(config.backoff_base, config.backoff_cap, short_sessions)
-        };
-        if reason != EndReason::Drain && !stable {
-            short_sessions = short_sessions.saturating_add(1);
-        }
+        first_delay = random_up_to(reconnect.after(reason, ended.saturating_duration_since(welcomed_at), config));
     }
     if let Some(handle) = prefetched.take() {
         // A session opened ahead of time and never used: close it properly.
@@ -383,12 +414,12 @@ struct Notice {
 const NOTICE_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
 /// State of one session, from welcome to end.
-struct Session<'a> {
+struct Session<'a, S> {
     user: u32,
     shared: &'a Arc<Shared>,
     book: &'a mut Book,
     ledger: &'a mut Ledger,
-    sink: futures_util::stream::SplitSink<Ws, Message>,
+    sink: futures_util::stream::SplitSink<Ws<S>, Message>,
     /// Seq the next data frame should carry.
     expected: u64,
     /// Received data frames in processing, with when each is done; processing
@@ -403,9 +434,9 @@ struct Session<'a> {
     next: Option<JoinHandle<Option<Connected>>>,
 }
 
-impl Session<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn run(
-        connected: Connected,
+        connected: Connected<S>,
         user: u32,
         shared: &Arc<Shared>,
         book: &mut Book,
@@ -456,7 +487,7 @@ impl Session<'_> {
     }
 
     /// The session loop; returns why it ended and the server's close code.
-    async fn serve(&mut self, mut stream: futures_util::stream::SplitStream<Ws>) -> (EndReason, Option<u16>) {
+    async fn serve(&mut self, mut stream: futures_util::stream::SplitStream<Ws<S>>) -> (EndReason, Option<u16>) {
         let shared = self.shared.clone();
         let config = &shared.config;
         // Requests the last session left unanswered go first, same ids.
@@ -751,3 +782,116 @@ impl Session<'_> {
 /// Longest drain deadline a notice is taken at: a server cannot make a
 /// client wait for a day.
 const MAX_NOTICE_DEADLINE: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use tokio::io::DuplexStream;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn config(flags: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("gsd-client").chain(flags.iter().copied())).expect("valid flags")
+    }
+
+    fn shared(flags: &[&str]) -> Arc<Shared> {
+        let metrics = ClientMetrics::new(&prometheus::Registry::new());
+        Arc::new(Shared { config: config(flags), metrics, shutdown: CancellationToken::new() })
+    }
+
+    /// A session over an in-memory pipe, as if welcomed now: the client's
+    /// end for [`Session::run`], and the server's end for the test to play
+    /// the server with (or to leave silent).
+    async fn pipe() -> (Connected<DuplexStream>, WebSocketStream<DuplexStream>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::join!(
+            tokio_tungstenite::client_async("ws://gsd.test/ws", client),
+            tokio_tungstenite::accept_async(server),
+        );
+        let ws = client.expect("upgrade").0;
+        let connected =
+            Connected { ws, server_id: "pod-0".into(), session_id: "s1".into(), welcomed_at: Instant::now() };
+        (connected, server.expect("upgrade"))
+    }
+
+    async fn send(server: &mut WebSocketStream<DuplexStream>, message: ServerMessage) {
+        server.send(Message::Text(message.encode().into())).await.expect("sent");
+    }
+
+    #[test]
+    fn reconnect_backoff_grows_over_short_sessions_up_to_the_cap_and_a_drain_resets_it() {
+        let flags =
+            ["--reconnect-backoff-base", "100ms", "--reconnect-backoff-cap", "1s", "--reconnect-jitter", "50ms"];
+        let config = config(&flags);
+        let mut reconnect = Reconnect::default();
+        // Sessions that end unplanned at once: the ceiling doubles per
+        // session and stops at the cap.
+        let ceilings: Vec<_> = (0..6).map(|_| reconnect.after(EndReason::Error, ms(10), &config)).collect();
+        assert_eq!(ceilings, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        // The connect loop that follows starts from that many failures.
+        assert_eq!(reconnect.short_sessions, 6);
+        // An announced drain is planned however short: the jitter only, and
+        // the count starts again.
+        assert_eq!(reconnect.after(EndReason::Drain, ms(10), &config), ms(50));
+        assert_eq!(reconnect.after(EndReason::Error, ms(10), &config), ms(100));
+        assert_eq!(reconnect.after(EndReason::Error, ms(10), &config), ms(200));
+        // A session that lasted the cap resets the count too.
+        assert_eq!(reconnect.after(EndReason::Timeout, ms(1000), &config), ms(100));
+        assert_eq!(reconnect.short_sessions, 0);
+        // Close 1001 without a notice, over and over, each session short:
+        // planned the first time only, then backing off like any failure.
+        let mut reconnect = Reconnect::default();
+        let ceilings: Vec<_> = (0..3).map(|_| reconnect.after(EndReason::GoingAway, ms(10), &config)).collect();
+        assert_eq!(ceilings, [ms(50), ms(200), ms(400)]);
+    }
+
+    #[test]
+    fn full_jitter_draws_below_the_ceiling_and_spreads() {
+        let (base, cap) = (ms(100), ms(1000));
+        let draws: Vec<_> = (0..1000).map(|_| full_jitter(base, cap, 3)).collect();
+        assert!(draws.iter().all(|d| *d <= ms(800)), "over the ceiling");
+        assert!(draws.iter().any(|d| *d < ms(200)) && draws.iter().any(|d| *d > ms(600)), "not spread");
+        assert!((0..1000).all(|_| full_jitter(base, cap, 30) <= cap), "over the cap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_whose_close_never_comes_is_given_up_after_the_notice_deadline() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+        let session = Session::run(connected, 0, &shared, &mut book, &mut ledger);
+        // Two frames owed within 3 s; one sent, then nothing, no close.
+        let play = async {
+            let notice = ServerMessage::ShutdownNotice { remaining: 2, deadline_ms: 3000, last_seq: Some(2) };
+            send(&mut server, notice).await;
+            let noticed = Instant::now();
+            send(&mut server, ServerMessage::Data { seq: 1, payload: "x".into() }).await;
+            noticed
+        };
+        let bounded = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(session, play) });
+        let ((reason, ended, _), noticed) = bounded.await.expect("the session ended");
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!(ended - noticed, Duration::from_secs(3) + NOTICE_DEADLINE_MARGIN);
+        assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
+        assert_eq!(ledger.messages_lost, 1, "seq 2 was announced and never came");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_pinged_then_given_up_after_the_liveness_bound() {
+        let shared = shared(&["--ping-interval", "10s", "--ping-timeout", "4s", "--request-interval", "0s"]);
+        // The server's end is never read: no pong, no frame of any kind.
+        let (connected, _server) = pipe().await;
+        let opened = Instant::now();
+        let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+        let session = Session::run(connected, 0, &shared, &mut book, &mut ledger);
+        let (reason, ended, _) =
+            tokio::time::timeout(Duration::from_secs(60), session).await.expect("the session ended");
+        assert_eq!(reason, EndReason::Timeout);
+        assert_eq!(ended - opened, Duration::from_secs(14));
+        assert_eq!(shared.metrics.messages_sent.with_label_values(&["ping"]).get(), 1);
+        assert_eq!(ledger.sessions_cut, 1, "no close, no notice: what followed is unknown");
+    }
+}
