@@ -29,10 +29,16 @@ pub struct ClientMetrics {
     /// Sessions that ended with no close frame and no notice: whatever the
     /// server sent after the last frame received is unknown.
     pub sessions_cut: IntCounter,
+    /// Requests never answered, counted when a user gives up on them at exit.
     pub requests_lost: IntCounter,
+    /// Requests re-sent on a new session because the old one ended first.
     pub requests_resent: IntCounter,
+    /// Responses to requests already answered (a re-sent request answered
+    /// twice), dropped: proof that re-sending never double-counts.
     pub duplicate_responses: IntCounter,
+    /// Frames received from servers, by message type.
     pub messages_received: IntCounterVec,
+    /// Frames sent to servers, by message type (plus `ping`).
     pub messages_sent: IntCounterVec,
 }
 

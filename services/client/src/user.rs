@@ -33,7 +33,9 @@ const MAX_PROCESSING: usize = 4096;
 
 /// What every virtual user of the process shares.
 pub(crate) struct Shared {
+    /// The process's configuration, the same for every user.
     pub config: Config,
+    /// The process's metrics, which every user adds to.
     pub metrics: ClientMetrics,
     /// Cancelled on SIGTERM/SIGINT: users finish and close with 1000.
     pub shutdown: CancellationToken,
@@ -41,9 +43,15 @@ pub(crate) struct Shared {
 
 /// A session that has received its welcome.
 struct Connected<S = MaybeTlsStream<TcpStream>> {
+    /// The WebSocket, its welcome already read.
     ws: Ws<S>,
+    /// The replica that welcomed this session, for the ledger's list of
+    /// servers and the `reconnected` line.
     server_id: String,
+    /// The server's id of this session, for the session span.
     session_id: String,
+    /// When the welcome arrived: the end of a reconnect's latency, and the
+    /// start of the session's length for the backoff.
     welcomed_at: Instant,
 }
 
@@ -145,7 +153,11 @@ impl DrainOutcome {
 /// Requests survive sessions: unanswered ones are re-sent under the same id.
 #[derive(Default)]
 struct Book {
+    /// Requests sent and not yet answered, by id, with their payloads: what
+    /// the next session re-sends, and what is lost if the user stops first.
     outstanding: BTreeMap<u64, String>,
+    /// Id of the next new request; ids below it have been used, so a response
+    /// to one no longer outstanding is a duplicate.
     next_id: u64,
 }
 
@@ -398,7 +410,9 @@ fn normal_close() -> CloseFrame {
 
 /// A drain in progress, as the client sees it.
 struct Notice {
+    /// Data frames the notice announced.
     remaining: u32,
+    /// Data frames received since the notice, for the drain histogram.
     received: u32,
     /// The seq of the last frame owed: the notice's `last_seq`, or, from a
     /// version 1 server, the last seq received plus `remaining`.
@@ -415,16 +429,22 @@ const NOTICE_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
 /// State of one session, from welcome to end.
 struct Session<'a, S> {
+    /// Which virtual user holds the session, for spans and request payloads.
     user: u32,
+    /// What every user shares: configuration, metrics, the shutdown token.
     shared: &'a Arc<Shared>,
+    /// The user's outstanding requests, which outlive the session.
     book: &'a mut Book,
+    /// The user's ledger, which this session adds to.
     ledger: &'a mut Ledger,
+    /// The sending half of the WebSocket (the loop reads the other half).
     sink: futures_util::stream::SplitSink<Ws<S>, Message>,
     /// Seq the next data frame should carry.
     expected: u64,
     /// Received data frames in processing, with when each is done; processing
     /// is serial, so the queue is in seq order.
     processing: VecDeque<(Instant, u64)>,
+    /// The drain the server announced, once it has.
     notice: Option<Notice>,
     /// The `last_seq` in the server's close reason, when it gave one.
     close_last_seq: Option<u64>,

@@ -106,6 +106,7 @@ pub enum Beat {
 /// ping is out. Pure bookkeeping; the session does the I/O.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
+    /// The interval and timeout this side was configured with.
     liveness: Liveness,
     /// Last time any frame arrived from the peer (or the session started).
     last_heard: Instant,

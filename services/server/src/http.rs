@@ -101,6 +101,7 @@ impl Listener for TcpListener {
 pub(crate) struct Limits {
     /// `ws` or `admin`: the `port` label of the metrics and logs.
     pub port: &'static str,
+    /// How long a connection may take to send its request head.
     pub header_timeout: Duration,
     /// Longest life of a connection that has not upgraded.
     pub lifetime: Duration,

@@ -69,14 +69,16 @@ pub(crate) struct Shared {
     pub config: Config,
     /// This replica's name, resolved once.
     pub server_id: String,
+    /// Every server metric, for the sessions and the HTTP layer to count in.
     pub metrics: ServerMetrics,
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// Cancelled when the drain starts; every session selects on it.
     pub drain: CancellationToken,
-    /// When the drain started and when it must be over; set just before
-    /// `drain` is cancelled.
+    /// When the drain started: the sessions' pacing offsets count from it.
+    /// Set, with `deadline`, just before `drain` is cancelled.
     pub started: OnceLock<Instant>,
+    /// When every session's drain must be over: `started` + DRAIN_TIMEOUT.
     pub deadline: OnceLock<Instant>,
     /// Parent of every session's drain span; taken (and so closed) when the
     /// drain ends.
@@ -88,6 +90,7 @@ pub(crate) struct Shared {
     /// Drains by outcome (indexed by [`metrics::DrainOutcome`]), for the
     /// [`DrainSummary`].
     pub drained: [AtomicU64; 4],
+    /// Data frames sent in drains, over all sessions, for the [`DrainSummary`].
     pub drained_messages: AtomicU64,
     /// Set once the last session has closed; a scrape after that carries the
     /// final shutdown histogram.

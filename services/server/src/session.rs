@@ -78,6 +78,7 @@ impl End {
 
 /// The part of a session's state that exists once its drain has begun.
 struct Drain {
+    /// When this session's notice went out, for its drain duration.
     started: Instant,
     /// Data frames announced in the notice.
     remaining: u32,
@@ -93,8 +94,11 @@ struct Drain {
 }
 
 struct Session {
+    /// The server's state: configuration, metrics, the drain's clock.
     shared: Arc<Shared>,
+    /// Random id, in the welcome and on every log line of the session.
     session_id: String,
+    /// The sending half of the WebSocket (the loop reads the other half).
     tx: SplitSink<WebSocket, Message>,
     /// Seq of the next data frame; the first is 1.
     next_seq: u64,
@@ -108,6 +112,7 @@ struct Session {
     /// Start of the current log window, lines logged in it, and lines not
     /// logged since the last one that was.
     log_window: (Instant, u32, u64),
+    /// This session's drain, once its notice has gone out.
     drain: Option<Drain>,
     /// When the client was last heard, to notice a dead one.
     heartbeat: Heartbeat,
