@@ -57,7 +57,7 @@ struct Connected<S = MaybeTlsStream<TcpStream>> {
 
 /// Why a connection attempt failed; the label is the metric's `reason`.
 #[derive(Debug, thiserror::Error)]
-enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connection refused")]
     Refused,
     #[error("upgrade refused with HTTP {0}")]
@@ -73,7 +73,18 @@ enum ConnectError {
 }
 
 impl ConnectError {
-    fn label(&self) -> &'static str {
+    /// One of each label, for the metric's label values.
+    pub(crate) const ALL: [ConnectError; 7] = [
+        ConnectError::Refused,
+        ConnectError::Status(503),
+        ConnectError::Status(0),
+        ConnectError::Timeout,
+        ConnectError::Capacity,
+        ConnectError::Protocol(String::new()),
+        ConnectError::Io(String::new()),
+    ];
+
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             ConnectError::Refused => "refused",
             ConnectError::Status(503) => "http_503",
@@ -86,21 +97,22 @@ impl ConnectError {
     }
 }
 
-/// Why a session ended; the label is the reconnect metric's `reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EndReason {
-    /// A shutdown notice came first: a planned drain.
-    Drain,
-    /// Close 1001 without a notice.
-    GoingAway,
-    /// Another close code from the server.
-    ServerClose,
-    /// Reset, EOF without close, or a WebSocket error.
-    Error,
-    /// The server stayed silent for PING_INTERVAL + PING_TIMEOUT.
-    Timeout,
-    /// This client is stopping.
-    Shutdown,
+gsd_telemetry::metric_labels! {
+    /// Why a session ended; the label is the reconnect metric's `reason`.
+    pub(crate) enum EndReason {
+        /// A shutdown notice came first: a planned drain.
+        Drain => "drain",
+        /// Close 1001 without a notice.
+        GoingAway => "going_away",
+        /// Another close code from the server.
+        ServerClose => "server_close",
+        /// Reset, EOF without close, or a WebSocket error.
+        Error => "error",
+        /// The server stayed silent for PING_INTERVAL + PING_TIMEOUT.
+        Timeout => "timeout",
+        /// This client is stopping.
+        Shutdown => "shutdown",
+    }
 }
 
 impl EndReason {
@@ -108,45 +120,22 @@ impl EndReason {
     pub(crate) const RECONNECT_REASONS: [EndReason; 5] =
         [EndReason::Drain, EndReason::GoingAway, EndReason::ServerClose, EndReason::Error, EndReason::Timeout];
 
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            EndReason::Drain => "drain",
-            EndReason::GoingAway => "going_away",
-            EndReason::ServerClose => "server_close",
-            EndReason::Error => "error",
-            EndReason::Timeout => "timeout",
-            EndReason::Shutdown => "shutdown",
-        }
-    }
-
     fn planned(self) -> bool {
         matches!(self, EndReason::Drain | EndReason::GoingAway)
     }
 }
 
-/// How a drain ended, as this client saw it: the `outcome` label of
-/// `gsd_client_drains_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DrainOutcome {
-    /// Close 1001, every announced frame received and acked, nothing unanswered.
-    Complete,
-    /// Anything short of that while this client stayed.
-    Incomplete,
-    /// This client was stopping and closed the session before the drain was
-    /// over: what it did not wait for is skipped, not lost.
-    ClientLeft,
-}
-
-impl DrainOutcome {
-    pub(crate) const ALL: [DrainOutcome; 3] =
-        [DrainOutcome::Complete, DrainOutcome::Incomplete, DrainOutcome::ClientLeft];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            DrainOutcome::Complete => "complete",
-            DrainOutcome::Incomplete => "incomplete",
-            DrainOutcome::ClientLeft => "client_left",
-        }
+gsd_telemetry::metric_labels! {
+    /// How a drain ended, as this client saw it: the `outcome` label of
+    /// `gsd_client_drains_total`.
+    pub(crate) enum DrainOutcome {
+        /// Close 1001, every announced frame received and acked, nothing unanswered.
+        Complete => "complete",
+        /// Anything short of that while this client stayed.
+        Incomplete => "incomplete",
+        /// This client was stopping and closed the session before the drain was
+        /// over: what it did not wait for is skipped, not lost.
+        ClientLeft => "client_left",
     }
 }
 

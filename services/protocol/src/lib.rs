@@ -221,6 +221,19 @@ impl DecodeError {
             DecodeError::Malformed { .. } => "malformed",
         }
     }
+
+    /// Every [`DecodeError::kind`], for a metric that lists its label values
+    /// before the first error.
+    pub fn kinds() -> impl Iterator<Item = &'static str> {
+        let every = [
+            DecodeError::TooBig { len: 0, max: 0 },
+            DecodeError::NotJson(String::new()),
+            DecodeError::MissingType,
+            DecodeError::UnknownType(String::new()),
+            DecodeError::Malformed { kind: String::new(), detail: String::new() },
+        ];
+        every.into_iter().map(|e| e.kind())
+    }
 }
 
 /// The reason text of a close frame the server sends: `text`, then

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::metrics::ServerMetrics;
+use crate::metrics::{AcceptFailure, HttpTimeout, ServerMetrics};
 
 /// Largest buffer hyper keeps for one request head (its minimum): gsd's
 /// requests are a GET with a handful of headers.
@@ -138,12 +138,7 @@ pub(crate) async fn serve<L: Listener>(
             // The peer gave up between its SYN and our accept: nothing to do.
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                // Linux errno values: EMFILE, ENFILE; ENOMEM, ENOBUFS.
-                let kind = match e.raw_os_error() {
-                    Some(24 | 23) => "fd_limit",
-                    Some(12 | 105) => "no_memory",
-                    _ => "other",
-                };
+                let kind = AcceptFailure::of(&e).label();
                 metrics.accept_errors.with_label_values(&[limits.port, kind]).inc();
                 backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
                 // One line a second at most; the metric counts every error.
@@ -222,13 +217,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         result = conn.as_mut() => {
             if let Err(e) = result {
                 if e.is_timeout() {
-                    metrics.http_timeouts.with_label_values(&[limits.port, "header"]).inc();
+                    metrics.http_timeouts.with_label_values(&[limits.port, HttpTimeout::Header.label()]).inc();
                 }
                 debug!(port = limits.port, %peer, error = %e, "http_connection_error");
             }
         }
         _ = tokio::time::sleep(limits.lifetime) => {
-            metrics.http_timeouts.with_label_values(&[limits.port, "idle"]).inc();
+            metrics.http_timeouts.with_label_values(&[limits.port, HttpTimeout::Idle.label()]).inc();
             debug!(port = limits.port, %peer, lifetime_ms = limits.lifetime.as_millis() as u64, "http_connection_expired");
         }
         _ = stop.cancelled() => {

@@ -238,7 +238,7 @@ async fn ws_upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     if !valid_websocket_key(&headers) {
-        shared.metrics.upgrades_rejected.with_label_values(&["bad_key"]).inc();
+        shared.metrics.refused(metrics::Refusal::BadKey).inc();
         return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be the base64 of 16 bytes\n").into_response();
     }
     // Taken before the draining check: the drain cancels before it closes
@@ -247,7 +247,7 @@ async fn ws_upgrade(
     let token = shared.sessions.token();
     if shared.is_draining() {
         drop(token);
-        shared.metrics.upgrades_rejected.with_label_values(&["draining"]).inc();
+        shared.metrics.refused(metrics::Refusal::Draining).inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another replica\n").into_response();
     }
     upgrade
@@ -300,13 +300,13 @@ pub async fn run<W: Listener, A: Listener>(
     let stop_http = CancellationToken::new();
     let c = &shared.config;
     let ws_limits = http::Limits {
-        port: "ws",
+        port: metrics::Port::Ws.label(),
         header_timeout: c.http_header_timeout,
         lifetime: c.http_idle_timeout,
         max_connections: c.max_http_connections as usize,
     };
     let admin_limits = http::Limits {
-        port: "admin",
+        port: metrics::Port::Admin.label(),
         header_timeout: c.http_header_timeout,
         lifetime: c.http_idle_timeout + PRESTOP_MAX,
         max_connections: ADMIN_MAX_CONNECTIONS,

@@ -12,4 +12,7 @@ mod metrics;
 
 pub use http::{HttpError, http_get, listen, set_tcp_liveness};
 pub use logs::{LogFormat, Telemetry, TelemetryError, init};
-pub use metrics::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, histogram, metrics_response, render, sample};
+pub use metrics::{
+    COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, metrics_response,
+    render, sample,
+};
