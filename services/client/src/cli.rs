@@ -2,12 +2,9 @@
 //! virtual users until SIGTERM/SIGINT, close every session with 1000, exit 0.
 //! `gsd-client verdict` is the in-cluster rehearsal ([`crate::verdict`]).
 
-use std::time::Duration;
-
 use crate::Config;
-use anyhow::Context;
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
+use gsd_telemetry::app::{App, Signals};
 use tracing::info;
 
 /// The whole program: `args` as from `std::env::args_os()` (the first is the
@@ -34,24 +31,14 @@ where
             Err(e) => anyhow::bail!("no welcome from {}: {e}", config.server_url),
         };
     }
-    let telemetry = gsd_telemetry::init(config.log_format, "gsd-client")?;
-    let nofile = rlimit::increase_nofile_limit(u64::MAX).ok();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(async move {
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    App::service(config.log_format, "gsd-client").run(|nofile| async move {
+        let mut signals = Signals::install()?;
         info!(version = env!("CARGO_PKG_VERSION"), nofile, "start");
         let shutdown = async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
+            let name = signals.recv().await;
             info!(signal = name, "signal_received");
         };
         crate::run(config, prometheus::Registry::new(), shutdown).await?;
         anyhow::Ok(())
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    telemetry.shutdown(Duration::from_secs(3));
-    result
+    })?
 }

@@ -47,8 +47,10 @@ pub struct Ledger {
     pub duplicate_responses: u64,
     /// Sessions that followed an earlier one.
     pub reconnects: u64,
-    /// Sum and maximum of the reconnect latencies.
+    /// Sum of the reconnect latencies, for their mean.
     pub reconnect_latency_total: Duration,
+    /// The longest reconnect latency: the `client_exit` line reports it, and
+    /// the lab's report shows it as the worst failover a user saw.
     pub reconnect_latency_max: Duration,
 }
 

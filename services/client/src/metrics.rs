@@ -1,6 +1,7 @@
 //! The client's Prometheus metrics; docs/metrics.md describes each one.
 
-use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, histogram};
+use gsd_protocol::{ClientMessage, ServerMessage};
+use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, gauge, histogram};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Clone)]
@@ -29,92 +30,97 @@ pub struct ClientMetrics {
     /// Sessions that ended with no close frame and no notice: whatever the
     /// server sent after the last frame received is unknown.
     pub sessions_cut: IntCounter,
+    /// Requests never answered, counted when a user gives up on them at exit.
     pub requests_lost: IntCounter,
+    /// Requests re-sent on a new session because the old one ended first.
     pub requests_resent: IntCounter,
+    /// Responses to requests already answered (a re-sent request answered
+    /// twice), dropped: proof that re-sending never double-counts.
     pub duplicate_responses: IntCounter,
+    /// Frames received from servers, by message type.
     pub messages_received: IntCounterVec,
+    /// Frames sent to servers, by message type (plus `ping`).
     pub messages_sent: IntCounterVec,
 }
 
 impl ClientMetrics {
     pub fn new(registry: &Registry) -> Self {
         let m = ClientMetrics {
-            sessions: IntGauge::new("gsd_client_sessions", "Open sessions (welcome received, not ended).").unwrap(),
-            users: IntGauge::new("gsd_client_users", "Virtual users in this process.").unwrap(),
-            sessions_started: counter("gsd_client_sessions_started_total", "Sessions started (welcome received)."),
+            sessions: gauge(registry, "gsd_client_sessions", "Open sessions (welcome received, not ended)."),
+            users: gauge(registry, "gsd_client_users", "Virtual users in this process."),
+            sessions_started: counter(
+                registry,
+                "gsd_client_sessions_started_total",
+                "Sessions started (welcome received).",
+            ),
             reconnect_latency: histogram(
+                registry,
                 "gsd_client_reconnect_latency_seconds",
                 "Time from a session's end to the next welcome.",
                 DURATION_BUCKETS,
             ),
             reconnects: counter_vec(
+                registry,
                 "gsd_client_reconnects_total",
                 "Reconnects, by why the previous session ended.",
                 &["reason"],
             ),
             connect_failures: counter_vec(
+                registry,
                 "gsd_client_connect_failures_total",
                 "Failed connection attempts, by cause.",
                 &["reason"],
             ),
             drain_messages: histogram(
+                registry,
                 "gsd_client_drain_messages",
                 "Data frames received between a shutdown notice and its close.",
                 COUNT_BUCKETS,
             ),
-            drains: counter_vec("gsd_client_drains_total", "Drains seen, by outcome.", &["outcome"]),
+            drains: counter_vec(registry, "gsd_client_drains_total", "Drains seen, by outcome.", &["outcome"]),
             messages_lost: counter(
+                registry,
                 "gsd_client_messages_lost_total",
                 "Data frames the server sent or announced that never arrived (seq gaps, short drains).",
             ),
             messages_skipped: counter(
+                registry,
                 "gsd_client_messages_skipped_total",
                 "Announced data frames not waited for because this client was leaving.",
             ),
             sessions_cut: counter(
+                registry,
                 "gsd_client_sessions_cut_total",
                 "Sessions ended with no close frame and no notice (crash, kill, dead network).",
             ),
             requests_lost: counter(
+                registry,
                 "gsd_client_requests_lost_total",
                 "Requests never answered, counted when the client gives up on them at exit.",
             ),
             requests_resent: counter(
+                registry,
                 "gsd_client_requests_resent_total",
                 "Requests re-sent on a new session because the old one ended before answering.",
             ),
             duplicate_responses: counter(
+                registry,
                 "gsd_client_duplicate_responses_total",
                 "Responses to requests already answered, dropped.",
             ),
             messages_received: counter_vec(
+                registry,
                 "gsd_client_messages_received_total",
                 "Frames received from servers, by type.",
                 &["type"],
             ),
-            messages_sent: counter_vec("gsd_client_messages_sent_total", "Frames sent to servers, by type.", &["type"]),
+            messages_sent: counter_vec(
+                registry,
+                "gsd_client_messages_sent_total",
+                "Frames sent to servers, by type.",
+                &["type"],
+            ),
         };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.sessions.clone()),
-            Box::new(m.users.clone()),
-            Box::new(m.sessions_started.clone()),
-            Box::new(m.reconnect_latency.clone()),
-            Box::new(m.reconnects.clone()),
-            Box::new(m.connect_failures.clone()),
-            Box::new(m.drain_messages.clone()),
-            Box::new(m.drains.clone()),
-            Box::new(m.messages_lost.clone()),
-            Box::new(m.messages_skipped.clone()),
-            Box::new(m.sessions_cut.clone()),
-            Box::new(m.requests_lost.clone()),
-            Box::new(m.requests_resent.clone()),
-            Box::new(m.duplicate_responses.clone()),
-            Box::new(m.messages_received.clone()),
-            Box::new(m.messages_sent.clone()),
-        ];
-        for c in collectors {
-            registry.register(c).expect("each metric is registered once per registry");
-        }
         // Every known label value exists from the start, so increase() and
         // the dashboards see a zero rather than nothing.
         for outcome in crate::user::DrainOutcome::ALL {
@@ -123,13 +129,14 @@ impl ClientMetrics {
         for reason in crate::user::EndReason::RECONNECT_REASONS {
             m.reconnects.with_label_values(&[reason.label()]);
         }
-        for reason in ["refused", "http_503", "http_other", "timeout", "capacity", "protocol", "io"] {
-            m.connect_failures.with_label_values(&[reason]);
+        for failure in &crate::user::ConnectError::ALL {
+            m.connect_failures.with_label_values(&[failure.label()]);
         }
-        for kind in ["data", "response", "shutdown_notice", "error"] {
+        // The welcome is read while connecting, before a session counts frames.
+        for kind in ServerMessage::TYPES.iter().filter(|kind| **kind != "welcome") {
             m.messages_received.with_label_values(&[kind]);
         }
-        for kind in ["request", "ack", "ping"] {
+        for kind in ClientMessage::TYPES.iter().chain(&["ping"]) {
             m.messages_sent.with_label_values(&[kind]);
         }
         m

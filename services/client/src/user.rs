@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use gsd_protocol::{Beat, ClientMessage, Heartbeat, ServerMessage, close};
 use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,30 +24,40 @@ use crate::Config;
 use crate::ledger::{Ledger, add};
 use crate::metrics::ClientMetrics;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A session's connection: TCP in service; the tests give sessions
+/// in-memory pipes, so that they can run on a paused clock.
+type Ws<S = MaybeTlsStream<TcpStream>> = WebSocketStream<S>;
 
 /// Data frames a session holds in processing before it stops reading more.
 const MAX_PROCESSING: usize = 4096;
 
 /// What every virtual user of the process shares.
 pub(crate) struct Shared {
+    /// The process's configuration, the same for every user.
     pub config: Config,
+    /// The process's metrics, which every user adds to.
     pub metrics: ClientMetrics,
     /// Cancelled on SIGTERM/SIGINT: users finish and close with 1000.
     pub shutdown: CancellationToken,
 }
 
 /// A session that has received its welcome.
-struct Connected {
-    ws: Ws,
+struct Connected<S = MaybeTlsStream<TcpStream>> {
+    /// The WebSocket, its welcome already read.
+    ws: Ws<S>,
+    /// The replica that welcomed this session, for the ledger's list of
+    /// servers and the `reconnected` line.
     server_id: String,
+    /// The server's id of this session, for the session span.
     session_id: String,
+    /// When the welcome arrived: the end of a reconnect's latency, and the
+    /// start of the session's length for the backoff.
     welcomed_at: Instant,
 }
 
 /// Why a connection attempt failed; the label is the metric's `reason`.
 #[derive(Debug, thiserror::Error)]
-enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connection refused")]
     Refused,
     #[error("upgrade refused with HTTP {0}")]
@@ -62,7 +73,18 @@ enum ConnectError {
 }
 
 impl ConnectError {
-    fn label(&self) -> &'static str {
+    /// One of each label, for the metric's label values.
+    pub(crate) const ALL: [ConnectError; 7] = [
+        ConnectError::Refused,
+        ConnectError::Status(503),
+        ConnectError::Status(0),
+        ConnectError::Timeout,
+        ConnectError::Capacity,
+        ConnectError::Protocol(String::new()),
+        ConnectError::Io(String::new()),
+    ];
+
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             ConnectError::Refused => "refused",
             ConnectError::Status(503) => "http_503",
@@ -75,21 +97,22 @@ impl ConnectError {
     }
 }
 
-/// Why a session ended; the label is the reconnect metric's `reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EndReason {
-    /// A shutdown notice came first: a planned drain.
-    Drain,
-    /// Close 1001 without a notice.
-    GoingAway,
-    /// Another close code from the server.
-    ServerClose,
-    /// Reset, EOF without close, or a WebSocket error.
-    Error,
-    /// The server stayed silent for PING_INTERVAL + PING_TIMEOUT.
-    Timeout,
-    /// This client is stopping.
-    Shutdown,
+gsd_telemetry::metric_labels! {
+    /// Why a session ended; the label is the reconnect metric's `reason`.
+    pub(crate) enum EndReason {
+        /// A shutdown notice came first: a planned drain.
+        Drain => "drain",
+        /// Close 1001 without a notice.
+        GoingAway => "going_away",
+        /// Another close code from the server.
+        ServerClose => "server_close",
+        /// Reset, EOF without close, or a WebSocket error.
+        Error => "error",
+        /// The server stayed silent for PING_INTERVAL + PING_TIMEOUT.
+        Timeout => "timeout",
+        /// This client is stopping.
+        Shutdown => "shutdown",
+    }
 }
 
 impl EndReason {
@@ -97,58 +120,79 @@ impl EndReason {
     pub(crate) const RECONNECT_REASONS: [EndReason; 5] =
         [EndReason::Drain, EndReason::GoingAway, EndReason::ServerClose, EndReason::Error, EndReason::Timeout];
 
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            EndReason::Drain => "drain",
-            EndReason::GoingAway => "going_away",
-            EndReason::ServerClose => "server_close",
-            EndReason::Error => "error",
-            EndReason::Timeout => "timeout",
-            EndReason::Shutdown => "shutdown",
-        }
-    }
-
     fn planned(self) -> bool {
         matches!(self, EndReason::Drain | EndReason::GoingAway)
     }
 }
 
-/// How a drain ended, as this client saw it: the `outcome` label of
-/// `gsd_client_drains_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DrainOutcome {
-    /// Close 1001, every announced frame received and acked, nothing unanswered.
-    Complete,
-    /// Anything short of that while this client stayed.
-    Incomplete,
-    /// This client was stopping and closed the session before the drain was
-    /// over: what it did not wait for is skipped, not lost.
-    ClientLeft,
-}
-
-impl DrainOutcome {
-    pub(crate) const ALL: [DrainOutcome; 3] =
-        [DrainOutcome::Complete, DrainOutcome::Incomplete, DrainOutcome::ClientLeft];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            DrainOutcome::Complete => "complete",
-            DrainOutcome::Incomplete => "incomplete",
-            DrainOutcome::ClientLeft => "client_left",
-        }
+gsd_telemetry::metric_labels! {
+    /// How a drain ended, as this client saw it: the `outcome` label of
+    /// `gsd_client_drains_total`.
+    pub(crate) enum DrainOutcome {
+        /// Close 1001, every announced frame received and acked, nothing unanswered.
+        Complete => "complete",
+        /// Anything short of that while this client stayed.
+        Incomplete => "incomplete",
+        /// This client was stopping and closed the session before the drain was
+        /// over: what it did not wait for is skipped, not lost.
+        ClientLeft => "client_left",
     }
 }
 
 /// Requests survive sessions: unanswered ones are re-sent under the same id.
 #[derive(Default)]
 struct Book {
+    /// Requests sent and not yet answered, by id, with their payloads: what
+    /// the next session re-sends, and what is lost if the user stops first.
     outstanding: BTreeMap<u64, String>,
+    /// Id of the next new request; ids below it have been used, so a response
+    /// to one no longer outstanding is a duplicate.
     next_id: u64,
 }
 
+/// The longest wait before connect attempt `attempt` (0 is the first retry):
+/// `base` doubled per attempt, never over `cap`. The wait itself is drawn
+/// uniformly below it (full jitter), so that users who failed together do
+/// not retry together.
+fn backoff_ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(cap)
+}
+
 fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let ceiling = base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(cap);
-    random_up_to(ceiling)
+    random_up_to(backoff_ceiling(base, cap, attempt))
+}
+
+/// How long a user waits between one session and the next.
+#[derive(Debug, Default)]
+struct Reconnect {
+    /// Sessions in a row that ended, unplanned, before they had lasted
+    /// RECONNECT_BACKOFF_CAP: a server that welcomes and then drops every
+    /// connection meets a growing backoff, not a reconnect every few ms.
+    /// It is also how many failures the next connect loop starts from.
+    short_sessions: u32,
+}
+
+impl Reconnect {
+    /// After a session that ended for `reason` having lasted `lasted`: the
+    /// ceiling of the wait before the next connect (the wait is drawn
+    /// uniformly below it).
+    fn after(&mut self, reason: EndReason, lasted: Duration, config: &Config) -> Duration {
+        // A drain the server announced is planned however short the session
+        // was; anything else must have lasted a while to reset the backoff.
+        let stable = lasted >= config.backoff_cap;
+        if reason == EndReason::Drain || stable {
+            self.short_sessions = 0;
+        }
+        let ceiling = if reason.planned() && self.short_sessions == 0 {
+            config.reconnect_jitter
+        } else {
+            backoff_ceiling(config.backoff_base, config.backoff_cap, self.short_sessions)
+        };
+        if reason != EndReason::Drain && !stable {
+            self.short_sessions = self.short_sessions.saturating_add(1);
+        }
+        ceiling
+    }
 }
 
 fn random_up_to(max: Duration) -> Duration {
@@ -257,10 +301,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     }
     let mut prefetched: Option<JoinHandle<Option<Connected>>> = None;
     let mut first_delay = Duration::ZERO;
-    // Sessions in a row that ended, unplanned, before they had lasted
-    // RECONNECT_BACKOFF_CAP: a server that welcomes and then drops every
-    // connection meets a growing backoff, not a reconnect every few ms.
-    let mut short_sessions = 0u32;
+    let mut reconnect = Reconnect::default();
     let mut last_end: Option<(Instant, EndReason)> = None;
     let mut last_server: Option<String> = None;
     loop {
@@ -273,7 +314,11 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         };
         let connected = match prefetched.take() {
             Some(handle) => handle.await.ok().flatten(),
-            None => connect_loop(shared.clone(), first_delay, short_sessions).instrument(reconnect_span.clone()).await,
+            None => {
+                connect_loop(shared.clone(), first_delay, reconnect.short_sessions)
+                    .instrument(reconnect_span.clone())
+                    .await
+            }
         };
         let Some(connected) = connected else { break };
         if let Some((ended, reason)) = last_end {
@@ -297,20 +342,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         if reason == EndReason::Shutdown || shared.shutdown.is_cancelled() {
             break;
         }
-        // A drain the server announced is planned however short the session
-        // was; anything else must have lasted a while to reset the backoff.
-        let stable = ended.saturating_duration_since(welcomed_at) >= config.backoff_cap;
-        if reason == EndReason::Drain || stable {
-            short_sessions = 0;
-        }
-        first_delay = if reason.planned() && short_sessions == 0 {
-            random_up_to(config.reconnect_jitter)
-        } else {
-            full_jitter(config.backoff_base, config.backoff_cap, short_sessions)
-        };
-        if reason != EndReason::Drain && !stable {
-            short_sessions = short_sessions.saturating_add(1);
-        }
+        first_delay = random_up_to(reconnect.after(reason, ended.saturating_duration_since(welcomed_at), config));
     }
     if let Some(handle) = prefetched.take() {
         // A session opened ahead of time and never used: close it properly.
@@ -367,7 +399,9 @@ fn normal_close() -> CloseFrame {
 
 /// A drain in progress, as the client sees it.
 struct Notice {
+    /// Data frames the notice announced.
     remaining: u32,
+    /// Data frames received since the notice, for the drain histogram.
     received: u32,
     /// The seq of the last frame owed: the notice's `last_seq`, or, from a
     /// version 1 server, the last seq received plus `remaining`.
@@ -383,17 +417,23 @@ struct Notice {
 const NOTICE_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
 /// State of one session, from welcome to end.
-struct Session<'a> {
+struct Session<'a, S> {
+    /// Which virtual user holds the session, for spans and request payloads.
     user: u32,
+    /// What every user shares: configuration, metrics, the shutdown token.
     shared: &'a Arc<Shared>,
+    /// The user's outstanding requests, which outlive the session.
     book: &'a mut Book,
+    /// The user's ledger, which this session adds to.
     ledger: &'a mut Ledger,
-    sink: futures_util::stream::SplitSink<Ws, Message>,
+    /// The sending half of the WebSocket (the loop reads the other half).
+    sink: futures_util::stream::SplitSink<Ws<S>, Message>,
     /// Seq the next data frame should carry.
     expected: u64,
     /// Received data frames in processing, with when each is done; processing
     /// is serial, so the queue is in seq order.
     processing: VecDeque<(Instant, u64)>,
+    /// The drain the server announced, once it has.
     notice: Option<Notice>,
     /// The `last_seq` in the server's close reason, when it gave one.
     close_last_seq: Option<u64>,
@@ -403,9 +443,9 @@ struct Session<'a> {
     next: Option<JoinHandle<Option<Connected>>>,
 }
 
-impl Session<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn run(
-        connected: Connected,
+        connected: Connected<S>,
         user: u32,
         shared: &Arc<Shared>,
         book: &mut Book,
@@ -456,7 +496,7 @@ impl Session<'_> {
     }
 
     /// The session loop; returns why it ended and the server's close code.
-    async fn serve(&mut self, mut stream: futures_util::stream::SplitStream<Ws>) -> (EndReason, Option<u16>) {
+    async fn serve(&mut self, mut stream: futures_util::stream::SplitStream<Ws<S>>) -> (EndReason, Option<u16>) {
         let shared = self.shared.clone();
         let config = &shared.config;
         // Requests the last session left unanswered go first, same ids.
@@ -751,3 +791,116 @@ impl Session<'_> {
 /// Longest drain deadline a notice is taken at: a server cannot make a
 /// client wait for a day.
 const MAX_NOTICE_DEADLINE: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use tokio::io::DuplexStream;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn config(flags: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("gsd-client").chain(flags.iter().copied())).expect("valid flags")
+    }
+
+    fn shared(flags: &[&str]) -> Arc<Shared> {
+        let metrics = ClientMetrics::new(&prometheus::Registry::new());
+        Arc::new(Shared { config: config(flags), metrics, shutdown: CancellationToken::new() })
+    }
+
+    /// A session over an in-memory pipe, as if welcomed now: the client's
+    /// end for [`Session::run`], and the server's end for the test to play
+    /// the server with (or to leave silent).
+    async fn pipe() -> (Connected<DuplexStream>, WebSocketStream<DuplexStream>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::join!(
+            tokio_tungstenite::client_async("ws://gsd.test/ws", client),
+            tokio_tungstenite::accept_async(server),
+        );
+        let ws = client.expect("upgrade").0;
+        let connected =
+            Connected { ws, server_id: "pod-0".into(), session_id: "s1".into(), welcomed_at: Instant::now() };
+        (connected, server.expect("upgrade"))
+    }
+
+    async fn send(server: &mut WebSocketStream<DuplexStream>, message: ServerMessage) {
+        server.send(Message::Text(message.encode().into())).await.expect("sent");
+    }
+
+    #[test]
+    fn reconnect_backoff_grows_over_short_sessions_up_to_the_cap_and_a_drain_resets_it() {
+        let flags =
+            ["--reconnect-backoff-base", "100ms", "--reconnect-backoff-cap", "1s", "--reconnect-jitter", "50ms"];
+        let config = config(&flags);
+        let mut reconnect = Reconnect::default();
+        // Sessions that end unplanned at once: the ceiling doubles per
+        // session and stops at the cap.
+        let ceilings: Vec<_> = (0..6).map(|_| reconnect.after(EndReason::Error, ms(10), &config)).collect();
+        assert_eq!(ceilings, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        // The connect loop that follows starts from that many failures.
+        assert_eq!(reconnect.short_sessions, 6);
+        // An announced drain is planned however short: the jitter only, and
+        // the count starts again.
+        assert_eq!(reconnect.after(EndReason::Drain, ms(10), &config), ms(50));
+        assert_eq!(reconnect.after(EndReason::Error, ms(10), &config), ms(100));
+        assert_eq!(reconnect.after(EndReason::Error, ms(10), &config), ms(200));
+        // A session that lasted the cap resets the count too.
+        assert_eq!(reconnect.after(EndReason::Timeout, ms(1000), &config), ms(100));
+        assert_eq!(reconnect.short_sessions, 0);
+        // Close 1001 without a notice, over and over, each session short:
+        // planned the first time only, then backing off like any failure.
+        let mut reconnect = Reconnect::default();
+        let ceilings: Vec<_> = (0..3).map(|_| reconnect.after(EndReason::GoingAway, ms(10), &config)).collect();
+        assert_eq!(ceilings, [ms(50), ms(200), ms(400)]);
+    }
+
+    #[test]
+    fn full_jitter_draws_below_the_ceiling_and_spreads() {
+        let (base, cap) = (ms(100), ms(1000));
+        let draws: Vec<_> = (0..1000).map(|_| full_jitter(base, cap, 3)).collect();
+        assert!(draws.iter().all(|d| *d <= ms(800)), "over the ceiling");
+        assert!(draws.iter().any(|d| *d < ms(200)) && draws.iter().any(|d| *d > ms(600)), "not spread");
+        assert!((0..1000).all(|_| full_jitter(base, cap, 30) <= cap), "over the cap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_whose_close_never_comes_is_given_up_after_the_notice_deadline() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+        let session = Session::run(connected, 0, &shared, &mut book, &mut ledger);
+        // Two frames owed within 3 s; one sent, then nothing, no close.
+        let play = async {
+            let notice = ServerMessage::ShutdownNotice { remaining: 2, deadline_ms: 3000, last_seq: Some(2) };
+            send(&mut server, notice).await;
+            let noticed = Instant::now();
+            send(&mut server, ServerMessage::Data { seq: 1, payload: "x".into() }).await;
+            noticed
+        };
+        let bounded = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(session, play) });
+        let ((reason, ended, _), noticed) = bounded.await.expect("the session ended");
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!(ended - noticed, Duration::from_secs(3) + NOTICE_DEADLINE_MARGIN);
+        assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
+        assert_eq!(ledger.messages_lost, 1, "seq 2 was announced and never came");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_pinged_then_given_up_after_the_liveness_bound() {
+        let shared = shared(&["--ping-interval", "10s", "--ping-timeout", "4s", "--request-interval", "0s"]);
+        // The server's end is never read: no pong, no frame of any kind.
+        let (connected, _server) = pipe().await;
+        let opened = Instant::now();
+        let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+        let session = Session::run(connected, 0, &shared, &mut book, &mut ledger);
+        let (reason, ended, _) =
+            tokio::time::timeout(Duration::from_secs(60), session).await.expect("the session ended");
+        assert_eq!(reason, EndReason::Timeout);
+        assert_eq!(ended - opened, Duration::from_secs(14));
+        assert_eq!(shared.metrics.messages_sent.with_label_values(&["ping"]).get(), 1);
+        assert_eq!(ledger.sessions_cut, 1, "no close, no notice: what followed is unknown");
+    }
+}

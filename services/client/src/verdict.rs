@@ -106,8 +106,11 @@ pub enum VerdictError {
 
 /// The Kubernetes API as this pod's service account.
 struct Kube {
+    /// HTTPS client trusting only the cluster's CA.
     http: reqwest::Client,
+    /// The API server's URL: `--api`, else from the in-cluster environment.
     base: String,
+    /// The service account's bearer token.
     token: String,
 }
 
@@ -190,8 +193,12 @@ fn causes(error: &dyn std::error::Error) -> String {
 /// A pod the verdict can use: running, ready, not terminating, with an IP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadyPod {
+    /// The pod's name: its `SERVER_ID`, as welcomes and metrics name it.
     pub name: String,
+    /// The pod's uid, the deletion's precondition, so that a replacement
+    /// with the same name is never deleted by mistake.
     pub uid: String,
+    /// Where the pod's admin port is scraped.
     pub ip: IpAddr,
 }
 
@@ -231,12 +238,19 @@ pub fn sum_series(body: &str, metric: &str) -> f64 {
 /// A client pod's counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ClientCounters {
+    /// Virtual users in the pod.
     pub users: u64,
+    /// Reconnects, whatever the reason.
     pub reconnects: u64,
+    /// Drains the clients saw complete.
     pub drains_complete: u64,
+    /// Drains the clients saw end short: the verdict fails on any.
     pub drains_incomplete: u64,
+    /// Data frames sent or announced that never arrived.
     pub messages_lost: u64,
+    /// Requests never answered.
     pub requests_lost: u64,
+    /// Requests re-sent on a new session.
     pub requests_resent: u64,
     /// Sessions cut with no close and no notice: what was sent on them
     /// after the last frame received is unknown.
@@ -287,10 +301,13 @@ impl ClientCounters {
 /// The deleted pod's drain, from its last scrape.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Drain {
+    /// The deleted pod.
     pub pod: String,
     /// Sessions the pod held just before it was deleted.
     pub sessions: u64,
+    /// Sessions it drained completely.
     pub complete: u64,
+    /// Sessions its drain cut short (the deadline, bad input).
     pub incomplete: u64,
     /// Sessions whose client went silent during the drain (given up after
     /// the ping timeout): their last frames may or may not have arrived.
@@ -323,12 +340,17 @@ impl Drain {
 
 #[derive(Debug, Clone, Default)]
 pub struct VerdictReport {
+    /// The namespace the verdict ran in.
     pub namespace: String,
+    /// Ready server pods before the deletion.
     pub servers: usize,
+    /// Client pods whose counters were read.
     pub client_pods: usize,
+    /// The deleted pod's drain, from its last scrape.
     pub drain: Drain,
     /// The clients' counters over the verdict (differences), summed.
     pub clients: ClientCounters,
+    /// From the start of the rehearsal to its verdict.
     pub elapsed_seconds: f64,
     /// Why it failed; empty when it passed.
     pub reasons: Vec<String>,

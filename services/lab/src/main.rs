@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gsd_lab::{LabConfig, proc::Reaper};
-use tokio::signal::unix::{SignalKind, signal};
+use gsd_telemetry::app::{App, INTERRUPTED, Nofile, Signals};
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -37,22 +37,18 @@ where
     reaper.on_panic();
     // The Service stand-in holds two descriptors per proxied connection, so
     // 10,000 users need 20,000 and more: raise the hard limit too where
-    // allowed (root), else the soft one to the hard one. Children inherit it.
-    let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 1 << 20, 1 << 20)
-        .or_else(|_| rlimit::increase_nofile_limit(u64::MAX).map(|_| ()));
-    let runtime = tokio::runtime::Runtime::new().expect("an async runtime");
-    let outcome = runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
+    // allowed (root). Children inherit it.
+    let app = App::untraced().nofile(Nofile::Hard).runtime_grace(std::time::Duration::from_secs(2));
+    app.run(|_| async {
+        let mut signals = Signals::install().expect("SIGTERM and SIGINT handlers");
+        let outcome = tokio::select! {
             result = work(reaper.clone()) => Some(result),
-            _ = term.recv() => None,
-            _ = int.recv() => None,
-        }
-    });
-    reaper.kill_all();
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    outcome
+            _ = signals.recv() => None,
+        };
+        reaper.kill_all();
+        outcome
+    })
+    .expect("an async runtime")
 }
 
 /// `gsd-lab bench`: measures, prints the Markdown tables, writes JSON.
@@ -64,7 +60,7 @@ fn bench(config: gsd_lab::bench::BenchConfig) -> ExitCode {
     let json = config.json.clone();
     let outcome = interruptible(|reaper| gsd_lab::bench::run(config, exe, reaper));
     match outcome {
-        None => ExitCode::from(130),
+        None => ExitCode::from(INTERRUPTED),
         Some(Err(e)) => {
             eprintln!("gsd-lab bench: {e}");
             ExitCode::from(2)
@@ -100,7 +96,7 @@ fn rehearse(config: LabConfig) -> ExitCode {
     match outcome {
         None => {
             eprintln!("\ngsd-lab: interrupted; every process it started was ended");
-            ExitCode::from(130)
+            ExitCode::from(INTERRUPTED)
         }
         Some(Err(e)) => {
             eprintln!("\ngsd-lab: {e}");

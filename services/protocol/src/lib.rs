@@ -106,6 +106,7 @@ pub enum Beat {
 /// ping is out. Pure bookkeeping; the session does the I/O.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
+    /// The interval and timeout this side was configured with.
     liveness: Liveness,
     /// Last time any frame arrived from the peer (or the session started).
     last_heard: Instant,
@@ -219,6 +220,19 @@ impl DecodeError {
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::Malformed { .. } => "malformed",
         }
+    }
+
+    /// Every [`DecodeError::kind`], for a metric that lists its label values
+    /// before the first error.
+    pub fn kinds() -> impl Iterator<Item = &'static str> {
+        let every = [
+            DecodeError::TooBig { len: 0, max: 0 },
+            DecodeError::NotJson(String::new()),
+            DecodeError::MissingType,
+            DecodeError::UnknownType(String::new()),
+            DecodeError::Malformed { kind: String::new(), detail: String::new() },
+        ];
+        every.into_iter().map(|e| e.kind())
     }
 }
 

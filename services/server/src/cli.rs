@@ -1,12 +1,10 @@
 //! The `gsd-server` program: parse the configuration, start telemetry, run the
 //! library until SIGTERM/SIGINT, drain, exit. A second signal exits at once.
 
-use std::time::Duration;
-
 use crate::Config;
 use anyhow::Context;
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
+use gsd_telemetry::app::{App, Signals};
 use tracing::{info, warn};
 
 /// The whole program: `args` as from `std::env::args_os()` (the first is the
@@ -21,14 +19,7 @@ where
     if let Err(e) = config.validate() {
         clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).exit();
     }
-    let telemetry = gsd_telemetry::init(config.log_format, "gsd-server")?;
-    // Thousands of sessions need thousands of descriptors.
-    let nofile = rlimit::increase_nofile_limit(u64::MAX).ok();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(serve(config, nofile));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    telemetry.shutdown(Duration::from_secs(3));
-    result
+    App::service(config.log_format, "gsd-server").run(|nofile| serve(config, nofile))?
 }
 
 async fn serve(config: Config, nofile: Option<u64>) -> anyhow::Result<()> {
@@ -36,25 +27,14 @@ async fn serve(config: Config, nofile: Option<u64>) -> anyhow::Result<()> {
     let listener = gsd_telemetry::listen(addr).with_context(|| format!("binding {addr}"))?;
     let admin_addr = config.admin_addr();
     let admin = gsd_telemetry::listen(admin_addr).with_context(|| format!("binding the admin port {admin_addr}"))?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut signals = Signals::install()?;
     info!(server_id = %config.resolved_server_id(), version = env!("CARGO_PKG_VERSION"), nofile, "start");
     let server_id = config.resolved_server_id();
     let shutdown = async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
+        let name = signals.recv().await;
         info!(server_id = %server_id, signal = name, "signal_received");
         // A second signal means "now": skip the rest of the drain.
-        tokio::spawn(async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            warn!(server_id = %server_id, signal = name, "second_signal_exit_now");
-            std::process::exit(130);
-        });
+        signals.exit_on_next(move |name| warn!(server_id = %server_id, signal = name, "second_signal_exit_now"));
     };
     let summary = crate::run(listener, admin, config.clone(), prometheus::Registry::new(), shutdown).await?;
     info!(

@@ -124,7 +124,9 @@ pub struct Config {
 /// An inclusive range of message counts, written `MIN-MAX` or `N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRange {
+    /// Fewest frames a drain owes (at least 1).
     pub min: u32,
+    /// Most frames a drain owes.
     pub max: u32,
 }
 

@@ -29,13 +29,13 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::metrics::ServerMetrics;
+use crate::metrics::{AcceptFailure, HttpTimeout, ServerMetrics};
 
 /// Largest buffer hyper keeps for one request head (its minimum): gsd's
 /// requests are a GET with a handful of headers.
@@ -56,11 +56,52 @@ const MAX_REFUSALS: usize = 64;
 /// How long a refusal waits for the peer to read its 503 before closing.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
+/// Where a port's connections come from: a TCP listener in the binary. The
+/// server needs nothing more of a connection than bytes both ways and the
+/// peer's address, so tests can hand it in-memory streams and run it on a
+/// paused clock, where real sockets would let time jump while they wait.
+pub trait Listener: Send + 'static {
+    /// One accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection and its peer's address. An error of one peer's
+    /// (a reset before the accept) is skipped; any other is the listener's
+    /// (the descriptor limit, say): counted, logged and waited out.
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+
+    /// The address the `listening` log line shows.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+
+    /// Applies the liveness settings to every connection this listener will
+    /// accept (see [`gsd_telemetry::set_tcp_liveness`]).
+    fn set_liveness(&self, interval: Duration, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl Listener for TcpListener {
+    type Io = TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+
+    fn set_liveness(&self, interval: Duration, timeout: Duration) -> std::io::Result<()> {
+        // Accepted connections inherit these from the listener.
+        gsd_telemetry::set_tcp_liveness(self, interval, timeout)
+    }
+}
+
 /// One listener's limits.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     /// `ws` or `admin`: the `port` label of the metrics and logs.
     pub port: &'static str,
+    /// How long a connection may take to send its request head.
     pub header_timeout: Duration,
     /// Longest life of a connection that has not upgraded.
     pub lifetime: Duration,
@@ -70,8 +111,8 @@ pub(crate) struct Limits {
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets the
 /// requests in flight finish (bounded by their lifetime).
-pub(crate) async fn serve(
-    listener: TcpListener,
+pub(crate) async fn serve<L: Listener>(
+    mut listener: L,
     router: Router,
     limits: Limits,
     metrics: ServerMetrics,
@@ -97,12 +138,7 @@ pub(crate) async fn serve(
             // The peer gave up between its SYN and our accept: nothing to do.
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                // Linux errno values: EMFILE, ENFILE; ENOMEM, ENOBUFS.
-                let kind = match e.raw_os_error() {
-                    Some(24 | 23) => "fd_limit",
-                    Some(12 | 105) => "no_memory",
-                    _ => "other",
-                };
+                let kind = AcceptFailure::of(&e).label();
                 metrics.accept_errors.with_label_values(&[limits.port, kind]).inc();
                 backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
                 // One line a second at most; the metric counts every error.
@@ -155,15 +191,14 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     limits: &Limits,
     metrics: &ServerMetrics,
     stop: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
@@ -182,13 +217,13 @@ async fn connection(
         result = conn.as_mut() => {
             if let Err(e) = result {
                 if e.is_timeout() {
-                    metrics.http_timeouts.with_label_values(&[limits.port, "header"]).inc();
+                    metrics.http_timeouts.with_label_values(&[limits.port, HttpTimeout::Header.label()]).inc();
                 }
                 debug!(port = limits.port, %peer, error = %e, "http_connection_error");
             }
         }
         _ = tokio::time::sleep(limits.lifetime) => {
-            metrics.http_timeouts.with_label_values(&[limits.port, "idle"]).inc();
+            metrics.http_timeouts.with_label_values(&[limits.port, HttpTimeout::Idle.label()]).inc();
             debug!(port = limits.port, %peer, lifetime_ms = limits.lifetime.as_millis() as u64, "http_connection_expired");
         }
         _ = stop.cancelled() => {
@@ -201,7 +236,7 @@ async fn connection(
 /// Answers a connection over the cap with 503 and closes it, after reading
 /// what it sent (closing with unread data would reset the connection and
 /// could destroy the answer before the peer reads it).
-async fn refuse(mut stream: TcpStream) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     const BODY: &str = "too many connections: try again later\n";
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\

@@ -28,7 +28,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Span, info, info_span, warn};
 
 pub use config::Config;
+pub use http::Listener;
 use metrics::ServerMetrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,14 +69,16 @@ pub(crate) struct Shared {
     pub config: Config,
     /// This replica's name, resolved once.
     pub server_id: String,
+    /// Every server metric, for the sessions and the HTTP layer to count in.
     pub metrics: ServerMetrics,
     /// The registry `/metrics` renders.
     pub registry: Registry,
     /// Cancelled when the drain starts; every session selects on it.
     pub drain: CancellationToken,
-    /// When the drain started and when it must be over; set just before
-    /// `drain` is cancelled.
+    /// When the drain started: the sessions' pacing offsets count from it.
+    /// Set, with `deadline`, just before `drain` is cancelled.
     pub started: OnceLock<Instant>,
+    /// When every session's drain must be over: `started` + DRAIN_TIMEOUT.
     pub deadline: OnceLock<Instant>,
     /// Parent of every session's drain span; taken (and so closed) when the
     /// drain ends.
@@ -88,6 +90,7 @@ pub(crate) struct Shared {
     /// Drains by outcome (indexed by [`metrics::DrainOutcome`]), for the
     /// [`DrainSummary`].
     pub drained: [AtomicU64; 4],
+    /// Data frames sent in drains, over all sessions, for the [`DrainSummary`].
     pub drained_messages: AtomicU64,
     /// Set once the last session has closed; a scrape after that carries the
     /// final shutdown histogram.
@@ -235,7 +238,7 @@ async fn ws_upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     if !valid_websocket_key(&headers) {
-        shared.metrics.upgrades_rejected.with_label_values(&["bad_key"]).inc();
+        shared.metrics.refused(metrics::Refusal::BadKey).inc();
         return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be the base64 of 16 bytes\n").into_response();
     }
     // Taken before the draining check: the drain cancels before it closes
@@ -244,7 +247,7 @@ async fn ws_upgrade(
     let token = shared.sessions.token();
     if shared.is_draining() {
         drop(token);
-        shared.metrics.upgrades_rejected.with_label_values(&["draining"]).inc();
+        shared.metrics.refused(metrics::Refusal::Draining).inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another replica\n").into_response();
     }
     upgrade
@@ -264,9 +267,9 @@ async fn ws_upgrade(
 /// Serves `/ws` on `listener` and the admin endpoints on `admin` until
 /// `shutdown` resolves, drains, lingers for the last scrape and returns what
 /// the drain did. Every session is closed when this returns.
-pub async fn run(
-    listener: TcpListener,
-    admin: TcpListener,
+pub async fn run<W: Listener, A: Listener>(
+    listener: W,
+    admin: A,
     config: Config,
     registry: Registry,
     shutdown: impl Future<Output = ()>,
@@ -293,18 +296,17 @@ pub async fn run(
     });
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    // Accepted connections inherit these from the listener.
-    gsd_telemetry::set_tcp_liveness(&listener, shared.config.ping_interval, shared.config.ping_timeout)?;
+    listener.set_liveness(shared.config.ping_interval, shared.config.ping_timeout)?;
     let stop_http = CancellationToken::new();
     let c = &shared.config;
     let ws_limits = http::Limits {
-        port: "ws",
+        port: metrics::Port::Ws.label(),
         header_timeout: c.http_header_timeout,
         lifetime: c.http_idle_timeout,
         max_connections: c.max_http_connections as usize,
     };
     let admin_limits = http::Limits {
-        port: "admin",
+        port: metrics::Port::Admin.label(),
         header_timeout: c.http_header_timeout,
         lifetime: c.http_idle_timeout + PRESTOP_MAX,
         max_connections: ADMIN_MAX_CONNECTIONS,

@@ -1,39 +1,97 @@
 //! The server's Prometheus metrics. Names and labels are a contract with the
 //! dashboards and alerts; docs/metrics.md describes each one.
 
-use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter_vec, histogram};
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use gsd_protocol::{ClientMessage, DecodeError, ServerMessage};
+use gsd_telemetry::{
+    COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, metric_labels,
+};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-/// How one session's drain ended: the `outcome` label of
-/// `gsd_server_drains_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DrainOutcome {
-    /// Every owed frame acknowledged and every request answered.
-    Complete,
-    /// Cut short by the drain deadline or by bad input: the alert's case.
-    Incomplete,
-    /// The client closed the session itself before the drain was over (a
-    /// client that leaves, as in a rollout of the clients): not a fault of
-    /// the drain, so not `incomplete`.
-    ClientLeft,
-    /// The client went silent past the liveness bound, or the connection
-    /// broke without a close: a dead peer, not a slow drain.
-    PeerLost,
+use crate::session::End;
+
+metric_labels! {
+    /// How one session's drain ended: the `outcome` label of
+    /// `gsd_server_drains_total`.
+    pub enum DrainOutcome {
+        /// Every owed frame acknowledged and every request answered.
+        Complete => "complete",
+        /// Cut short by the drain deadline or by bad input: the alert's case.
+        Incomplete => "incomplete",
+        /// The client closed the session itself before the drain was over (a
+        /// client that leaves, as in a rollout of the clients): not a fault of
+        /// the drain, so not `incomplete`.
+        ClientLeft => "client_left",
+        /// The client went silent past the liveness bound, or the connection
+        /// broke without a close: a dead peer, not a slow drain.
+        PeerLost => "peer_lost",
+    }
 }
 
-impl DrainOutcome {
-    pub const ALL: [DrainOutcome; 4] =
-        [DrainOutcome::Complete, DrainOutcome::Incomplete, DrainOutcome::ClientLeft, DrainOutcome::PeerLost];
+metric_labels! {
+    /// Why an upgrade request was refused: the `reason` label of
+    /// `gsd_server_upgrades_rejected_total`.
+    pub enum Refusal {
+        /// The server is draining: the client should reach another replica.
+        Draining => "draining",
+        /// Over MAX_SESSIONS (the session is closed with 1013 right after its
+        /// upgrade).
+        Capacity => "capacity",
+        /// A `Sec-WebSocket-Key` that is not the base64 of 16 bytes.
+        BadKey => "bad_key",
+    }
+}
 
-    pub fn label(self) -> &'static str {
-        match self {
-            DrainOutcome::Complete => "complete",
-            DrainOutcome::Incomplete => "incomplete",
-            DrainOutcome::ClientLeft => "client_left",
-            DrainOutcome::PeerLost => "peer_lost",
+metric_labels! {
+    /// Which of the server's two ports: the `port` label of its HTTP metrics.
+    pub enum Port {
+        /// The WebSocket port, the one the Service exposes.
+        Ws => "ws",
+        /// Probes, `/metrics` and `/prestop`.
+        Admin => "admin",
+    }
+}
+
+metric_labels! {
+    /// Why an HTTP connection was closed for slowness: the `kind` label of
+    /// `gsd_server_http_timeouts_total`.
+    pub enum HttpTimeout {
+        /// The request head took over HTTP_HEADER_TIMEOUT.
+        Header => "header",
+        /// No upgrade within the connection's lifetime.
+        Idle => "idle",
+    }
+}
+
+metric_labels! {
+    /// Why an accept failed: the `kind` label of
+    /// `gsd_server_accept_errors_total`.
+    pub enum AcceptFailure {
+        /// Out of descriptors, the process's or the system's.
+        FdLimit => "fd_limit",
+        /// Out of kernel memory or buffers.
+        NoMemory => "no_memory",
+        /// Anything else.
+        Other => "other",
+    }
+}
+
+impl AcceptFailure {
+    /// The kind of a failed accept's error.
+    pub fn of(error: &std::io::Error) -> Self {
+        // Linux errno values: EMFILE, ENFILE; ENOMEM, ENOBUFS.
+        match error.raw_os_error() {
+            Some(24 | 23) => AcceptFailure::FdLimit,
+            Some(12 | 105) => AcceptFailure::NoMemory,
+            _ => AcceptFailure::Other,
         }
     }
 }
+
+/// The `kind` of a protocol error found by the session rather than by
+/// decoding: a binary frame.
+pub(crate) const BINARY_FRAME: &str = "binary";
+/// The `kind` of an ack for a seq the server never sent.
+pub(crate) const ACK_UNSENT: &str = "ack_unsent";
 
 /// Handles on every server metric, registered in one registry.
 #[derive(Clone)]
@@ -62,10 +120,10 @@ pub struct ServerMetrics {
     pub messages_sent: IntCounterVec,
     /// Frames received, by message type.
     pub messages_received: IntCounterVec,
-    /// `messages_sent` per type in [`FRAMES_SENT`] order (see [`ServerMetrics::sent`]).
-    sent: [IntCounter; 7],
-    /// `messages_received` per type in [`FRAMES_RECEIVED`] order.
-    received: [IntCounter; 2],
+    /// `messages_sent` per type, each with its label (see [`ServerMetrics::sent`]).
+    sent: Vec<(&'static str, IntCounter)>,
+    /// `messages_received` per type, each with its label.
+    received: Vec<(&'static str, IntCounter)>,
     /// Bad input, by kind.
     pub protocol_errors: IntCounterVec,
     /// Upgrade requests refused, by reason (draining|capacity).
@@ -91,134 +149,129 @@ pub struct ServerMetrics {
 impl ServerMetrics {
     pub fn new(registry: &Registry, server_id: &str) -> Self {
         let messages_sent =
-            counter_vec("gsd_server_messages_sent_total", "Frames sent to clients, by type.", &["type"]);
-        let messages_received =
-            counter_vec("gsd_server_messages_received_total", "Frames received from clients, by type.", &["type"]);
+            counter_vec(registry, "gsd_server_messages_sent_total", "Frames sent to clients, by type.", &["type"]);
+        let messages_received = counter_vec(
+            registry,
+            "gsd_server_messages_received_total",
+            "Frames received from clients, by type.",
+            &["type"],
+        );
         let m = ServerMetrics {
-            sent: FRAMES_SENT.map(|kind| messages_sent.with_label_values(&[kind])),
-            received: FRAMES_RECEIVED.map(|kind| messages_received.with_label_values(&[kind])),
-            sessions: IntGauge::new("gsd_server_sessions", "Open WebSocket sessions.").unwrap(),
-            sessions_opened: IntCounter::new(
+            sent: frames_sent().map(|kind| (kind, messages_sent.with_label_values(&[kind]))).collect(),
+            received: ClientMessage::TYPES
+                .iter()
+                .map(|kind| (*kind, messages_received.with_label_values(&[kind])))
+                .collect(),
+            sessions: gauge(registry, "gsd_server_sessions", "Open WebSocket sessions."),
+            sessions_opened: counter(
+                registry,
                 "gsd_server_sessions_opened_total",
                 "Sessions opened (upgraded and admitted).",
-            )
-            .unwrap(),
-            sessions_closed: counter_vec("gsd_server_sessions_closed_total", "Sessions ended, by reason.", &["reason"]),
-            draining: IntGauge::new("gsd_server_draining", "1 while the server drains after a signal, else 0.")
-                .unwrap(),
+            ),
+            sessions_closed: counter_vec(
+                registry,
+                "gsd_server_sessions_closed_total",
+                "Sessions ended, by reason.",
+                &["reason"],
+            ),
+            draining: gauge(registry, "gsd_server_draining", "1 while the server drains after a signal, else 0."),
             shutdown_duration: histogram(
+                registry,
                 "gsd_server_shutdown_duration_seconds",
                 "Time from the termination signal to the last session closed.",
                 DURATION_BUCKETS,
             ),
             drain_messages: histogram(
+                registry,
                 "gsd_server_drain_messages",
                 "Data frames sent in the drain phase, one observation per drained session.",
                 COUNT_BUCKETS,
             ),
             drain_session_duration: histogram(
+                registry,
                 "gsd_server_drain_session_duration_seconds",
                 "Time from a session's shutdown notice to its close.",
                 DURATION_BUCKETS,
             ),
-            drains: counter_vec("gsd_server_drains_total", "Drained sessions, by outcome.", &["outcome"]),
-            data_unacked: IntCounter::new(
+            drains: counter_vec(registry, "gsd_server_drains_total", "Drained sessions, by outcome.", &["outcome"]),
+            data_unacked: counter(
+                registry,
                 "gsd_server_data_unacked_total",
                 "Data frames sent but not acknowledged when their session ended.",
-            )
-            .unwrap(),
+            ),
             messages_sent,
             messages_received,
             protocol_errors: counter_vec(
+                registry,
                 "gsd_server_protocol_errors_total",
                 "Frames rejected as bad input, by kind.",
                 &["kind"],
             ),
             upgrades_rejected: counter_vec(
+                registry,
                 "gsd_server_upgrades_rejected_total",
                 "WebSocket upgrades refused, by reason.",
                 &["reason"],
             ),
-            http_connections: IntGaugeVec::new(
-                Opts::new("gsd_server_http_connections", "Open HTTP connections not (yet) upgraded, by port."),
+            http_connections: gauge_vec(
+                registry,
+                "gsd_server_http_connections",
+                "Open HTTP connections not (yet) upgraded, by port.",
                 &["port"],
-            )
-            .unwrap(),
+            ),
             http_refused: counter_vec(
+                registry,
                 "gsd_server_http_connections_refused_total",
                 "Connections answered 503 because the HTTP connection cap was reached, by port.",
                 &["port"],
             ),
             http_timeouts: counter_vec(
+                registry,
                 "gsd_server_http_timeouts_total",
                 "HTTP connections closed for slowness, by port and kind (header|idle).",
                 &["port", "kind"],
             ),
             accept_errors: counter_vec(
+                registry,
                 "gsd_server_accept_errors_total",
                 "Failed accepts (descriptor limit and others), by port and kind.",
                 &["port", "kind"],
             ),
-            info: IntGaugeVec::new(
-                Opts::new("gsd_server_info", "Always 1; labels name the replica and the build."),
+            info: gauge_vec(
+                registry,
+                "gsd_server_info",
+                "Always 1; labels name the replica and the build.",
                 &["server_id", "version"],
-            )
-            .unwrap(),
-            drain_timeout: prometheus::Gauge::new(
+            ),
+            drain_timeout: float_gauge(
+                registry,
                 "gsd_server_drain_timeout_seconds",
                 "The configured drain timeout (DRAIN_TIMEOUT).",
-            )
-            .unwrap(),
+            ),
         };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.sessions.clone()),
-            Box::new(m.sessions_opened.clone()),
-            Box::new(m.sessions_closed.clone()),
-            Box::new(m.draining.clone()),
-            Box::new(m.shutdown_duration.clone()),
-            Box::new(m.drain_messages.clone()),
-            Box::new(m.drain_session_duration.clone()),
-            Box::new(m.drains.clone()),
-            Box::new(m.data_unacked.clone()),
-            Box::new(m.messages_sent.clone()),
-            Box::new(m.messages_received.clone()),
-            Box::new(m.protocol_errors.clone()),
-            Box::new(m.upgrades_rejected.clone()),
-            Box::new(m.http_connections.clone()),
-            Box::new(m.http_refused.clone()),
-            Box::new(m.http_timeouts.clone()),
-            Box::new(m.accept_errors.clone()),
-            Box::new(m.info.clone()),
-            Box::new(m.drain_timeout.clone()),
-        ];
-        for c in collectors {
-            registry.register(c).expect("each metric is registered once per registry");
-        }
         m.info.with_label_values(&[server_id, env!("CARGO_PKG_VERSION")]).set(1);
         // Zero-initialise the label values dashboards and alerts rely on, so a
         // rate() over them has data before the first drain.
         for outcome in DrainOutcome::ALL {
             m.drains.with_label_values(&[outcome.label()]);
         }
-        for reason in
-            ["drain_complete", "drain_deadline", "client_close", "vanished", "timeout", "error", "rejected", "capacity"]
-        {
-            m.sessions_closed.with_label_values(&[reason]);
+        for end in &End::ALL {
+            m.sessions_closed.with_label_values(&[end.label()]);
         }
-        for kind in ["not_json", "missing_type", "unknown_type", "malformed", "too_big", "binary", "ack_unsent"] {
+        for kind in DecodeError::kinds().chain([BINARY_FRAME, ACK_UNSENT]) {
             m.protocol_errors.with_label_values(&[kind]);
         }
-        for reason in ["draining", "capacity", "bad_key"] {
-            m.upgrades_rejected.with_label_values(&[reason]);
+        for refusal in Refusal::ALL {
+            m.upgrades_rejected.with_label_values(&[refusal.label()]);
         }
-        for port in ["ws", "admin"] {
+        for port in Port::ALL.map(Port::label) {
             m.http_connections.with_label_values(&[port]);
             m.http_refused.with_label_values(&[port]);
-            for kind in ["header", "idle"] {
-                m.http_timeouts.with_label_values(&[port, kind]);
+            for timeout in HttpTimeout::ALL {
+                m.http_timeouts.with_label_values(&[port, timeout.label()]);
             }
-            for kind in ["fd_limit", "no_memory", "other"] {
-                m.accept_errors.with_label_values(&[port, kind]);
+            for failure in AcceptFailure::ALL {
+                m.accept_errors.with_label_values(&[port, failure.label()]);
             }
         }
         m
@@ -227,19 +280,28 @@ impl ServerMetrics {
     /// `gsd_server_messages_sent_total{type=kind}`, resolved once at start-up
     /// (a label lookup per frame was a measurable part of a drain).
     pub fn sent(&self, kind: &str) -> &IntCounter {
-        let i = FRAMES_SENT.iter().position(|k| *k == kind).expect("every kind sent is in FRAMES_SENT");
-        &self.sent[i]
+        find(&self.sent, kind)
     }
 
     /// `gsd_server_messages_received_total{type=kind}`, resolved once.
     pub fn received(&self, kind: &str) -> &IntCounter {
-        let i = FRAMES_RECEIVED.iter().position(|k| *k == kind).expect("every kind received is in FRAMES_RECEIVED");
-        &self.received[i]
+        find(&self.received, kind)
     }
+
+    /// `gsd_server_upgrades_rejected_total{reason}`.
+    pub fn refused(&self, refusal: Refusal) -> IntCounter {
+        self.upgrades_rejected.with_label_values(&[refusal.label()])
+    }
+}
+
+/// The counter labelled `kind` among `counters` (a handful, so a scan).
+fn find<'a>(counters: &'a [(&'static str, IntCounter)], kind: &str) -> &'a IntCounter {
+    let (_, counter) = counters.iter().find(|(k, _)| *k == kind).expect("every frame type is labelled at start-up");
+    counter
 }
 
 /// The `type` label values of `gsd_server_messages_sent_total`: the server
 /// message types, and the close and ping frames.
-const FRAMES_SENT: [&str; 7] = ["welcome", "data", "response", "shutdown_notice", "error", "close", "ping"];
-/// The `type` label values of `gsd_server_messages_received_total`.
-const FRAMES_RECEIVED: [&str; 2] = ["request", "ack"];
+fn frames_sent() -> impl Iterator<Item = &'static str> {
+    ServerMessage::TYPES.iter().copied().chain(["close", "ping"])
+}

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::Shared;
-use crate::metrics::DrainOutcome;
+use crate::metrics::{ACK_UNSENT, BINARY_FRAME, DrainOutcome, Refusal};
 
 /// Requests a session holds unanswered before it stops reading more.
 const MAX_PENDING_REQUESTS: usize = 1024;
@@ -30,9 +30,10 @@ pub(crate) const MAX_PENDING_BYTES: usize = gsd_protocol::MAX_FRAME_BYTES;
 const LOG_BURST: u32 = 5;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
-/// Why a session ended.
+/// Why a session ended: the `reason` label of
+/// `gsd_server_sessions_closed_total`.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// Every owed frame acknowledged and every request answered.
     DrainComplete,
     /// The drain deadline passed first.
@@ -52,6 +53,18 @@ enum End {
 }
 
 impl End {
+    /// One of each kind of end, for the metric's label values.
+    pub(crate) const ALL: [End; 8] = [
+        End::DrainComplete,
+        End::DrainDeadline,
+        End::ClientClosed(None),
+        End::Vanished,
+        End::TimedOut,
+        End::Failed(String::new()),
+        End::Rejected { code: 0, reason: "" },
+        End::Capacity,
+    ];
+
     /// What the label does not say: the client's close code, the error.
     fn detail(&self) -> Option<String> {
         match self {
@@ -62,7 +75,7 @@ impl End {
         }
     }
 
-    fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             End::DrainComplete => "drain_complete",
             End::DrainDeadline => "drain_deadline",
@@ -78,6 +91,7 @@ impl End {
 
 /// The part of a session's state that exists once its drain has begun.
 struct Drain {
+    /// When this session's notice went out, for its drain duration.
     started: Instant,
     /// Data frames announced in the notice.
     remaining: u32,
@@ -93,8 +107,11 @@ struct Drain {
 }
 
 struct Session {
+    /// The server's state: configuration, metrics, the drain's clock.
     shared: Arc<Shared>,
+    /// Random id, in the welcome and on every log line of the session.
     session_id: String,
+    /// The sending half of the WebSocket (the loop reads the other half).
     tx: SplitSink<WebSocket, Message>,
     /// Seq of the next data frame; the first is 1.
     next_seq: u64,
@@ -108,6 +125,7 @@ struct Session {
     /// Start of the current log window, lines logged in it, and lines not
     /// logged since the last one that was.
     log_window: (Instant, u32, u64),
+    /// This session's drain, once its notice has gone out.
     drain: Option<Drain>,
     /// When the client was last heard, to notice a dead one.
     heartbeat: Heartbeat,
@@ -136,7 +154,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         let max = session.shared.config.max_sessions;
         if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
             session.shared.active.fetch_sub(1, Ordering::SeqCst);
-            session.shared.metrics.upgrades_rejected.with_label_values(&["capacity"]).inc();
+            session.shared.metrics.refused(Refusal::Capacity).inc();
             warn!(session_id = %session.session_id, %peer, max_sessions = max, "session_refused_capacity");
             session.finish(End::Capacity, rx).await;
             session.shared.metrics.sessions_closed.with_label_values(&[End::Capacity.label()]).inc();
@@ -364,7 +382,7 @@ impl Session {
             Some(Err(e)) => Err(End::Failed(e.to_string())),
             Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
             Some(Ok(Message::Binary(bytes))) => {
-                self.protocol_error("binary", &format!("{} bytes", bytes.len()), "close 1003");
+                self.protocol_error(BINARY_FRAME, &format!("{} bytes", bytes.len()), "close 1003");
                 Err(End::Rejected { code: close::UNSUPPORTED_DATA, reason: "binary frames are not supported" })
             }
             Some(Ok(Message::Close(frame))) => Err(End::ClientClosed(frame.map(|f| f.code))),
@@ -387,7 +405,7 @@ impl Session {
                     ClientMessage::Ack { seq } if seq < self.next_seq => self.acked = self.acked.max(seq),
                     ClientMessage::Ack { seq } => {
                         let detail = format!("ack for seq {seq}, but the last seq sent is {}", self.next_seq - 1);
-                        self.protocol_error("ack_unsent", &detail, "close 1008");
+                        self.protocol_error(ACK_UNSENT, &detail, "close 1008");
                         return Err(End::Rejected {
                             code: close::POLICY_VIOLATION,
                             reason: "ack for a seq never sent",

@@ -72,6 +72,7 @@ where
 
 /// Writes each field as `"name":value`, comma-separated.
 struct Fields<'w> {
+    /// The line being written.
     out: Writer<'w>,
     /// No field written yet (no comma before the next one).
     first: bool,

@@ -1,8 +1,10 @@
 //! What every gsd binary shares for being observed: log set-up (`LOG_FORMAT`,
 //! `RUST_LOG`), OTLP trace export (standard `OTEL_*` variables), the Prometheus
-//! text exposition, the histogram buckets, and a tiny HTTP GET used by the lab
-//! and the tests to scrape `/metrics` and probe `/readyz`.
+//! text exposition, the histogram buckets, a tiny HTTP GET used by the lab
+//! and the tests to scrape `/metrics` and probe `/readyz`, and the [`app`]
+//! frame each binary runs in (runtime, descriptor limit, signals).
 
+pub mod app;
 mod http;
 mod json;
 mod logs;
@@ -10,4 +12,7 @@ mod metrics;
 
 pub use http::{HttpError, http_get, listen, set_tcp_liveness};
 pub use logs::{LogFormat, Telemetry, TelemetryError, init};
-pub use metrics::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, histogram, metrics_response, render, sample};
+pub use metrics::{
+    COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, metrics_response,
+    render, sample,
+};

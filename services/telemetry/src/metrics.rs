@@ -1,6 +1,7 @@
 //! The Prometheus side every gsd binary shares: the text exposition of a
-//! registry for `/metrics`, the constructors of counters and histograms
-//! (one place, so names and buckets are made the same way everywhere), and
+//! registry for `/metrics`, the constructors of every metric, which also
+//! register it (one place, so metrics are made and registered the same way
+//! everywhere), the enums that list a label's values, and
 //! the exact-series lookup the lab and the tests scrape with.
 
 use axum::http::{HeaderValue, header};
@@ -18,23 +19,81 @@ pub const DURATION_BUCKETS: &[f64] =
 /// range is 1 to 10), then coarser beyond for configured larger ranges.
 pub const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0, 50.0, 100.0];
 
+/// A fieldless enum whose variants are the values of one metric label,
+/// each written once, beside its variant: `ALL` lists the variants (to
+/// create every series at zero before the first event) and `label` names
+/// each. The enum derives `Debug`, `Clone`, `Copy`, `PartialEq` and `Eq`.
+#[macro_export]
+macro_rules! metric_labels {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident => $label:literal),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $($(#[$variant_meta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
+
+            /// The label value.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
+    };
+}
+
+/// Registers `metric` in `registry` and returns it. Every gsd metric is made
+/// by one of the constructors below, once per registry, with gsd's own names
+/// and help: a failure is a bug.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once per registry");
+    metric
+}
+
+/// A counter, registered in `registry`.
+pub fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    registered(registry, prometheus::IntCounter::new(name, help).expect("valid counter"))
+}
+
+/// A counter with `labels`, registered in `registry`.
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+    let counter = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels).expect("valid counter");
+    registered(registry, counter)
+}
+
+/// A histogram with `buckets` ([`DURATION_BUCKETS`] or [`COUNT_BUCKETS`]),
+/// registered in `registry`.
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
+    let opts = prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(registry, prometheus::Histogram::with_opts(opts).expect("valid histogram"))
+}
+
+/// A gauge of whole numbers, registered in `registry`.
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::IntGauge {
+    registered(registry, prometheus::IntGauge::new(name, help).expect("valid gauge"))
+}
+
+/// A gauge of whole numbers with `labels`, registered in `registry`.
+pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
+    registered(registry, prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), labels).expect("valid gauge"))
+}
+
+/// A gauge of fractional values (a configured duration in seconds, say),
+/// registered in `registry`.
+pub fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    registered(registry, prometheus::Gauge::new(name, help).expect("valid gauge"))
+}
+
 /// The registry in the Prometheus text exposition format (version 0.0.4).
-/// A counter; the name and help are gsd's own, so a failure is a bug.
-pub fn counter(name: &str, help: &str) -> prometheus::IntCounter {
-    prometheus::IntCounter::new(name, help).expect("valid counter")
-}
-
-/// A counter with `labels`.
-pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
-    prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels).expect("valid counter")
-}
-
-/// A histogram with `buckets` ([`DURATION_BUCKETS`] or [`COUNT_BUCKETS`]).
-pub fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
-    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-        .expect("valid histogram")
-}
-
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut buf).expect("the text encoder only fails on a broken writer");
