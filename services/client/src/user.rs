@@ -359,36 +359,30 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     }
     let fields = (ledger.sessions, ledger.reconnects, ledger.drains_complete, ledger.drains_incomplete);
     let servers = ledger.server_ids.iter().cloned().collect::<Vec<_>>().join(",");
+    // One event at two levels: info when nothing was lost, warn otherwise
+    // (a tracing level is part of the call site, so a macro picks it).
+    macro_rules! ledger_event {
+        ($level:ident) => {
+            $level!(
+                user,
+                sessions = fields.0,
+                reconnects = fields.1,
+                drains_complete = fields.2,
+                drains_incomplete = fields.3,
+                drains_client_left = ledger.drains_client_left,
+                messages_lost = ledger.messages_lost,
+                messages_skipped = ledger.messages_skipped,
+                sessions_cut = ledger.sessions_cut,
+                requests_lost = ledger.requests_lost,
+                servers,
+                "ledger"
+            )
+        };
+    }
     if ledger.clean() {
-        info!(
-            user,
-            sessions = fields.0,
-            reconnects = fields.1,
-            drains_complete = fields.2,
-            drains_incomplete = fields.3,
-            drains_client_left = ledger.drains_client_left,
-            messages_lost = ledger.messages_lost,
-            messages_skipped = ledger.messages_skipped,
-            sessions_cut = ledger.sessions_cut,
-            requests_lost = ledger.requests_lost,
-            servers,
-            "ledger"
-        );
+        ledger_event!(info);
     } else {
-        warn!(
-            user,
-            sessions = fields.0,
-            reconnects = fields.1,
-            drains_complete = fields.2,
-            drains_incomplete = fields.3,
-            drains_client_left = ledger.drains_client_left,
-            messages_lost = ledger.messages_lost,
-            messages_skipped = ledger.messages_skipped,
-            sessions_cut = ledger.sessions_cut,
-            requests_lost = ledger.requests_lost,
-            servers,
-            "ledger"
-        );
+        ledger_event!(warn);
     }
     ledger
 }
