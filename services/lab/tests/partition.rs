@@ -29,7 +29,11 @@ fn run(args: &[&str]) {
 /// A network namespace joined to the host by a veth pair: the host side is
 /// `203.0.113.{4n+1}/30`, the namespace side `.{4n+2}`. Deleted on drop.
 struct Netns {
+    /// The namespace's name, for `ip netns exec` and the deletion on drop.
     name: String,
+    /// The namespace side's address: where the far server listens and the
+    /// client connects (the partition itself drops everything in the
+    /// namespace).
     addr: String,
 }
 
