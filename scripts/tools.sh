@@ -13,14 +13,16 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 # into OUT once (nothing when OUT exists), through the pinning module
 # scripts/tools/MODULE/go.mod, which fixes every version it links. Every Go
 # tool is linked without DWARF (-s -w), which the tests never read and which
-# is a large part of the link time of the Kubernetes binaries.
+# is a large part of the link time of the Kubernetes binaries. Not with
+# -trimpath: Tilt finds its web assets through its source file paths, and
+# fails to start without them.
 go_build_pinned() {
     local module=$1 out=$2 pkg=$3 what=$4
     shift 4
     [ -x "$out" ] && return 0
     step "go build $what (first run only; several minutes)"
     (cd "$(dirname "${BASH_SOURCE[0]}")/tools/$module" &&
-        GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w $*" -o "$out" "$pkg")
+        GOFLAGS=-mod=mod go build -ldflags "-s -w $*" -o "$out" "$pkg")
 }
 
 # go_build_trimmed MODULE@VERSION OUT PKG FILE WHAT IMPORTS...: builds a Go
