@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,8 +52,6 @@ struct Inner {
     next: AtomicUsize,
     /// ClientIP affinity: the endpoint id each client address was sent to.
     affinity: Mutex<HashMap<IpAddr, String>>,
-    /// Connections refused because no endpoint was eligible.
-    refused: AtomicU64,
 }
 
 /// Handle on a running balancer; stops when dropped.
@@ -127,11 +125,6 @@ impl Balancer {
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
-
-    /// Connections refused for want of an eligible endpoint.
-    pub fn refused(&self) -> u64 {
-        self.inner.refused.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Balancer {
@@ -175,7 +168,6 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, affinity: bool, s
         let Some((backend, cut)) = inner.pick(peer.ip(), affinity) else {
             // No endpoint: the connection is reset, as a Service without
             // endpoints rejects it.
-            inner.refused.fetch_add(1, Ordering::Relaxed);
             let _ = inbound.set_zero_linger();
             continue;
         };
