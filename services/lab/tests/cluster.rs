@@ -2,13 +2,16 @@
 //! one-node Kubernetes on this machine (scripts/cluster), builds the image
 //! with `docker build .`, and proves the drain with `kubectl delete pod`,
 //! `kubectl rollout restart`, `helm test`, a SIGKILL negative case and a
-//! real Prometheus. Alone in its test binary: it owns host-wide state
-//! (iptables, the cni0 bridge), and cargo runs test binaries one at a time.
+//! real Prometheus. Its test binary holds only it and the test of the
+//! host snapshot it is judged by (which reads the host and changes only
+//! network namespaces of its own): it owns host-wide state (iptables, the
+//! cni0 bridge), and cargo runs test binaries one at a time.
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A tool from KUBE_BIN_DIR (where scripts/tools.sh builds the Kubernetes
 /// components), else from `$env` or PATH.
@@ -30,15 +33,118 @@ fn figure(stdout: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no figure {name} in:\n{stdout}"))
 }
 
+/// Whether the test runs as root (/proc/self belongs to the process's
+/// effective user); else it is skipped, saying `why` it needs root, unless
+/// GSD_REQUIRE_TOOLS=1 (CI runs scripts/test as root).
+fn root_or_skip(why: &str) -> bool {
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        return true;
+    }
+    assert!(std::env::var("GSD_REQUIRE_TOOLS").as_deref() != Ok("1"), "{why}; CI runs scripts/test as root");
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// `scripts/cluster snapshot FILE`, run through `wrapper` (e.g. `unshare
+/// --net`) with `path_first` put before PATH: the snapshot's text, or its
+/// stderr when it refused.
+fn snapshot(wrapper: &[&str], path_first: Option<&Path>) -> Result<String, String> {
+    let file = std::env::temp_dir().join(format!("gsd-snapshot-{}-{}", std::process::id(), wrapper.len()));
+    let script = common::repo_root().join("scripts/cluster");
+    let mut argv: Vec<&std::ffi::OsStr> = wrapper.iter().map(std::ffi::OsStr::new).collect();
+    argv.extend([script.as_os_str(), "snapshot".as_ref(), file.as_os_str()]);
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
+    if let Some(dir) = path_first {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path)));
+        cmd.env("PATH", joined.unwrap());
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    if out.status.success() { Ok(text) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+}
+
+/// The lines of one `## NAME` part of a snapshot.
+fn part<'a>(snapshot: &'a str, name: &str) -> Vec<&'a str> {
+    let head = format!("## {name}");
+    let mut lines = snapshot.lines().skip_while(|l| *l != head);
+    assert!(lines.next().is_some(), "no part {name} in:\n{snapshot}");
+    lines.take_while(|l| !l.starts_with("## ")).filter(|l| !l.is_empty()).collect()
+}
+
+/// The baseline the cluster test holds `scripts/cluster down` to. A new
+/// machine has no netfilter table and a network namespace no route: the
+/// snapshot takes those as empty. A part that cannot be taken, or reads
+/// empty where no host has it empty, is refused with its name, so that a
+/// broken baseline can never compare equal to a broken after-image.
+#[test]
+fn the_host_snapshot_takes_empty_parts_and_refuses_missing_ones_by_name() {
+    if !root_or_skip("the snapshot test needs root (iptables-save, unshare --net)") {
+        return;
+    }
+    if common::tool("iptables-save", "IPTABLES_SAVE_BIN").is_none() || common::tool("unshare", "UNSHARE_BIN").is_none()
+    {
+        return;
+    }
+    let host = snapshot(&[], None).unwrap_or_else(|e| panic!("the host's snapshot was refused: {e}"));
+    let names: Vec<&str> = host.lines().filter_map(|l| l.strip_prefix("## ")).collect();
+    assert_eq!(names, ["iptables", "ip6tables", "links", "routes", "mounts", "sysctls"], "{host}");
+    assert!(part(&host, "links").contains(&"lo"), "{host}");
+    assert!(part(&host, "mounts").contains(&"/"), "{host}");
+    assert!(part(&host, "sysctls").iter().any(|l| l.starts_with("net.ipv4.ip_forward = ")), "{host}");
+
+    // A network namespace of its own: no netfilter table, no route, lo only.
+    let empty = snapshot(&["unshare", "--net"], None).unwrap_or_else(|e| panic!("an empty netns was refused: {e}"));
+    for (name, want) in [("iptables", &[][..]), ("ip6tables", &[]), ("links", &["lo"]), ("routes", &[])] {
+        assert_eq!(part(&empty, name), want, "part {name} of an empty network namespace:\n{empty}");
+    }
+    // ...where an empty table is no table, and a rule is a difference.
+    let script = common::repo_root().join("scripts/cluster");
+    let diff = Command::new("unshare")
+        .args(["--net", "bash", "-c"])
+        .arg(format!(
+            "set -e; source {s}
+             a=$(mktemp); b=$(mktemp); snapshot $a
+             iptables -t nat -N GSD-T; iptables -t nat -X GSD-T; snapshot $b; cmp -s $a $b || echo nat-differs
+             iptables -t nat -A POSTROUTING -j RETURN; snapshot $b; cmp -s $a $b && echo rule-ignored; rm -f $a $b",
+            s = script.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stderr));
+    assert_eq!(String::from_utf8_lossy(&diff.stdout), "", "an empty nat table must compare equal, a rule must not");
+
+    // Each part refused by name: a failing command, or nothing where
+    // something must be.
+    let stubs = std::env::temp_dir().join(format!("gsd-snapshot-stubs-{}", std::process::id()));
+    for (tool, body, says) in [
+        (
+            "iptables-save",
+            "echo 'iptables: cannot initialize' >&2; exit 4",
+            "snapshot: netfilter (iptables-save) failed",
+        ),
+        ("ip6tables-save", "exit 1", "snapshot: netfilter (ip6tables-save) failed"),
+        ("ip", "exit 0", "snapshot: links"),
+        ("findmnt", "exit 0", "snapshot: mounts"),
+        ("findmnt", "exit 1", "snapshot: mounts (findmnt) failed"),
+        ("sysctl", "exit 255", "snapshot: sysctls"),
+    ] {
+        let _ = std::fs::remove_dir_all(&stubs);
+        std::fs::create_dir_all(&stubs).unwrap();
+        let stub = stubs.join(tool);
+        std::fs::write(&stub, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = snapshot(&[], Some(&stubs)).map(|s| format!("taken:\n{s}")).expect_err(tool);
+        assert!(err.contains(says), "{tool} ({body}): expected {says:?}, got {err:?}");
+    }
+    let _ = std::fs::remove_dir_all(&stubs);
+}
+
 #[test]
 fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
-    // /proc/self belongs to the process's effective user.
-    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
-        assert!(
-            std::env::var("GSD_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "the cluster test needs root (it runs a kubelet and changes iptables); CI runs scripts/test as root"
-        );
-        eprintln!("SKIPPED: the cluster test needs root (it runs a kubelet and changes iptables)");
+    if !root_or_skip("the cluster test needs root (it runs a kubelet and changes iptables)") {
         return;
     }
     let Some(kubelet) = kube_tool("kubelet", "KUBELET_BIN") else { return };
@@ -79,7 +185,7 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         "ok: client after SIGKILL: gsd_client_drains_total{outcome=\"incomplete\"} +",
         "ok: Prometheus: the GsdDrainIncomplete expression is non-zero",
         "ok: helm uninstall gsd left no pod",
-        "ok: scripts/cluster down left iptables, ip6tables, links, routes, mounts and sysctls as they were",
+        "ok: scripts/cluster down left netfilter (rules, chains, policies), links, routes, mounts and sysctls as they were",
         "cluster-test: PASS",
     ];
     let envs = [
