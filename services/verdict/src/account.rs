@@ -1,0 +1,349 @@
+//! The two sides' accounts, each read from one `/metrics` body: what a
+//! server pod says of its drain, and what a client process says of what it
+//! received. Every series the judge relies on must be there: a missing one
+//! is an error naming it, not a zero.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::exposition::{Exposition, ParseError};
+use crate::names::{self, Metric};
+
+/// Why a body is no account.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AccountError {
+    /// Not an exposition at all.
+    #[error("not a /metrics body: {0}")]
+    Parse(#[from] ParseError),
+    /// A series the judge needs is absent (every gsd counter is exported
+    /// from start-up, so its absence means the body is not gsd's, or not
+    /// whole).
+    #[error("{series} is missing")]
+    Missing {
+        /// The series, with its labels.
+        series: String,
+    },
+    /// A count that is negative, fractional or not a number: a forged or
+    /// corrupted body.
+    #[error("{series} is {value}, not a count")]
+    NotACount {
+        /// The series, with its labels.
+        series: String,
+        /// What it read.
+        value: f64,
+    },
+    /// A counter lower than before: the process restarted between the two
+    /// scrapes, so the difference means nothing.
+    #[error("{series} went back from {before} to {after}: the process restarted, its counts cannot be compared")]
+    WentBack {
+        /// The series, with its labels.
+        series: String,
+        /// The earlier value.
+        before: u64,
+        /// The later one.
+        after: u64,
+    },
+}
+
+/// The outcomes every server exports from start-up.
+pub const SERVER_DRAIN_OUTCOMES: [&str; 4] = ["complete", "incomplete", "client_left", "peer_lost"];
+/// The outcomes every client exports from start-up.
+pub const CLIENT_DRAIN_OUTCOMES: [&str; 3] = ["complete", "incomplete", "client_left"];
+
+/// `metric{labels}` as text, for errors.
+fn series(metric: Metric, labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return metric.name().to_owned();
+    }
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{metric}{{{}}}", labels.join(","))
+}
+
+/// A count: present, finite, whole and not negative.
+fn count(e: &Exposition, metric: Metric, labels: &[(&str, &str)]) -> Result<u64, AccountError> {
+    let value = e.get(metric, labels).ok_or_else(|| AccountError::Missing { series: series(metric, labels) })?;
+    if !(value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < u64::MAX as f64) {
+        return Err(AccountError::NotACount { series: series(metric, labels), value });
+    }
+    Ok(value as u64)
+}
+
+/// A server pod's account, from one scrape (its last, for a drain).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerAccount {
+    /// Sessions open at the scrape.
+    pub sessions: u64,
+    /// Drained sessions by outcome (`complete`, `incomplete`, `client_left`,
+    /// `peer_lost`, and any other the server exports).
+    pub drains: BTreeMap<String, u64>,
+    /// Data frames sent in the drain phase.
+    pub drain_messages: u64,
+    /// Data frames sent over the pod's life.
+    pub data_sent: u64,
+    /// Data frames sent and never acknowledged when their session ended.
+    pub unacked: u64,
+    /// Signal to last close, in seconds, once the drain ended; `None` while
+    /// it has not.
+    pub shutdown_seconds: Option<f64>,
+}
+
+impl ServerAccount {
+    /// Reads a server's `/metrics` body.
+    pub fn parse(body: &str) -> Result<ServerAccount, AccountError> {
+        Self::read(&Exposition::parse(body)?)
+    }
+
+    /// Reads a parsed server exposition.
+    pub fn read(e: &Exposition) -> Result<ServerAccount, AccountError> {
+        let mut drains = BTreeMap::new();
+        for outcome in SERVER_DRAIN_OUTCOMES {
+            drains.insert(outcome.to_owned(), count(e, names::SERVER_DRAINS, &[("outcome", outcome)])?);
+        }
+        for outcome in e.by_label(names::SERVER_DRAINS, "outcome").into_keys() {
+            if let std::collections::btree_map::Entry::Vacant(slot) = drains.entry(outcome) {
+                let n = count(e, names::SERVER_DRAINS, &[("outcome", slot.key())])?;
+                slot.insert(n);
+            }
+        }
+        let ended = count(e, names::SERVER_SHUTDOWN_COUNT, &[])? >= 1;
+        let shutdown = e.get(names::SERVER_SHUTDOWN_SUM, &[]).filter(|s| s.is_finite() && *s >= 0.0);
+        if ended && shutdown.is_none() {
+            return Err(AccountError::Missing { series: names::SERVER_SHUTDOWN_SUM.name().to_owned() });
+        }
+        Ok(ServerAccount {
+            sessions: count(e, names::SERVER_SESSIONS, &[])?,
+            drains,
+            drain_messages: count(e, names::SERVER_DRAIN_MESSAGES_SUM, &[])?,
+            data_sent: count(e, names::SERVER_MESSAGES_SENT, &[("type", "data")])?,
+            unacked: count(e, names::SERVER_DATA_UNACKED, &[])?,
+            shutdown_seconds: if ended { shutdown } else { None },
+        })
+    }
+
+    /// Sessions drained, whatever the outcome.
+    pub fn drained(&self) -> u64 {
+        self.drains.values().sum()
+    }
+
+    /// Drained sessions with `outcome`.
+    pub fn drains(&self, outcome: &str) -> u64 {
+        self.drains.get(outcome).copied().unwrap_or(0)
+    }
+}
+
+/// A client process's account (or the difference of two, or a sum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClientAccount {
+    /// Virtual users (a gauge: the later value in a difference).
+    pub users: u64,
+    /// Users holding a session (a gauge, likewise).
+    pub sessions: u64,
+    /// Drains seen complete.
+    pub drains_complete: u64,
+    /// Drains seen short while the user stayed.
+    pub drains_incomplete: u64,
+    /// Drains the user cut short by leaving.
+    pub drains_client_left: u64,
+    /// Data frames received.
+    pub received: u64,
+    /// Frames announced or sent that never arrived.
+    pub lost: u64,
+    /// Announced frames a leaving user did not wait for.
+    pub skipped: u64,
+    /// Frames received whose ack the server never got.
+    pub unacked: u64,
+    /// Frames received twice or out of order.
+    pub duplicate: u64,
+    /// Sessions ended with no close and no notice.
+    pub cut: u64,
+    /// Requests never answered.
+    pub requests_lost: u64,
+    /// Requests re-sent on a next session.
+    pub requests_resent: u64,
+    /// Reconnects, every reason.
+    pub reconnects: u64,
+    /// Reconnects after a drain (`reason="drain"`).
+    pub reconnects_drain: u64,
+}
+
+/// A counter field of a [`ClientAccount`], its metric and its one label.
+type Counter<'a> = (&'a mut u64, Metric, Option<(&'static str, &'static str)>);
+
+/// The counters of a [`ClientAccount`], with their series, in one list:
+/// read, subtract and add go through it, so no field is forgotten by one.
+fn client_counters(a: &mut ClientAccount) -> [Counter<'_>; 12] {
+    [
+        (&mut a.drains_complete, names::CLIENT_DRAINS, Some(("outcome", "complete"))),
+        (&mut a.drains_incomplete, names::CLIENT_DRAINS, Some(("outcome", "incomplete"))),
+        (&mut a.drains_client_left, names::CLIENT_DRAINS, Some(("outcome", "client_left"))),
+        (&mut a.received, names::CLIENT_RECEIVED, Some(("type", "data"))),
+        (&mut a.lost, names::CLIENT_LOST, None),
+        (&mut a.skipped, names::CLIENT_SKIPPED, None),
+        (&mut a.unacked, names::CLIENT_UNACKED, None),
+        (&mut a.duplicate, names::CLIENT_DUPLICATE, None),
+        (&mut a.cut, names::CLIENT_CUT, None),
+        (&mut a.requests_lost, names::CLIENT_REQUESTS_LOST, None),
+        (&mut a.requests_resent, names::CLIENT_REQUESTS_RESENT, None),
+        (&mut a.reconnects_drain, names::CLIENT_RECONNECTS, Some(("reason", "drain"))),
+    ]
+}
+
+impl ClientAccount {
+    /// Reads a client's `/metrics` body.
+    pub fn parse(body: &str) -> Result<ClientAccount, AccountError> {
+        Self::read(&Exposition::parse(body)?)
+    }
+
+    /// Reads a parsed client exposition.
+    pub fn read(e: &Exposition) -> Result<ClientAccount, AccountError> {
+        let mut account = ClientAccount {
+            users: count(e, names::CLIENT_USERS, &[])?,
+            sessions: count(e, names::CLIENT_SESSIONS, &[])?,
+            ..ClientAccount::default()
+        };
+        for (field, metric, label) in client_counters(&mut account) {
+            *field = count(e, metric, label.as_slice())?;
+        }
+        let mut reconnects = 0u64;
+        for (reason, _) in e.by_label(names::CLIENT_RECONNECTS, "reason") {
+            reconnects = reconnects.saturating_add(count(e, names::CLIENT_RECONNECTS, &[("reason", &reason)])?);
+        }
+        account.reconnects = reconnects;
+        Ok(account)
+    }
+
+    /// What happened from `before` to `self`; gauges keep `self`'s value.
+    /// A counter that went back means the process restarted.
+    pub fn since(&self, before: &ClientAccount) -> Result<ClientAccount, AccountError> {
+        let mut delta = *self;
+        let mut earlier = *before;
+        let pairs = client_counters(&mut delta).into_iter().zip(client_counters(&mut earlier));
+        for ((after, metric, label), (before, ..)) in pairs {
+            *after = after.checked_sub(*before).ok_or(AccountError::WentBack {
+                series: series(metric, label.as_slice()),
+                before: *before,
+                after: *after,
+            })?;
+        }
+        delta.reconnects = self.reconnects.checked_sub(before.reconnects).ok_or(AccountError::WentBack {
+            series: names::CLIENT_RECONNECTS.name().to_owned(),
+            before: before.reconnects,
+            after: self.reconnects,
+        })?;
+        Ok(delta)
+    }
+}
+
+impl std::ops::AddAssign<&ClientAccount> for ClientAccount {
+    /// Sums two processes' accounts (saturating).
+    fn add_assign(&mut self, other: &ClientAccount) {
+        let mut other = *other;
+        self.users = self.users.saturating_add(other.users);
+        self.sessions = self.sessions.saturating_add(other.sessions);
+        self.reconnects = self.reconnects.saturating_add(other.reconnects);
+        for ((to, ..), (from, ..)) in client_counters(self).into_iter().zip(client_counters(&mut other)) {
+            *to = to.saturating_add(*from);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A server body with `complete` and `incomplete` drains, ended.
+    pub(crate) fn server_body(complete: u64, incomplete: u64, unacked: u64) -> String {
+        format!(
+            "gsd_server_sessions 0\n\
+             gsd_server_drains_total{{outcome=\"complete\"}} {complete}\n\
+             gsd_server_drains_total{{outcome=\"incomplete\"}} {incomplete}\n\
+             gsd_server_drains_total{{outcome=\"client_left\"}} 0\n\
+             gsd_server_drains_total{{outcome=\"peer_lost\"}} 0\n\
+             gsd_server_drain_messages_sum 12\n\
+             gsd_server_messages_sent_total{{type=\"data\"}} 40\n\
+             gsd_server_data_unacked_total {unacked}\n\
+             gsd_server_shutdown_duration_seconds_count 1\n\
+             gsd_server_shutdown_duration_seconds_sum 0.25\n"
+        )
+    }
+
+    /// A client body; `lost` frames lost, everything else 0 but the users.
+    pub(crate) fn client_body(users: u64, complete: u64, lost: u64) -> String {
+        let mut body = format!("gsd_client_users {users}\ngsd_client_sessions {users}\n");
+        for (outcome, n) in [("complete", complete), ("incomplete", 0), ("client_left", 0)] {
+            body += &format!("gsd_client_drains_total{{outcome=\"{outcome}\"}} {n}\n");
+        }
+        body += &format!(
+            "gsd_client_messages_received_total{{type=\"data\"}} 100\ngsd_client_messages_lost_total {lost}\n"
+        );
+        for name in
+            ["messages_skipped", "data_unacked", "data_duplicate", "sessions_cut", "requests_lost", "requests_resent"]
+        {
+            body += &format!("gsd_client_{name}_total 0\n");
+        }
+        body += &format!("gsd_client_reconnects_total{{reason=\"drain\"}} {complete}\n");
+        body += "gsd_client_reconnects_total{reason=\"error\"} 1\n";
+        body
+    }
+
+    #[test]
+    fn a_server_account_reads_every_outcome_and_the_drain_end() {
+        let a = ServerAccount::parse(&server_body(3, 1, 2)).unwrap();
+        assert_eq!((a.drained(), a.drains("complete"), a.drains("incomplete")), (4, 3, 1));
+        assert_eq!((a.drain_messages, a.data_sent, a.unacked, a.shutdown_seconds), (12, 40, 2, Some(0.25)));
+        let extra = server_body(1, 0, 0) + "gsd_server_drains_total{outcome=\"reset\"} 2\n";
+        assert_eq!(ServerAccount::parse(&extra).unwrap().drained(), 3, "an outcome the judge does not know counts");
+        let running = server_body(0, 0, 0).replace("seconds_count 1", "seconds_count 0");
+        assert_eq!(ServerAccount::parse(&running).unwrap().shutdown_seconds, None);
+    }
+
+    #[test]
+    fn a_missing_series_or_a_forged_count_is_refused_by_name() {
+        let body = server_body(3, 0, 0);
+        let without = body.replace("gsd_server_drains_total{outcome=\"peer_lost\"} 0\n", "");
+        assert_eq!(
+            ServerAccount::parse(&without),
+            Err(AccountError::Missing { series: "gsd_server_drains_total{outcome=\"peer_lost\"}".into() })
+        );
+        for (value, shown) in [("-1", -1.0), ("2.5", 2.5), ("NaN", f64::NAN), ("+Inf", f64::INFINITY)] {
+            let forged =
+                body.replace("gsd_server_data_unacked_total 0", &format!("gsd_server_data_unacked_total {value}"));
+            match ServerAccount::parse(&forged) {
+                Err(AccountError::NotACount { series, value }) => {
+                    assert_eq!(series, "gsd_server_data_unacked_total");
+                    assert!(value == shown || (value.is_nan() && shown.is_nan()), "{value}");
+                }
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        assert!(matches!(ServerAccount::parse("502 Bad Gateway"), Err(AccountError::Parse(_))));
+        let client = client_body(5, 0, 0).replace("gsd_client_data_unacked_total 0\n", "");
+        assert_eq!(
+            ClientAccount::parse(&client),
+            Err(AccountError::Missing { series: "gsd_client_data_unacked_total".into() })
+        );
+    }
+
+    #[test]
+    fn client_differences_subtract_counters_keep_gauges_and_refuse_a_restart() {
+        let before = ClientAccount::parse(&client_body(5, 2, 1)).unwrap();
+        let after = ClientAccount::parse(&client_body(6, 7, 4)).unwrap();
+        let d = after.since(&before).unwrap();
+        assert_eq!(
+            (d.users, d.drains_complete, d.lost, d.received, d.reconnects_drain, d.reconnects),
+            (6, 5, 3, 0, 5, 5)
+        );
+        assert_eq!(
+            before.since(&after),
+            Err(AccountError::WentBack {
+                series: "gsd_client_drains_total{outcome=\"complete\"}".into(),
+                before: 7,
+                after: 2
+            })
+        );
+        let mut sum = before;
+        sum += &after;
+        assert_eq!((sum.users, sum.lost, sum.reconnects), (11, 5, 11));
+    }
+}

@@ -1,0 +1,24 @@
+//! gsd-verdict: the one place that decides whether a drain lost anything.
+//!
+//! - [`names`]: the metric names the judge reads, typed;
+//! - [`exposition`]: a strict parse of a `/metrics` body (garbage is an
+//!   error that names the line, never a silent zero);
+//! - [`account`]: a server pod's drain account and a client process's
+//!   account, read from those samples;
+//! - [`rules`]: [`judge`] turns one drain's evidence (both sides' accounts)
+//!   into a list of [`Reason`]s, each with its numbers;
+//! - [`report`]: the outcome line, JSON and JUnit for CI gates.
+//!
+//! gsd-lab and the in-cluster verdict collect; this crate judges. A rule
+//! lives here once, so the two cannot disagree.
+
+pub mod account;
+pub mod exposition;
+pub mod names;
+pub mod report;
+pub mod rules;
+
+pub use account::{AccountError, ClientAccount, ServerAccount};
+pub use exposition::{Exposition, ParseError};
+pub use report::{Case, junit, reasons_json, render_outcome};
+pub use rules::{DrainEvidence, Ending, Reason, judge, judge_all, judge_clients};

@@ -1,0 +1,147 @@
+//! The verdict's words: the outcome lines at the end of a text report, the
+//! reasons as JSON (each with its numbers and its sentence), and JUnit XML
+//! for CI systems that gate on test reports. The tables above the outcome
+//! belong to each collector (a lab run and a cluster run show different
+//! rows); what passes and why is said here only.
+
+use serde::Serialize;
+
+use crate::rules::Reason;
+
+/// The last lines of a report: PASS, or FAIL with every reason.
+/// `unknown_cuts`: sessions cut in partitions, whose loss no one can count;
+/// a PASS says so instead of claiming nothing was lost.
+pub fn render_outcome(reasons: &[Reason], unknown_cuts: u64, elapsed_seconds: f64) -> String {
+    if !reasons.is_empty() {
+        let mut out = "FAIL:\n".to_owned();
+        for reason in reasons {
+            out += &format!("  - {reason}\n");
+        }
+        return out;
+    }
+    if unknown_cuts > 0 {
+        return format!(
+            "PASS: every user recovered on another pod within the liveness bound; nothing known was lost, \
+             and loss in the {unknown_cuts} cut session(s) is unknown ({elapsed_seconds:.1}s)\n"
+        );
+    }
+    format!("PASS: every drain completed and nothing was lost ({elapsed_seconds:.1}s)\n")
+}
+
+/// A reason as JSON: its kind, its numbers, and the sentence the text
+/// report prints.
+#[derive(Debug, Serialize)]
+pub struct ReasonJson<'a> {
+    /// The sentence.
+    pub message: String,
+    /// `kind` and the numbers.
+    #[serde(flatten)]
+    pub reason: &'a Reason,
+}
+
+/// `reasons` as a JSON array of [`ReasonJson`].
+pub fn reasons_json(reasons: &[Reason]) -> serde_json::Value {
+    let list: Vec<ReasonJson<'_>> = reasons.iter().map(|r| ReasonJson { message: r.to_string(), reason: r }).collect();
+    serde_json::to_value(list).expect("reasons serialise")
+}
+
+/// One JUnit test case: a drained pod, or the clients' account.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Its name (`drain pod-0`, `clients`).
+    pub name: String,
+    /// Why it failed; empty when it passed.
+    pub reasons: Vec<Reason>,
+}
+
+/// A JUnit XML report: one `<testsuite name=suite>` with a `<testcase>` per
+/// case, each failing reason a `<failure>` whose message is its sentence.
+pub fn junit(suite: &str, cases: &[Case], elapsed_seconds: f64) -> String {
+    let failures = cases.iter().filter(|c| !c.reasons.is_empty()).count();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites tests=\"{}\" failures=\"{failures}\" time=\"{elapsed_seconds:.3}\">\n  \
+         <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" time=\"{elapsed_seconds:.3}\">\n",
+        cases.len(),
+        xml(suite),
+        cases.len()
+    );
+    for case in cases {
+        out += &format!("    <testcase classname=\"{}\" name=\"{}\"", xml(suite), xml(&case.name));
+        if case.reasons.is_empty() {
+            out += "/>\n";
+            continue;
+        }
+        out += ">\n";
+        for reason in &case.reasons {
+            let kind = serde_json::to_value(reason).ok().and_then(|v| v["kind"].as_str().map(str::to_owned));
+            out += &format!(
+                "      <failure type=\"{}\" message=\"{}\"/>\n",
+                xml(kind.as_deref().unwrap_or("reason")),
+                xml(&reason.to_string())
+            );
+        }
+        out += "    </testcase>\n";
+    }
+    out + "  </testsuite>\n</testsuites>\n"
+}
+
+/// `s` escaped for an XML attribute.
+fn xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out += "&amp;",
+            '<' => out += "&lt;",
+            '>' => out += "&gt;",
+            '"' => out += "&quot;",
+            '\'' => out += "&apos;",
+            '\n' => out += "&#10;",
+            c if (c as u32) < 0x20 && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outcome_says_pass_fail_or_unknown() {
+        assert!(render_outcome(&[], 0, 1.25).starts_with("PASS: every drain completed and nothing was lost (1.2s)"));
+        assert!(render_outcome(&[], 3, 1.0).contains("loss in the 3 cut session(s) is unknown"));
+        let fail =
+            render_outcome(&[Reason::MessagesLost { messages: 4 }, Reason::RequestsLost { requests: 1 }], 3, 1.0);
+        assert_eq!(fail, "FAIL:\n  - 4 messages lost\n  - 1 requests lost\n");
+    }
+
+    #[test]
+    fn json_carries_kind_numbers_and_sentence() {
+        let v = reasons_json(&[Reason::DrainedFewer { pod: "pod-0".into(), held: 5, drained: 3 }]);
+        assert_eq!(v[0]["kind"], "drained_fewer");
+        assert_eq!((v[0]["held"].as_u64(), v[0]["drained"].as_u64()), (Some(5), Some(3)));
+        assert_eq!(v[0]["message"], "pod-0: drained 3 of the 5 sessions it held");
+    }
+
+    #[test]
+    fn junit_has_a_case_per_drain_and_a_failure_per_reason() {
+        let cases = [
+            Case { name: "drain pod-0".into(), reasons: vec![] },
+            Case {
+                name: "clients <all>".into(),
+                reasons: vec![
+                    Reason::MessagesLost { messages: 2 },
+                    Reason::Collector { what: "a \"quote\" & more".into() },
+                ],
+            },
+        ];
+        let x = junit("gsd-lab delete-pod", &cases, 2.0);
+        assert!(x.contains("<testsuite name=\"gsd-lab delete-pod\" tests=\"2\" failures=\"1\" time=\"2.000\">"), "{x}");
+        assert!(x.contains("<testcase classname=\"gsd-lab delete-pod\" name=\"drain pod-0\"/>"), "{x}");
+        assert!(x.contains("name=\"clients &lt;all&gt;\">"), "{x}");
+        assert!(x.contains("<failure type=\"messages_lost\" message=\"2 messages lost\"/>"), "{x}");
+        assert!(x.contains("message=\"a &quot;quote&quot; &amp; more\""), "{x}");
+        assert_eq!(x.matches("<failure").count(), 2);
+    }
+}
