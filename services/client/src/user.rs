@@ -721,9 +721,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let unanswered = self.book.outstanding.len();
         let received_up_to = self.expected - 1;
         let leaving = reason == EndReason::Shutdown;
-        // What the server said it sent (or owes): the close's last_seq wins,
-        // it is the later word; else the notice's.
-        let last_seq = self.close_last_seq.or(self.notice.as_ref().map(|n| n.last_seq));
+        // A frame is owed once any notice or close announced it: the highest
+        // last_seq either gave (`None` is below any `Some`). A close cannot
+        // take back what the notice announced.
+        let notice_last_seq = self.notice.as_ref().map(|n| n.last_seq);
+        let last_seq = notice_last_seq.max(self.close_last_seq);
+        let regressed = match (notice_last_seq, self.close_last_seq) {
+            (Some(notice_last_seq), Some(close_last_seq)) if close_last_seq < notice_last_seq => {
+                // An account that contradicts itself: the drain cannot be complete.
+                warn!(notice_last_seq, close_last_seq, received_up_to, "last_seq_regressed");
+                true
+            }
+            _ => false,
+        };
         let missing = last_seq.map_or(0, |last| last.saturating_sub(received_up_to));
         if missing > 0 {
             if leaving {
@@ -737,7 +747,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if let Some(notice) = self.notice.take() {
             let outcome = if leaving {
                 DrainOutcome::ClientLeft
-            } else if close_code == Some(close::GOING_AWAY) && missing == 0 && unacked == 0 && unanswered == 0 {
+            } else if close_code == Some(close::GOING_AWAY)
+                && missing == 0
+                && unacked == 0
+                && unanswered == 0
+                && !regressed
+            {
                 DrainOutcome::Complete
             } else {
                 DrainOutcome::Incomplete
@@ -762,6 +777,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         missing,
                         unacked,
                         unanswered,
+                        last_seq_regressed = regressed,
                         close_code,
                         reason = reason.label(),
                         outcome = outcome.label(),
@@ -824,6 +840,47 @@ mod tests {
         server.send(Message::Text(message.encode().into())).await.expect("sent");
     }
 
+    fn data(seq: u64) -> ServerMessage {
+        ServerMessage::Data { seq, payload: format!("s1:{seq}") }
+    }
+
+    /// Plays the server's drain opening: a notice owing seqs 1 to `last_seq`.
+    fn notice(last_seq: u64) -> ServerMessage {
+        ServerMessage::ShutdownNotice { remaining: last_seq as u32, deadline_ms: 20_000, last_seq: Some(last_seq) }
+    }
+
+    /// Reads the client's frames until it acks `seq` or a later one.
+    async fn until_acked(server: &mut WebSocketStream<DuplexStream>, seq: u64) {
+        while let Some(Ok(message)) = server.next().await {
+            let Message::Text(text) = message else { continue };
+            if matches!(ClientMessage::decode(text.as_str()), Ok(ClientMessage::Ack { seq: acked }) if acked >= seq) {
+                return;
+            }
+        }
+        panic!("the session ended before the client acked seq {seq}");
+    }
+
+    /// Closes as gsd-server does: `code`, and `; last_seq=<n>` in the reason.
+    async fn close_with(server: &mut WebSocketStream<DuplexStream>, code: u16, last_seq: u64) {
+        let reason = gsd_protocol::close_reason("server draining", last_seq);
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        server.send(Message::Close(Some(frame))).await.expect("close sent");
+    }
+
+    /// Runs one session against `play` (the server's part) on a paused
+    /// clock; the session's end reason and the user's ledger.
+    async fn session_against<F: std::future::Future<Output = ()>>(
+        shared: &Arc<Shared>,
+        connected: Connected<DuplexStream>,
+        play: F,
+    ) -> (EndReason, Ledger) {
+        let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+        let session = Session::run(connected, 0, shared, &mut book, &mut ledger);
+        let bounded = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(session, play) });
+        let ((reason, _, _), ()) = bounded.await.expect("the session ended");
+        (reason, ledger)
+    }
+
     #[test]
     fn reconnect_backoff_grows_over_short_sessions_up_to_the_cap_and_a_drain_resets_it() {
         let flags =
@@ -880,6 +937,50 @@ mod tests {
         assert_eq!(ended - noticed, Duration::from_secs(3) + NOTICE_DEADLINE_MARGIN);
         assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
         assert_eq!(ledger.messages_lost, 1, "seq 2 was announced and never came");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_whose_last_seq_is_below_the_notices_cannot_take_back_announced_frames() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        // The notice owes seqs 1 to 5; the server sends 1 and 2, waits for
+        // their ack, and closes 1001 saying it only ever meant 2.
+        let play = async {
+            send(&mut server, notice(5)).await;
+            send(&mut server, data(1)).await;
+            send(&mut server, data(2)).await;
+            until_acked(&mut server, 2).await;
+            close_with(&mut server, close::GOING_AWAY, 2).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!(ledger.messages_lost, 5 - 2, "seqs 3 to 5 were announced and never came");
+        assert_eq!(shared.metrics.messages_lost.get(), 3);
+        assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0), "a self-contradicting account");
+        assert_eq!(shared.metrics.drains.with_label_values(&["incomplete"]).get(), 1);
+        assert_eq!(shared.metrics.drains.with_label_values(&["complete"]).get(), 0);
+        assert_eq!(ledger.data_received, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_whose_last_seq_is_below_the_notices_makes_the_drain_incomplete_even_with_nothing_missing() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        // Every owed frame arrives and is acked; only the close's account,
+        // last_seq 1 after a notice of 3, is wrong.
+        let play = async {
+            send(&mut server, notice(3)).await;
+            for seq in 1..=3 {
+                send(&mut server, data(seq)).await;
+            }
+            until_acked(&mut server, 3).await;
+            close_with(&mut server, close::GOING_AWAY, 1).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!(ledger.messages_lost, 0);
+        assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
+        assert_eq!(shared.metrics.drains.with_label_values(&["complete"]).get(), 0);
     }
 
     #[tokio::test(start_paused = true)]
