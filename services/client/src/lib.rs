@@ -88,6 +88,8 @@ pub async fn run(
                 drains_incomplete = total.drains_incomplete,
                 drains_client_left = total.drains_client_left,
                 data_received = total.data_received,
+                data_processed = total.data_processed,
+                data_unacked = total.data_unacked,
                 messages_lost = total.messages_lost,
                 messages_skipped = total.messages_skipped,
                 sessions_cut = total.sessions_cut,

@@ -373,6 +373,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
                 messages_lost = ledger.messages_lost,
                 messages_skipped = ledger.messages_skipped,
                 sessions_cut = ledger.sessions_cut,
+                data_unacked = ledger.data_unacked,
                 requests_lost = ledger.requests_lost,
                 servers,
                 "ledger"
@@ -424,8 +425,10 @@ struct Session<'a, S> {
     sink: futures_util::stream::SplitSink<Ws<S>, Message>,
     /// Seq the next data frame should carry.
     expected: u64,
-    /// Received data frames in processing, with when each is done; processing
-    /// is serial, so the queue is in seq order.
+    /// Received data frames not yet acked, with when the processing of each
+    /// is done; processing is serial, so the queue is in seq order. A frame
+    /// leaves it when its ack is sent, or when the session ends (counted
+    /// processed and unacked), never silently.
     processing: VecDeque<(Instant, u64)>,
     /// The drain the server announced, once it has.
     notice: Option<Notice>,
@@ -699,25 +702,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Acks, cumulatively, every data frame whose processing is done.
     async fn ack_processed(&mut self) -> Result<(), tungstenite::Error> {
         let now = Instant::now();
-        let mut last = None;
-        while let Some(&(at, seq)) = self.processing.front() {
-            if at > now {
-                break;
-            }
-            self.processing.pop_front();
-            last = Some(seq);
-        }
-        match last {
-            Some(seq) => self.send(ClientMessage::Ack { seq }).await,
-            None => Ok(()),
-        }
+        let done = self.processing.iter().take_while(|(at, _)| *at <= now).count();
+        let Some(&(_, seq)) = done.checked_sub(1).and_then(|last| self.processing.get(last)) else {
+            return Ok(());
+        };
+        // The frames leave the queue only once their ack is sent: if the
+        // send fails, the session's end counts them unacked.
+        self.send(ClientMessage::Ack { seq }).await?;
+        self.processing.drain(..done);
+        add(&mut self.ledger.data_processed, done as u64);
+        Ok(())
     }
 
     /// Accounts for the session once it is over, by the rules of
     /// docs/protocol.md ("What lost means").
     fn settle(&mut self, reason: EndReason, close_code: Option<u16>) {
         let metrics = &self.shared.metrics;
-        let unacked = self.processing.len();
+        // Frames received and not acked are the client's all the same: they
+        // are processed (the work is the client's, not the session's), and
+        // counted unacked, since the server never got their ack. Not lost.
+        let unacked = self.processing.len() as u64;
+        self.processing.clear();
+        add(&mut self.ledger.data_processed, unacked);
+        add(&mut self.ledger.data_unacked, unacked);
+        crate::metrics::add(&metrics.data_unacked, unacked);
         let unanswered = self.book.outstanding.len();
         let received_up_to = self.expected - 1;
         let leaving = reason == EndReason::Shutdown;
@@ -959,7 +967,7 @@ mod tests {
         assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0), "a self-contradicting account");
         assert_eq!(shared.metrics.drains.with_label_values(&["incomplete"]).get(), 1);
         assert_eq!(shared.metrics.drains.with_label_values(&["complete"]).get(), 0);
-        assert_eq!(ledger.data_received, 2);
+        assert_eq!((ledger.data_received, ledger.data_unacked), (2, 0), "what came was acked");
     }
 
     #[tokio::test(start_paused = true)]
@@ -978,9 +986,33 @@ mod tests {
         };
         let (reason, ledger) = session_against(&shared, connected, play).await;
         assert_eq!(reason, EndReason::Drain);
-        assert_eq!(ledger.messages_lost, 0);
+        assert_eq!((ledger.messages_lost, ledger.data_unacked), (0, 0));
         assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
         assert_eq!(shared.metrics.drains.with_label_values(&["complete"]).get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_in_processing_when_the_session_ends_are_processed_and_counted_unacked_not_lost() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s", "--processing-time", "1s"]);
+        let (connected, mut server) = pipe().await;
+        // All three owed frames arrive at once; seq 1 is acked after 1 s and
+        // the server closes at once, with seqs 2 and 3 still in processing.
+        let play = async {
+            send(&mut server, notice(3)).await;
+            for seq in 1..=3 {
+                send(&mut server, data(seq)).await;
+            }
+            until_acked(&mut server, 1).await;
+            close_with(&mut server, close::GOING_AWAY, 3).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!((ledger.data_received, ledger.data_processed), (3, 3), "no received frame is dropped");
+        assert_eq!(ledger.data_unacked, 2, "the server never got the ack of seqs 2 and 3");
+        assert_eq!(shared.metrics.data_unacked.get(), 2);
+        assert_eq!(ledger.messages_lost, 0, "the client holds them: not lost");
+        assert_eq!(shared.metrics.messages_lost.get(), 0);
+        assert_eq!(ledger.drains_incomplete, 1, "received frames went unacked");
     }
 
     #[tokio::test(start_paused = true)]
