@@ -90,6 +90,7 @@ pub async fn run(
                 data_received = total.data_received,
                 data_processed = total.data_processed,
                 data_unacked = total.data_unacked,
+                data_duplicate = total.data_duplicate,
                 messages_lost = total.messages_lost,
                 messages_skipped = total.messages_skipped,
                 sessions_cut = total.sessions_cut,

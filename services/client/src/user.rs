@@ -374,6 +374,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
                 messages_skipped = ledger.messages_skipped,
                 sessions_cut = ledger.sessions_cut,
                 data_unacked = ledger.data_unacked,
+                data_duplicate = ledger.data_duplicate,
                 requests_lost = ledger.requests_lost,
                 servers,
                 "ledger"
@@ -643,6 +644,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         match message {
             ServerMessage::Data { seq, .. } => {
                 if seq < self.expected {
+                    add(&mut self.ledger.data_duplicate, 1);
+                    metrics.data_duplicate.inc();
                     warn!(seq, expected = self.expected, "data_out_of_order");
                     return Ok(None);
                 }
@@ -1013,6 +1016,27 @@ mod tests {
         assert_eq!(ledger.messages_lost, 0, "the client holds them: not lost");
         assert_eq!(shared.metrics.messages_lost.get(), 0);
         assert_eq!(ledger.drains_incomplete, 1, "received frames went unacked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_frames_below_the_expected_seq_are_counted_duplicate_and_ignored() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        // Seq 2 twice (a duplicate) and seq 1 after it (a reorder).
+        let play = async {
+            for seq in [1, 2, 2, 1, 3] {
+                send(&mut server, data(seq)).await;
+            }
+            until_acked(&mut server, 3).await;
+            close_with(&mut server, close::NORMAL, 3).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::ServerClose);
+        assert_eq!(ledger.data_duplicate, 2);
+        assert_eq!(shared.metrics.data_duplicate.get(), 2);
+        assert_eq!((ledger.data_received, ledger.data_processed, ledger.data_unacked), (3, 3, 0));
+        assert_eq!(ledger.messages_lost, 0);
+        assert_eq!(shared.metrics.messages_received.with_label_values(&["data"]).get(), 5);
     }
 
     #[tokio::test(start_paused = true)]
