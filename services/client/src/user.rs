@@ -739,7 +739,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let last_seq = notice_last_seq.max(self.close_last_seq);
         let regressed = match (notice_last_seq, self.close_last_seq) {
             (Some(notice_last_seq), Some(close_last_seq)) if close_last_seq < notice_last_seq => {
-                // An account that contradicts itself: the drain cannot be complete.
+                // The close takes back frames the notice announced (sends the
+                // drain deadline cut short, or a forged account): they stay
+                // owed, and the drain cannot be complete.
                 warn!(notice_last_seq, close_last_seq, received_up_to, "last_seq_regressed");
                 true
             }
