@@ -25,6 +25,19 @@ pub struct Ledger {
     pub drains_client_left: u64,
     /// Data frames received.
     pub data_received: u64,
+    /// Data frames processed, including those still in processing when
+    /// their session ended (the client holds them, so it finishes them):
+    /// equal to `data_received` once the user stops, which shows that no
+    /// received frame was dropped.
+    pub data_processed: u64,
+    /// Received frames whose ack the server never got because the session
+    /// ended first (still in processing, or the ack could not be sent). Not
+    /// lost, the client has them; the server counts them unacked on its
+    /// side, and this is the client's half of that reconciliation.
+    pub data_unacked: u64,
+    /// Data frames with a seq below the one expected (a duplicate or a
+    /// reorder), ignored: a server that re-sends must show, not pass unseen.
+    pub data_duplicate: u64,
     /// Data frames the server sent or announced that never arrived, in
     /// sessions this user did not leave on its own: seq gaps, and frames up
     /// to the `last_seq` of a notice or a close that did not arrive.
@@ -110,6 +123,9 @@ impl AddAssign<&Ledger> for Ledger {
         add(&mut self.drains_incomplete, other.drains_incomplete);
         add(&mut self.drains_client_left, other.drains_client_left);
         add(&mut self.data_received, other.data_received);
+        add(&mut self.data_processed, other.data_processed);
+        add(&mut self.data_unacked, other.data_unacked);
+        add(&mut self.data_duplicate, other.data_duplicate);
         add(&mut self.messages_lost, other.messages_lost);
         add(&mut self.messages_skipped, other.messages_skipped);
         add(&mut self.sessions_cut, other.sessions_cut);
@@ -159,8 +175,18 @@ mod tests {
     }
 
     #[test]
-    fn skipped_and_cut_sessions_are_not_loss() {
-        let ledger = Ledger { messages_skipped: 7, drains_client_left: 2, sessions_cut: 1, ..Default::default() };
+    fn skipped_unacked_duplicate_frames_and_cut_sessions_are_not_loss() {
+        let ledger = Ledger {
+            messages_skipped: 7,
+            drains_client_left: 2,
+            sessions_cut: 1,
+            data_unacked: 3,
+            data_duplicate: 4,
+            ..Default::default()
+        };
         assert!(ledger.clean());
+        let mut total = Ledger { data_processed: 1, data_unacked: 1, ..Default::default() };
+        total += &ledger;
+        assert_eq!((total.data_processed, total.data_unacked, total.data_duplicate), (1, 4, 4));
     }
 }

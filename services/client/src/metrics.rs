@@ -30,6 +30,13 @@ pub struct ClientMetrics {
     /// Sessions that ended with no close frame and no notice: whatever the
     /// server sent after the last frame received is unknown.
     pub sessions_cut: IntCounter,
+    /// Received data frames whose ack the server never got because the
+    /// session ended first: processed all the same, not lost; the client's
+    /// side of `gsd_server_data_unacked_total`.
+    pub data_unacked: IntCounter,
+    /// Data frames with a seq below the one expected (a duplicate or a
+    /// reorder), ignored: counted so that a server that re-sends shows.
+    pub data_duplicate: IntCounter,
     /// Requests never answered, counted when a user gives up on them at exit.
     pub requests_lost: IntCounter,
     /// Requests re-sent on a new session because the old one ended first.
@@ -92,6 +99,16 @@ impl ClientMetrics {
                 registry,
                 "gsd_client_sessions_cut_total",
                 "Sessions ended with no close frame and no notice (crash, kill, dead network).",
+            ),
+            data_unacked: counter(
+                registry,
+                "gsd_client_data_unacked_total",
+                "Data frames received whose ack the server never got because the session ended first (processed, not lost).",
+            ),
+            data_duplicate: counter(
+                registry,
+                "gsd_client_data_duplicate_total",
+                "Data frames with a seq below the expected one (duplicate or reorder), ignored.",
             ),
             requests_lost: counter(
                 registry,

@@ -373,6 +373,8 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
                 messages_lost = ledger.messages_lost,
                 messages_skipped = ledger.messages_skipped,
                 sessions_cut = ledger.sessions_cut,
+                data_unacked = ledger.data_unacked,
+                data_duplicate = ledger.data_duplicate,
                 requests_lost = ledger.requests_lost,
                 servers,
                 "ledger"
@@ -424,8 +426,10 @@ struct Session<'a, S> {
     sink: futures_util::stream::SplitSink<Ws<S>, Message>,
     /// Seq the next data frame should carry.
     expected: u64,
-    /// Received data frames in processing, with when each is done; processing
-    /// is serial, so the queue is in seq order.
+    /// Received data frames not yet acked, with when the processing of each
+    /// is done; processing is serial, so the queue is in seq order. A frame
+    /// leaves it when its ack is sent, or when the session ends (counted
+    /// processed and unacked), never silently.
     processing: VecDeque<(Instant, u64)>,
     /// The drain the server announced, once it has.
     notice: Option<Notice>,
@@ -640,6 +644,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         match message {
             ServerMessage::Data { seq, .. } => {
                 if seq < self.expected {
+                    add(&mut self.ledger.data_duplicate, 1);
+                    metrics.data_duplicate.inc();
                     warn!(seq, expected = self.expected, "data_out_of_order");
                     return Ok(None);
                 }
@@ -699,31 +705,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Acks, cumulatively, every data frame whose processing is done.
     async fn ack_processed(&mut self) -> Result<(), tungstenite::Error> {
         let now = Instant::now();
-        let mut last = None;
-        while let Some(&(at, seq)) = self.processing.front() {
-            if at > now {
-                break;
-            }
-            self.processing.pop_front();
-            last = Some(seq);
-        }
-        match last {
-            Some(seq) => self.send(ClientMessage::Ack { seq }).await,
-            None => Ok(()),
-        }
+        let done = self.processing.iter().take_while(|(at, _)| *at <= now).count();
+        let Some(&(_, seq)) = done.checked_sub(1).and_then(|last| self.processing.get(last)) else {
+            return Ok(());
+        };
+        // The frames leave the queue only once their ack is sent: if the
+        // send fails, the session's end counts them unacked.
+        self.send(ClientMessage::Ack { seq }).await?;
+        self.processing.drain(..done);
+        add(&mut self.ledger.data_processed, done as u64);
+        Ok(())
     }
 
     /// Accounts for the session once it is over, by the rules of
     /// docs/protocol.md ("What lost means").
     fn settle(&mut self, reason: EndReason, close_code: Option<u16>) {
         let metrics = &self.shared.metrics;
-        let unacked = self.processing.len();
+        // Frames received and not acked are the client's all the same: they
+        // are processed (the work is the client's, not the session's), and
+        // counted unacked, since the server never got their ack. Not lost.
+        let unacked = self.processing.len() as u64;
+        self.processing.clear();
+        add(&mut self.ledger.data_processed, unacked);
+        add(&mut self.ledger.data_unacked, unacked);
+        crate::metrics::add(&metrics.data_unacked, unacked);
         let unanswered = self.book.outstanding.len();
         let received_up_to = self.expected - 1;
         let leaving = reason == EndReason::Shutdown;
-        // What the server said it sent (or owes): the close's last_seq wins,
-        // it is the later word; else the notice's.
-        let last_seq = self.close_last_seq.or(self.notice.as_ref().map(|n| n.last_seq));
+        // A frame is owed once any notice or close announced it: the highest
+        // last_seq either gave (`None` is below any `Some`). A close cannot
+        // take back what the notice announced.
+        let notice_last_seq = self.notice.as_ref().map(|n| n.last_seq);
+        let last_seq = notice_last_seq.max(self.close_last_seq);
+        let regressed = match (notice_last_seq, self.close_last_seq) {
+            (Some(notice_last_seq), Some(close_last_seq)) if close_last_seq < notice_last_seq => {
+                // The close takes back frames the notice announced (sends the
+                // drain deadline cut short, or a forged account): they stay
+                // owed, and the drain cannot be complete.
+                warn!(notice_last_seq, close_last_seq, received_up_to, "last_seq_regressed");
+                true
+            }
+            _ => false,
+        };
         let missing = last_seq.map_or(0, |last| last.saturating_sub(received_up_to));
         if missing > 0 {
             if leaving {
@@ -737,7 +760,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if let Some(notice) = self.notice.take() {
             let outcome = if leaving {
                 DrainOutcome::ClientLeft
-            } else if close_code == Some(close::GOING_AWAY) && missing == 0 && unacked == 0 && unanswered == 0 {
+            } else if close_code == Some(close::GOING_AWAY)
+                && missing == 0
+                && unacked == 0
+                && unanswered == 0
+                && !regressed
+            {
                 DrainOutcome::Complete
             } else {
                 DrainOutcome::Incomplete
@@ -762,6 +790,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         missing,
                         unacked,
                         unanswered,
+                        last_seq_regressed = regressed,
                         close_code,
                         reason = reason.label(),
                         outcome = outcome.label(),
@@ -824,6 +853,47 @@ mod tests {
         server.send(Message::Text(message.encode().into())).await.expect("sent");
     }
 
+    fn data(seq: u64) -> ServerMessage {
+        ServerMessage::Data { seq, payload: format!("s1:{seq}") }
+    }
+
+    /// Plays the server's drain opening: a notice owing seqs 1 to `last_seq`.
+    fn notice(last_seq: u64) -> ServerMessage {
+        ServerMessage::ShutdownNotice { remaining: last_seq as u32, deadline_ms: 20_000, last_seq: Some(last_seq) }
+    }
+
+    /// Reads the client's frames until it acks `seq` or a later one.
+    async fn until_acked(server: &mut WebSocketStream<DuplexStream>, seq: u64) {
+        while let Some(Ok(message)) = server.next().await {
+            let Message::Text(text) = message else { continue };
+            if matches!(ClientMessage::decode(text.as_str()), Ok(ClientMessage::Ack { seq: acked }) if acked >= seq) {
+                return;
+            }
+        }
+        panic!("the session ended before the client acked seq {seq}");
+    }
+
+    /// Closes as gsd-server does: `code`, and `; last_seq=<n>` in the reason.
+    async fn close_with(server: &mut WebSocketStream<DuplexStream>, code: u16, last_seq: u64) {
+        let reason = gsd_protocol::close_reason("server draining", last_seq);
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        server.send(Message::Close(Some(frame))).await.expect("close sent");
+    }
+
+    /// Runs one session against `play` (the server's part) on a paused
+    /// clock; the session's end reason and the user's ledger.
+    async fn session_against<F: std::future::Future<Output = ()>>(
+        shared: &Arc<Shared>,
+        connected: Connected<DuplexStream>,
+        play: F,
+    ) -> (EndReason, Ledger) {
+        let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+        let session = Session::run(connected, 0, shared, &mut book, &mut ledger);
+        let bounded = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(session, play) });
+        let ((reason, _, _), ()) = bounded.await.expect("the session ended");
+        (reason, ledger)
+    }
+
     #[test]
     fn reconnect_backoff_grows_over_short_sessions_up_to_the_cap_and_a_drain_resets_it() {
         let flags =
@@ -880,6 +950,95 @@ mod tests {
         assert_eq!(ended - noticed, Duration::from_secs(3) + NOTICE_DEADLINE_MARGIN);
         assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
         assert_eq!(ledger.messages_lost, 1, "seq 2 was announced and never came");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_whose_last_seq_is_below_the_notices_cannot_take_back_announced_frames() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        // The notice owes seqs 1 to 5; the server sends 1 and 2, waits for
+        // their ack, and closes 1001 saying it only ever meant 2.
+        let play = async {
+            send(&mut server, notice(5)).await;
+            send(&mut server, data(1)).await;
+            send(&mut server, data(2)).await;
+            until_acked(&mut server, 2).await;
+            close_with(&mut server, close::GOING_AWAY, 2).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!(ledger.messages_lost, 5 - 2, "seqs 3 to 5 were announced and never came");
+        assert_eq!(shared.metrics.messages_lost.get(), 3);
+        assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0), "a self-contradicting account");
+        assert_eq!(shared.metrics.drains.with_label_values(&["incomplete"]).get(), 1);
+        assert_eq!(shared.metrics.drains.with_label_values(&["complete"]).get(), 0);
+        assert_eq!((ledger.data_received, ledger.data_unacked), (2, 0), "what came was acked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_whose_last_seq_is_below_the_notices_makes_the_drain_incomplete_even_with_nothing_missing() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        // Every owed frame arrives and is acked; only the close's account,
+        // last_seq 1 after a notice of 3, is wrong.
+        let play = async {
+            send(&mut server, notice(3)).await;
+            for seq in 1..=3 {
+                send(&mut server, data(seq)).await;
+            }
+            until_acked(&mut server, 3).await;
+            close_with(&mut server, close::GOING_AWAY, 1).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!((ledger.messages_lost, ledger.data_unacked), (0, 0));
+        assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
+        assert_eq!(shared.metrics.drains.with_label_values(&["complete"]).get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_in_processing_when_the_session_ends_are_processed_and_counted_unacked_not_lost() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s", "--processing-time", "1s"]);
+        let (connected, mut server) = pipe().await;
+        // All three owed frames arrive at once; seq 1 is acked after 1 s and
+        // the server closes at once, with seqs 2 and 3 still in processing.
+        let play = async {
+            send(&mut server, notice(3)).await;
+            for seq in 1..=3 {
+                send(&mut server, data(seq)).await;
+            }
+            until_acked(&mut server, 1).await;
+            close_with(&mut server, close::GOING_AWAY, 3).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!((ledger.data_received, ledger.data_processed), (3, 3), "no received frame is dropped");
+        assert_eq!(ledger.data_unacked, 2, "the server never got the ack of seqs 2 and 3");
+        assert_eq!(shared.metrics.data_unacked.get(), 2);
+        assert_eq!(ledger.messages_lost, 0, "the client holds them: not lost");
+        assert_eq!(shared.metrics.messages_lost.get(), 0);
+        assert_eq!(ledger.drains_incomplete, 1, "received frames went unacked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_frames_below_the_expected_seq_are_counted_duplicate_and_ignored() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        // Seq 2 twice (a duplicate) and seq 1 after it (a reorder).
+        let play = async {
+            for seq in [1, 2, 2, 1, 3] {
+                send(&mut server, data(seq)).await;
+            }
+            until_acked(&mut server, 3).await;
+            close_with(&mut server, close::NORMAL, 3).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::ServerClose);
+        assert_eq!(ledger.data_duplicate, 2);
+        assert_eq!(shared.metrics.data_duplicate.get(), 2);
+        assert_eq!((ledger.data_received, ledger.data_processed, ledger.data_unacked), (3, 3, 0));
+        assert_eq!(ledger.messages_lost, 0);
+        assert_eq!(shared.metrics.messages_received.with_label_values(&["data"]).get(), 5);
     }
 
     #[tokio::test(start_paused = true)]

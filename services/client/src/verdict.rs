@@ -255,6 +255,12 @@ pub struct ClientCounters {
     /// Sessions cut with no close and no notice: what was sent on them
     /// after the last frame received is unknown.
     pub sessions_cut: u64,
+    /// Data frames received whose ack the server never got: not loss, but
+    /// the clients' side of the pods' unacked counts, so the report shows it.
+    pub data_unacked: u64,
+    /// Data frames below the seq expected (duplicates, reorders): not loss,
+    /// but gsd-server sends none, so the report shows any.
+    pub data_duplicate: u64,
 }
 
 impl ClientCounters {
@@ -269,6 +275,8 @@ impl ClientCounters {
             requests_lost: n("gsd_client_requests_lost_total"),
             requests_resent: n("gsd_client_requests_resent_total"),
             sessions_cut: n("gsd_client_sessions_cut_total"),
+            data_unacked: n("gsd_client_data_unacked_total"),
+            data_duplicate: n("gsd_client_data_duplicate_total"),
         }
     }
 
@@ -283,6 +291,8 @@ impl ClientCounters {
             requests_lost: self.requests_lost.saturating_sub(before.requests_lost),
             requests_resent: self.requests_resent.saturating_sub(before.requests_resent),
             sessions_cut: self.sessions_cut.saturating_sub(before.sessions_cut),
+            data_unacked: self.data_unacked.saturating_sub(before.data_unacked),
+            data_duplicate: self.data_duplicate.saturating_sub(before.data_duplicate),
         }
     }
 
@@ -295,6 +305,8 @@ impl ClientCounters {
         self.requests_lost += other.requests_lost;
         self.requests_resent += other.requests_resent;
         self.sessions_cut += other.sessions_cut;
+        self.data_unacked += other.data_unacked;
+        self.data_duplicate += other.data_duplicate;
     }
 }
 
@@ -421,7 +433,7 @@ pub fn render(report: &VerdictReport) -> String {
         outcome
     );
     out += &format!(
-        "\nclients: {} users | {} reconnects\n         drains {} complete, {} incomplete | messages lost {} | requests lost {} (re-sent {})\n\n",
+        "\nclients: {} users | {} reconnects\n         drains {} complete, {} incomplete | messages lost {} | requests lost {} (re-sent {})\n",
         t.users,
         t.reconnects,
         t.drains_complete,
@@ -430,6 +442,14 @@ pub fn render(report: &VerdictReport) -> String {
         t.requests_lost,
         t.requests_resent
     );
+    if t.data_unacked > 0 || t.data_duplicate > 0 {
+        out += &format!(
+            "         data frames received but unacked when their session ended {} (processed, not lost) | \
+             below the seq expected {} (ignored)\n",
+            t.data_unacked, t.data_duplicate
+        );
+    }
+    out += "\n";
     out + &crate::ledger::render_outcome(&report.reasons, report.elapsed_seconds)
 }
 
@@ -589,23 +609,27 @@ mod tests {
     const CLIENT_BEFORE: &str = "gsd_client_users 10\n\
         gsd_client_reconnects_total{reason=\"drain\"} 4\ngsd_client_reconnects_total{reason=\"error\"} 1\n\
         gsd_client_drains_total{outcome=\"complete\"} 4\ngsd_client_drains_total{outcome=\"incomplete\"} 0\n\
-        gsd_client_messages_lost_total 2\ngsd_client_requests_lost_total 0\ngsd_client_requests_resent_total 1\n";
+        gsd_client_messages_lost_total 2\ngsd_client_requests_lost_total 0\ngsd_client_requests_resent_total 1\n\
+        gsd_client_data_unacked_total 3\ngsd_client_data_duplicate_total 1\n";
 
     #[test]
     fn client_counters_are_compared_not_taken_whole() {
         let before = ClientCounters::parse(CLIENT_BEFORE);
         assert_eq!(before.reconnects, 5);
         assert_eq!(before.messages_lost, 2);
+        assert_eq!((before.data_unacked, before.data_duplicate), (3, 1));
         let after = ClientCounters::parse(
             &CLIENT_BEFORE
                 .replace("reason=\"drain\"} 4", "reason=\"drain\"} 14")
-                .replace("outcome=\"complete\"} 4", "outcome=\"complete\"} 14"),
+                .replace("outcome=\"complete\"} 4", "outcome=\"complete\"} 14")
+                .replace("unacked_total 3", "unacked_total 5"),
         );
         let delta = after.since(&before);
         assert_eq!(delta.reconnects, 10);
         assert_eq!(delta.drains_complete, 10);
         // Two messages lost before the verdict are not this drain's loss.
         assert_eq!(delta.messages_lost, 0);
+        assert_eq!((delta.data_unacked, delta.data_duplicate), (2, 0));
         assert_eq!(delta.users, 10);
         assert_eq!(sum_series("gsd_client_reconnects_totalx 9\n", "gsd_client_reconnects_total"), 0.0);
     }
@@ -622,7 +646,9 @@ mod tests {
         let lost_peer = Drain::parse("p", 1, &format!("{DRAINED}gsd_server_drains_total{{outcome=\"peer_lost\"}} 2\n"));
         assert_eq!((lost_peer.peer_lost, lost_peer.client_left), (2, 0));
         assert_eq!(drain.shutdown_seconds, Some(0.25));
-        let clients = ClientCounters { users: 10, reconnects: 10, drains_complete: 10, ..Default::default() };
+        // Unacked frames are the clients' (processed, not lost): shown, not failed on.
+        let clients =
+            ClientCounters { users: 10, reconnects: 10, drains_complete: 10, data_unacked: 2, ..Default::default() };
         let reasons = judge(&drain, &clients, &[]);
         assert!(reasons.is_empty(), "{reasons:?}");
         let report = VerdictReport {
@@ -637,6 +663,7 @@ mod tests {
         let text = render(&report);
         assert!(text.contains("gsd-server-a"), "{text}");
         assert!(text.contains("0.250s") && text.contains("complete"), "{text}");
+        assert!(text.contains("unacked when their session ended 2 (processed, not lost)"), "{text}");
         assert!(text.ends_with("PASS: every drain completed and nothing was lost (12.0s)\n"), "{text}");
     }
 

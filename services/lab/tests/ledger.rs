@@ -16,6 +16,8 @@ use nix::sys::signal::Signal;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const SAFETY: Duration = Duration::from_secs(60);
 
@@ -158,6 +160,56 @@ async fn a_notice_whose_deadline_passes_is_given_up_and_counted() {
     assert_eq!(metric(metrics, r#"gsd_client_drains_total{outcome="incomplete"}"#).await, Some(1.0));
     let exit = client_exit(&mut client).await;
     assert!(u(&exit, "messages_lost") >= 3, "{exit}");
+}
+
+#[tokio::test]
+async fn a_short_close_duplicates_and_unacked_frames_reach_the_exit_ledger_exactly() {
+    // The first session: a notice owing seqs 1 to 5, then seq 1, seq 2 and
+    // seq 2 again; after the ack of seq 1 (processing takes 2 s a frame) a
+    // close 1001 that claims only seq 2 was meant, with seq 2 still in
+    // processing. Later sessions: a welcome, then nothing but reading.
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (addr, _) = rogue_server(move |mut ws| {
+        let scripted = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            ws.send(welcome()).await.unwrap();
+            if scripted {
+                let notice = ServerMessage::ShutdownNotice { remaining: 5, deadline_ms: 20_000, last_seq: Some(5) };
+                ws.send(Message::Text(notice.encode().into())).await.unwrap();
+                for seq in [1, 2, 2] {
+                    let data = ServerMessage::Data { seq, payload: format!("rogue:{seq}") };
+                    ws.send(Message::Text(data.encode().into())).await.unwrap();
+                }
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.to_text().is_ok_and(|text| text.contains(r#""type":"ack""#)) {
+                        break;
+                    }
+                }
+                let reason = gsd_protocol::close_reason("server draining", 2);
+                let frame = CloseFrame { code: CloseCode::Away, reason: reason.into() };
+                ws.send(Message::Close(Some(frame))).await.unwrap();
+            }
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+    let (mut client, metrics) =
+        Proc::client("client", &format!("ws://{addr}/ws"), 1, &["--request-interval", "0s", "--processing-time", "2s"])
+            .await;
+    let regressed = client.wait_for("last_seq_regressed", |e| e["message"] == "last_seq_regressed", SAFETY).await;
+    assert_eq!((u(&regressed, "notice_last_seq"), u(&regressed, "close_last_seq")), (5, 2), "{regressed}");
+    let drain = client.wait_for("drain_end", |e| e["message"] == "drain_end", SAFETY).await;
+    assert_eq!(drain["outcome"], "incomplete", "{drain}");
+    assert_eq!((u(&drain, "missing"), u(&drain, "unacked")), (3, 1), "{drain}");
+    assert_eq!(metric(metrics, "gsd_client_messages_lost_total").await, Some(3.0));
+    assert_eq!(metric(metrics, "gsd_client_data_unacked_total").await, Some(1.0));
+    assert_eq!(metric(metrics, "gsd_client_data_duplicate_total").await, Some(1.0));
+    let exit = client_exit(&mut client).await;
+    let fields = ["messages_lost", "drains_incomplete", "data_received", "data_processed", "data_unacked"];
+    assert_eq!(fields.map(|f| u(&exit, f)), [3, 1, 2, 2, 1], "{exit}");
+    assert_eq!(u(&exit, "data_duplicate"), 1, "{exit}");
+    let ledger = only(&client, "ledger");
+    assert_eq!((u(&ledger, "data_unacked"), u(&ledger, "data_duplicate")), (1, 1), "{ledger}");
 }
 
 #[tokio::test]

@@ -165,6 +165,13 @@ pub struct ClientTotals {
     /// Sessions that ended with no close and no notice: loss in them cannot
     /// be counted by anyone, so it is not in `messages_lost`.
     pub sessions_cut: u64,
+    /// Data frames the clients received but whose ack their server never
+    /// got, the session having ended first: processed, not lost; the
+    /// clients' side of the pods' unacked counts.
+    pub data_unacked: u64,
+    /// Data frames below the seq a client expected (duplicates, reorders),
+    /// ignored: gsd-server sends none, so any is worth a line.
+    pub data_duplicate: u64,
     /// Requests never answered, on any session.
     pub requests_lost: u64,
     /// Requests sent again on a next session after theirs ended unanswered.
@@ -182,6 +189,8 @@ impl ClientTotals {
         self.messages_lost += exit.n("messages_lost");
         self.messages_skipped += exit.n("messages_skipped");
         self.sessions_cut += exit.n("sessions_cut");
+        self.data_unacked += exit.n("data_unacked");
+        self.data_duplicate += exit.n("data_duplicate");
         self.requests_lost += exit.n("requests_lost");
         self.requests_resent += exit.n("requests_resent");
     }
@@ -339,6 +348,19 @@ pub fn render(report: &Report) -> String {
             t.sessions_cut
         );
     }
+    if t.data_unacked > 0 {
+        out += &format!(
+            "         {} data frame(s) received but not acknowledged when their session ended: processed \
+             by the clients, not lost\n",
+            t.data_unacked
+        );
+    }
+    if t.data_duplicate > 0 {
+        out += &format!(
+            "         {} data frame(s) arrived below the seq expected (duplicates or reorders), ignored\n",
+            t.data_duplicate
+        );
+    }
     for row in &report.drains {
         if let Some(unacked) = row.unacked.filter(|_| row.outcome == "partitioned" || row.peer_timeouts > 0) {
             out += &format!(
@@ -410,5 +432,22 @@ mod tests {
         let report = Report::new(&config, rows, totals, Vec::new(), Duration::from_secs(1));
         assert!(!report.ok);
         assert_eq!(report.reasons, ["pod-0: only 1 of its 2 users reconnected to another pod"]);
+    }
+
+    #[test]
+    fn unacked_and_duplicate_frames_are_summed_and_shown_but_are_not_loss() {
+        let mut totals = ClientTotals::default();
+        for (unacked, duplicate) in [(2, 0), (3, 1)] {
+            let exit = serde_json::json!({"users": 1, "data_unacked": unacked, "data_duplicate": duplicate});
+            totals.add_exit(&ClientExit(exit));
+        }
+        assert_eq!((totals.data_unacked, totals.data_duplicate), (5, 1));
+        let config = <LabConfig as clap::Parser>::parse_from(["gsd-lab"]);
+        let report = Report::new(&config, Vec::new(), totals, Vec::new(), Duration::from_secs(1));
+        assert!(report.ok, "{:?}", report.reasons);
+        let text = render(&report);
+        assert!(text.contains(" 5 data frame(s) received but not acknowledged"), "{text}");
+        assert!(text.contains(" 1 data frame(s) arrived below the seq expected"), "{text}");
+        assert!(text.ends_with("PASS: every drain completed and nothing was lost (1.0s)\n"), "{text}");
     }
 }
