@@ -116,6 +116,12 @@ pub struct LabConfig {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// Also write the verdict as JUnit XML here (a test case per drained
+    /// pod, one for the clients' account, one for the lab's own findings),
+    /// for CI systems that gate on test reports.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -91,7 +91,7 @@ fn rehearse(config: LabConfig) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let json = config.json.clone();
+    let (json, junit) = (config.json.clone(), config.junit.clone());
     let outcome = interruptible(|reaper| gsd_lab::run(config, exe, reaper));
     match outcome {
         None => {
@@ -104,9 +104,10 @@ fn rehearse(config: LabConfig) -> ExitCode {
         }
         Some(Ok(report)) => {
             print!("{}", gsd_lab::render(&report));
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report).expect("the report serialises");
-                if let Err(e) = std::fs::write(&path, text + "\n") {
+            let json =
+                json.map(|path| (path, serde_json::to_string_pretty(&report).expect("the report serialises") + "\n"));
+            for (path, text) in json.into_iter().chain(junit.map(|path| (path, report.junit()))) {
+                if let Err(e) = std::fs::write(&path, text) {
                     eprintln!("gsd-lab: writing {}: {e}", path.display());
                     return ExitCode::from(2);
                 }

@@ -11,20 +11,30 @@ use serde_json::Value;
 /// Runs `gsd-lab args` on a free port with short timings; returns its output
 /// and the JSON report.
 fn rehearse(args: &[&str]) -> (Output, Value) {
-    let json =
-        std::env::temp_dir().join(format!("gsd-lab-report-{}-{}.json", std::process::id(), args.join("_").len()));
+    let (output, report, _) = rehearse_junit(args);
+    (output, report)
+}
+
+/// The lab's run with its `--json` report and its `--junit` XML.
+fn rehearse_junit(args: &[&str]) -> (Output, Value, String) {
+    let base = std::env::temp_dir().join(format!("gsd-lab-report-{}-{}", std::process::id(), args.join("_").len()));
+    let (json, junit) = (base.with_extension("json"), base.with_extension("xml"));
     let output = std::process::Command::new(common::lab())
         .args(["--listen", "127.0.0.1:0", "--prestop", "300ms", "--propagation-delay", "100ms", "--settle", "500ms"])
         .args(args)
         .arg("--json")
         .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
         .output()
         .unwrap();
     let report = std::fs::read_to_string(&json)
         .map(|text| serde_json::from_str(&text).unwrap())
         .unwrap_or_else(|_| panic!("no report; stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
+    let xml = std::fs::read_to_string(&junit).unwrap_or_else(|_| panic!("no JUnit report"));
     let _ = std::fs::remove_file(&json);
-    (output, report)
+    let _ = std::fs::remove_file(&junit);
+    (output, report, xml)
 }
 
 fn rows(report: &Value) -> &Vec<Value> {
@@ -33,8 +43,8 @@ fn rows(report: &Value) -> &Vec<Value> {
 
 #[test]
 fn a_rolling_restart_of_2_servers_with_50_users_loses_nothing() {
-    let (output, report) =
-        rehearse(&["--scenario", "rolling-restart", "--servers", "2", "--users", "50", "--rounds", "2"]);
+    let (output, report, junit) =
+        rehearse_junit(&["--scenario", "rolling-restart", "--servers", "2", "--users", "50", "--rounds", "2"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("PASS"), "{stdout}");
@@ -48,8 +58,20 @@ fn a_rolling_restart_of_2_servers_with_50_users_loses_nothing() {
         // Every user that was on the drained pod moved to another pod.
         assert_eq!(row["moved"], row["sessions"], "{row}");
         assert!(row["shutdown_seconds"].as_f64().unwrap() > 0.0);
+        // Both sides: the pod's own account and the clients' over its drain.
+        assert_eq!(row["server"]["drains"]["complete"], row["sessions"], "{row}");
+        assert_eq!(row["server"]["unacked"], 0, "{row}");
+        let clients = &row["clients"];
+        assert_eq!(
+            (clients["lost"].as_u64(), clients["cut"].as_u64(), clients["unacked"].as_u64()),
+            (Some(0), Some(0), Some(0)),
+            "{row}"
+        );
+        assert_eq!(clients["drains_complete"], row["sessions"], "{row}");
+        assert_eq!(clients["reconnects_drain"], row["sessions"], "{row}");
         moved += row["moved"].as_u64().unwrap();
     }
+    assert!(junit.contains("tests=\"6\" failures=\"0\""), "4 drains, the clients and the lab: {junit}");
     let totals = &report["totals"];
     assert_eq!(totals["users"], 50);
     assert_eq!(totals["messages_lost"], 0);
@@ -82,7 +104,7 @@ fn a_kill_is_reported_as_loss_and_fails() {
 
 #[test]
 fn owed_frames_withheld_by_a_faulty_server_are_reported_lost_exactly_and_fail() {
-    let (output, report) = rehearse(&["--fault-drop-owed", "2", "--drain-messages", "5", "--users", "10"]);
+    let (output, report, junit) = rehearse_junit(&["--fault-drop-owed", "2", "--drain-messages", "5", "--users", "10"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     let row = &rows(&report)[0];
@@ -97,6 +119,16 @@ fn owed_frames_withheld_by_a_faulty_server_are_reported_lost_exactly_and_fail() 
     assert!(stdout.contains(&format!("messages lost {}", 2 * drained)), "{stdout}");
     assert!(stdout.contains(&format!("- {} messages lost", 2 * drained)), "{stdout}");
     assert!(!report["ok"].as_bool().unwrap());
+    // The clients' side of that pod's drain holds the same numbers.
+    assert_eq!(row["clients"]["lost"].as_u64(), Some(2 * drained), "{row}");
+    assert_eq!(row["clients"]["drains_incomplete"].as_u64(), Some(drained), "{row}");
+    let details = report["reason_details"].as_array().unwrap();
+    let lost = details.iter().find(|r| r["kind"] == "messages_lost").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(lost["messages"].as_u64(), Some(2 * drained), "{lost}");
+    assert!(
+        junit.contains(&format!("<failure type=\"messages_lost\" message=\"{} messages lost\"/>", 2 * drained)),
+        "{junit}"
+    );
 }
 
 #[test]
@@ -120,6 +152,10 @@ fn a_partition_is_noticed_by_both_sides_within_the_liveness_bound() {
     assert_eq!(totals["sessions_cut"].as_u64(), Some(sessions), "{totals}");
     assert_eq!(totals["messages_lost"], 0);
     assert!(stdout.contains("UNKNOWN") && stdout.contains("never acknowledged"), "{stdout}");
+    // The cuts are the partition's own: counted on its row, unknown, no reason.
+    assert_eq!(row["clients"]["cut"].as_u64(), Some(sessions), "{row}");
+    assert_eq!(report["unknown_cuts"].as_u64(), Some(sessions), "{report}");
+    assert!(stdout.contains(&format!("loss in the {sessions} cut session(s) is unknown")), "{stdout}");
 }
 
 #[test]

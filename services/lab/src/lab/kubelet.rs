@@ -12,7 +12,9 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use super::Lab;
-use super::report::{DrainRow, Ending};
+use gsd_verdict::Ending;
+
+use super::report::DrainRow;
 use crate::harness::gsd::LastScrape;
 use crate::harness::metrics::{scrape, scrape_until, scrape_value};
 use crate::harness::{Error, Server};
@@ -26,6 +28,7 @@ impl Lab {
     /// the pod is terminated, or SIGKILLed at once when `kill`.
     pub(super) async fn delete(&mut self, idx: usize, round: u32, kill: bool, replace: bool) -> Result<(), Error> {
         let mut pod = self.pods.remove(idx);
+        let clients_before = self.clients_account().await;
         let before = scrape(pod.admin).await;
         let sessions =
             before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
@@ -47,6 +50,7 @@ impl Lab {
         self.balancer.forget(pod.id());
         let account = seen.account().or(before.as_deref()).unwrap_or_default();
         self.rows.push(DrainRow::deleted(round, pod.id(), sessions, ending, account, seen.drained.is_some()));
+        self.open_row = Some(clients_before);
         self.progress.drained();
         Ok(())
     }
@@ -98,6 +102,7 @@ impl Lab {
         let c = self.config.clone();
         let mut pod = self.pods.remove(idx);
         let id = pod.id().to_owned();
+        let clients_before = self.clients_account().await;
         let sessions = scrape_value(pod.admin, "gsd_server_sessions").await.unwrap_or(0.0) as u64;
         self.progress.set(self.step(round, &format!("partition {id}")));
         self.balancer.partition(&id);
@@ -120,6 +125,7 @@ impl Lab {
         pod.proc.wait_exit(Duration::from_secs(10)).await;
         self.balancer.forget(&id);
         self.rows.push(DrainRow::partitioned(round, &id, sessions, freed_after, &body));
+        self.open_row = Some(clients_before);
         self.progress.drained();
         Ok(())
     }

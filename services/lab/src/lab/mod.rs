@@ -22,10 +22,11 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use crate::config::{Affinity, LabConfig, Scenario};
-use crate::harness::metrics::{poll, scrape_value};
+use crate::harness::metrics::{poll, scrape, scrape_value};
 use crate::harness::{Balancer, Client, Error, Launcher, Reaper, Server};
+use gsd_verdict::ClientAccount;
 use progress::Progress;
-pub use report::{ClientTotals, DrainRow, Latency, Report, render};
+pub use report::{ClientTotals, DrainRow, Latency, Outcome, Report, render};
 
 /// How long a pod or client may take to listen, and a pod to turn ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +53,9 @@ struct Lab {
     /// What went wrong on the way that no row shows (users not back, a
     /// partitioned pod that kept its sessions).
     findings: Vec<String>,
+    /// The clients' account taken just before the last row's termination,
+    /// until [`Lab::close_row`] sets the row's side of the clients.
+    open_row: Option<Result<ClientAccount, String>>,
 }
 
 /// Runs the rehearsal `config` describes, with pods and clients started as
@@ -84,17 +88,21 @@ pub async fn run(config: LabConfig, exe: PathBuf, reaper: Reaper) -> Result<Repo
         rows: Vec::new(),
         progress,
         findings: Vec::new(),
+        open_row: None,
     };
     let outcome = lab.rehearse().await;
     ticker.abort();
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
+    // The clients' account while they still run: a stopping client's
+    // leaving skips, it does not lose, and must not blur the judge's view.
+    let clients_account = lab.clients_account().await;
     let totals = lab.stop_clients().await;
     lab.stop_pods().await;
     outcome?;
     let totals = totals?;
-    Ok(Report::new(&lab.config, lab.rows, totals, lab.findings, started.elapsed()))
+    Ok(Report::new(&lab.config, lab.rows, totals, clients_account, lab.findings, started.elapsed()))
 }
 
 impl Lab {
@@ -170,6 +178,39 @@ impl Lab {
         if back.is_none() {
             let sessions = sessions().await;
             self.findings.push(format!("{what}: only {sessions} of {want} users had a session after {timeout:?}"));
+        }
+    }
+
+    /// Every client's `/metrics` account, summed; the first that cannot be
+    /// read or is no account, named.
+    async fn clients_account(&self) -> Result<ClientAccount, String> {
+        let mut total = ClientAccount::default();
+        for (i, addr) in self.progress.clients().into_iter().enumerate() {
+            let body = scrape(addr).await.ok_or_else(|| format!("client-{i} ({addr}): no /metrics answer"))?;
+            total += &ClientAccount::parse(&body).map_err(|e| format!("client-{i} ({addr}): {e}"))?;
+        }
+        Ok(total)
+    }
+
+    /// Ends the last row: its users are back (or were waited for), so what
+    /// the clients' accounts changed by since its termination began is its
+    /// clients' side.
+    async fn close_row(&mut self) {
+        let Some(before) = self.open_row.take() else { return };
+        let after = self.clients_account().await;
+        let pod = self.rows.last().map(|r| r.pod.clone()).unwrap_or_default();
+        match (before, after) {
+            (Ok(before), Ok(after)) => match after.since(&before) {
+                Ok(delta) => {
+                    if let Some(row) = self.rows.last_mut() {
+                        row.clients = Some(delta);
+                    }
+                }
+                Err(e) => self.findings.push(format!("{pod}: the clients' accounts over its termination: {e}")),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                self.findings.push(format!("{pod}: the clients' accounts over its termination could not be read: {e}"))
+            }
         }
     }
 

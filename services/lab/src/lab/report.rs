@@ -8,9 +8,42 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use gsd_verdict::report::Case;
+use gsd_verdict::{ClientAccount, DrainEvidence, Ending, Reason, ServerAccount};
+
 use crate::config::{Affinity, LabConfig, Scenario};
 use crate::harness::gsd::percentile;
 use crate::harness::{ClientExit, Reconnect};
+
+/// How a row's termination ended, as the lab shows it: the server's own
+/// account for a drain, else how the pod ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It drained every session it held, each complete by its account.
+    Complete,
+    /// It exited, short of that.
+    Incomplete,
+    /// SIGKILLed at the grace period.
+    Sigkilled,
+    /// SIGKILLed with no drain.
+    Killed,
+    /// Its network vanished.
+    Partitioned,
+}
+
+impl Outcome {
+    /// The word in the report's table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Incomplete => "incomplete",
+            Outcome::Sigkilled => "sigkilled",
+            Outcome::Killed => "killed",
+            Outcome::Partitioned => "partitioned",
+        }
+    }
+}
 
 /// One drain (or kill, or partition) the lab caused.
 #[derive(Debug, Clone, Serialize)]
@@ -28,8 +61,10 @@ pub struct DrainRow {
     /// `gsd_server_shutdown_duration_seconds_sum`, when the drain finished;
     /// for a partition, how long the pod took to free its sessions.
     pub shutdown_seconds: Option<f64>,
-    /// complete | incomplete | sigkilled | killed | partitioned
-    pub outcome: String,
+    /// What the table shows.
+    pub outcome: Outcome,
+    /// How the termination ended, as the judge takes it.
+    pub ending: Ending,
     /// Whether the pod ended by SIGKILL (a kill, a partition's node loss, or
     /// the grace period running out).
     pub sigkilled: bool,
@@ -43,86 +78,76 @@ pub struct DrainRow {
     pub unacked: Option<u64>,
     /// Users whose next session after this pod was on another pod.
     pub moved: u64,
-}
-
-/// How a pod's termination ended, as the kubelet stand-in saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// SIGKILLed at once, with no preStop and no grace (`--scenario kill`).
-    Killed,
-    /// SIGTERMed, and SIGKILLed when the grace period ran out.
-    GraceRanOut,
-    /// SIGTERMed, and exited on its own.
-    Exited,
+    /// The pod's own final account, as the judge reads it; `None` when it
+    /// was killed or its last body was no account (`account_error`).
+    pub server: Option<ServerAccount>,
+    /// Why the pod's last body was refused as an account.
+    pub account_error: Option<String>,
+    /// What the clients' accounts changed by from just before this pod's
+    /// termination until its users were back: the other side of `server`.
+    pub clients: Option<ClientAccount>,
 }
 
 impl DrainRow {
     /// The row of a deleted pod, from its final `/metrics` account (the
     /// first scrape after its drain, else the last it answered).
     pub fn deleted(round: u32, pod: &str, sessions: u64, ending: Ending, account: &str, drained: bool) -> DrainRow {
-        let value = |series: &str| gsd_telemetry::sample(account, series).unwrap_or(0.0);
-        let drains = |outcome: &str| value(&format!(r#"gsd_server_drains_total{{outcome="{outcome}"}}"#)) as u64;
-        let total: u64 = ["complete", "incomplete", "client_left", "peer_lost"].into_iter().map(drains).sum();
-        let outcome = match ending {
-            Ending::Killed => "killed",
-            Ending::GraceRanOut => "sigkilled",
-            Ending::Exited if drained && total == drains("complete") => "complete",
-            Ending::Exited => "incomplete",
+        let (server, account_error) = match ending {
+            Ending::Killed => (None, None),
+            _ => match ServerAccount::parse(account) {
+                Ok(a) => (Some(a), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
         };
+        let total = server.as_ref().map_or(0, ServerAccount::drained);
+        let complete = server.as_ref().map_or(0, |s| s.drains("complete"));
+        let outcome = match ending {
+            Ending::Killed => Outcome::Killed,
+            Ending::GraceRanOut => Outcome::Sigkilled,
+            Ending::Partitioned => Outcome::Partitioned,
+            Ending::Exited if drained && total == complete && total >= sessions => Outcome::Complete,
+            Ending::Exited => Outcome::Incomplete,
+        };
+        let timeouts = gsd_telemetry::sample(account, r#"gsd_server_sessions_closed_total{reason="timeout"}"#);
         DrainRow {
             round,
             pod: pod.to_owned(),
             sessions,
             drained: total,
-            messages: value("gsd_server_drain_messages_sum") as u64,
-            shutdown_seconds: drained.then(|| value("gsd_server_shutdown_duration_seconds_sum")),
-            outcome: outcome.to_owned(),
+            messages: server.as_ref().map_or(0, |s| s.drain_messages),
+            shutdown_seconds: if drained { server.as_ref().and_then(|s| s.shutdown_seconds) } else { None },
+            outcome,
+            ending,
             sigkilled: ending != Ending::Exited,
-            peer_timeouts: drains("peer_lost") + value(r#"gsd_server_sessions_closed_total{reason="timeout"}"#) as u64,
-            unacked: (ending != Ending::Killed).then(|| value("gsd_server_data_unacked_total") as u64),
+            peer_timeouts: server.as_ref().map_or(0, |s| s.drains("peer_lost")) + timeouts.unwrap_or(0.0) as u64,
+            unacked: server.as_ref().map(|s| s.unacked),
             moved: 0,
+            server,
+            account_error,
+            clients: None,
         }
     }
 
     /// The row of a partitioned pod, from its last scrape behind the cut;
     /// `freed_after` is how long it took to give up its sessions.
     pub fn partitioned(round: u32, pod: &str, sessions: u64, freed_after: Duration, account: &str) -> DrainRow {
-        let value = |series: &str| gsd_telemetry::sample(account, series).unwrap_or(0.0);
-        DrainRow {
-            round,
-            pod: pod.to_owned(),
-            sessions,
-            drained: 0,
-            messages: 0,
-            shutdown_seconds: Some(freed_after.as_secs_f64()),
-            outcome: "partitioned".into(),
-            sigkilled: true,
-            peer_timeouts: value(r#"gsd_server_sessions_closed_total{reason="timeout"}"#) as u64,
-            unacked: Some(value("gsd_server_data_unacked_total") as u64),
-            moved: 0,
-        }
+        let mut row = DrainRow::deleted(round, pod, sessions, Ending::Partitioned, account, false);
+        row.drained = 0;
+        row.messages = 0;
+        row.shutdown_seconds = Some(freed_after.as_secs_f64());
+        row
     }
 
-    /// Why this row fails the rehearsal, if it does.
-    fn reason(&self, grace: Duration) -> Option<String> {
-        let (pod, sessions, moved) = (&self.pod, self.sessions, self.moved);
-        match self.outcome.as_str() {
-            "complete" if moved < sessions => {
-                Some(format!("{pod}: only {moved} of its {sessions} users reconnected to another pod"))
-            }
-            "complete" | "partitioned" if moved >= sessions => None,
-            "partitioned" => Some(format!(
-                "{pod}: only {moved} of its {sessions} users reconnected to another pod after the partition"
-            )),
-            "killed" => Some(format!(
-                "{pod} was SIGKILLed: {sessions} sessions cut without a drain. The data it still owed them was \
-                 never announced and its own counters died with it, so no one can count that loss: \
-                 \"messages lost\" below counts only frames a server announced or sent"
-            )),
-            "sigkilled" => {
-                Some(format!("{pod} was SIGKILLed at the grace period ({grace:?}) before its drain finished"))
-            }
-            _ => Some(format!("{pod}: drain incomplete")),
+    /// The row as the judge takes it.
+    pub fn evidence(&self, grace: Duration) -> DrainEvidence {
+        DrainEvidence {
+            pod: self.pod.clone(),
+            held: self.sessions,
+            ending: self.ending,
+            server: self.server.clone(),
+            clients: self.clients,
+            moved: Some(self.moved),
+            grace,
         }
     }
 }
@@ -242,28 +267,55 @@ pub struct Report {
     pub totals: ClientTotals,
     /// Wall time of the whole rehearsal.
     pub elapsed_seconds: f64,
+    /// The clients' `/metrics` accounts at the end of the rehearsal (before
+    /// they were stopped), summed: what the judge holds the run to.
+    pub clients_account: Option<ClientAccount>,
     /// Every drain complete and nothing lost.
     pub ok: bool,
-    /// Why not, when not.
+    /// Why not, when not: one sentence per reason.
     pub reasons: Vec<String>,
+    /// The same reasons with their kind and numbers (gsd-verdict's JSON).
+    pub reason_details: serde_json::Value,
+    /// Sessions cut in partitions: their loss is unknown, and a PASS says so.
+    pub unknown_cuts: u64,
+    /// What the lab itself noticed on its way (users not back, a
+    /// partitioned pod that kept its sessions, an account it could not read).
+    #[serde(skip)]
+    findings: Vec<Reason>,
+    /// Every reason, typed, for the outcome lines.
+    #[serde(skip)]
+    judged: Vec<Reason>,
 }
 
 impl Report {
-    /// The verdict on `rows` and `totals`: `findings` (what the lab noticed
-    /// on the way) plus a reason per failing row and per kind of loss.
+    /// The verdict on `rows` and the clients' account: `findings` (what the
+    /// lab noticed on the way) plus every reason of gsd-verdict's judge.
     pub fn new(
         c: &LabConfig,
         rows: Vec<DrainRow>,
         totals: ClientTotals,
-        mut findings: Vec<String>,
+        clients_account: Result<ClientAccount, String>,
+        findings: Vec<String>,
         elapsed: Duration,
     ) -> Report {
-        findings.extend(rows.iter().filter_map(|row| row.reason(c.grace)));
-        findings.extend(gsd_client::ledger::loss_reasons(
-            totals.messages_lost,
-            totals.requests_lost,
-            totals.drains_incomplete,
-        ));
+        let mut findings: Vec<Reason> = findings.into_iter().map(|what| Reason::Collector { what }).collect();
+        for row in &rows {
+            if let Some(e) = &row.account_error {
+                findings.push(Reason::Collector { what: format!("{}: its last /metrics is no account: {e}", row.pod) });
+            }
+        }
+        let evidence: Vec<DrainEvidence> = rows.iter().map(|r| r.evidence(c.grace)).collect();
+        let clients = match &clients_account {
+            Ok(account) => *account,
+            Err(e) => {
+                findings.push(Reason::Collector { what: format!("the clients' /metrics could not be read: {e}") });
+                ClientAccount::default()
+            }
+        };
+        let mut reasons = findings.clone();
+        reasons.extend(gsd_verdict::judge_all(&evidence, &clients));
+        let unknown_cuts =
+            rows.iter().filter(|r| r.ending == Ending::Partitioned).filter_map(|r| r.clients).map(|c| c.cut).sum();
         Report {
             scenario: c.scenario,
             rounds: c.rounds,
@@ -277,9 +329,34 @@ impl Report {
             drains: rows,
             totals,
             elapsed_seconds: elapsed.as_secs_f64(),
-            ok: findings.is_empty(),
-            reasons: findings,
+            clients_account: clients_account.ok(),
+            ok: reasons.is_empty(),
+            reason_details: gsd_verdict::reasons_json(&reasons),
+            reasons: reasons.iter().map(ToString::to_string).collect(),
+            unknown_cuts,
+            findings,
+            judged: reasons,
         }
+    }
+
+    /// The report as JUnit XML: a test case per drained pod, one for the
+    /// clients' account and one for what the lab noticed on its way.
+    pub fn junit(&self) -> String {
+        let grace = Duration::from_secs_f64(self.grace_seconds);
+        let mut cases: Vec<Case> = self
+            .drains
+            .iter()
+            .map(|r| Case {
+                name: format!("round {} {}", r.round, r.pod),
+                reasons: gsd_verdict::judge(&r.evidence(grace)),
+            })
+            .collect();
+        let attributed = self.drains.iter().filter_map(|r| r.clients).map(|c| c.cut).sum();
+        let clients = self.clients_account.unwrap_or_default();
+        cases.push(Case { name: "clients".into(), reasons: gsd_verdict::judge_clients(&clients, attributed) });
+        cases.push(Case { name: "lab".into(), reasons: self.findings.clone() });
+        let scenario = serde_json::to_value(self.scenario).unwrap();
+        gsd_verdict::junit(&format!("gsd-lab {}", scenario.as_str().unwrap_or("")), &cases, self.elapsed_seconds)
     }
 }
 
@@ -312,7 +389,7 @@ pub fn render(report: &Report) -> String {
             row.drained,
             row.messages,
             shutdown,
-            row.outcome,
+            row.outcome.label(),
             if row.sigkilled { "yes" } else { "no" },
             format!("{}/{}", row.moved, row.sessions),
         );
@@ -362,7 +439,7 @@ pub fn render(report: &Report) -> String {
         );
     }
     for row in &report.drains {
-        if let Some(unacked) = row.unacked.filter(|_| row.outcome == "partitioned" || row.peer_timeouts > 0) {
+        if let Some(unacked) = row.unacked.filter(|_| row.outcome == Outcome::Partitioned || row.peer_timeouts > 0) {
             out += &format!(
                 "         {}: gave up {} silent client session(s); {} data frame(s) it sent were never \
                  acknowledged (delivered or lost: the pod cannot tell)\n",
@@ -370,17 +447,38 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
-    out += "\n";
-    if report.ok && t.sessions_cut > 0 {
-        out += &format!(
-            "PASS: every user recovered on another pod within the liveness bound; nothing known was lost, \
-             and loss in the cut sessions is unknown ({:.1}s)\n",
-            report.elapsed_seconds
-        );
-    } else {
-        out += &gsd_client::ledger::render_outcome(&report.reasons, report.elapsed_seconds);
+    out += "\nboth sides, per pod (server: its own final account; clients: what their accounts changed by over its termination)\n";
+    for row in &report.drains {
+        out += &format!("  {} round {}: ", row.pod, row.round);
+        out += &match &row.server {
+            Some(s) => {
+                let drains: Vec<String> =
+                    s.drains.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+                format!(
+                    "server held {}, drained {} ({}), sent {} in the drain, unacked {}",
+                    row.sessions,
+                    s.drained(),
+                    if drains.is_empty() { "none".to_owned() } else { drains.join(", ") },
+                    s.drain_messages,
+                    s.unacked
+                )
+            }
+            None => format!(
+                "server held {}, no account ({})",
+                row.sessions,
+                row.account_error.as_deref().unwrap_or("killed")
+            ),
+        };
+        out += &match &row.clients {
+            Some(c) => format!(
+                " | clients: received {}, lost {}, unacked {}, cut {}, skipped {}, drains complete {} incomplete {}\n",
+                c.received, c.lost, c.unacked, c.cut, c.skipped, c.drains_complete, c.drains_incomplete
+            ),
+            None => " | clients: not read\n".to_owned(),
+        };
     }
-    out
+    out += "\n";
+    out + &gsd_verdict::render_outcome(&report.judged, report.unknown_cuts, report.elapsed_seconds)
 }
 
 #[cfg(test)]
@@ -390,28 +488,42 @@ mod tests {
     /// A final `/metrics` account with `complete` and `incomplete` drains.
     fn account(complete: u64, incomplete: u64) -> String {
         format!(
-            "gsd_server_drains_total{{outcome=\"complete\"}} {complete}\n\
+            "gsd_server_sessions 0\n\
+             gsd_server_drains_total{{outcome=\"complete\"}} {complete}\n\
              gsd_server_drains_total{{outcome=\"incomplete\"}} {incomplete}\n\
+             gsd_server_drains_total{{outcome=\"client_left\"}} 0\n\
+             gsd_server_drains_total{{outcome=\"peer_lost\"}} 0\n\
              gsd_server_drain_messages_sum 12\n\
+             gsd_server_messages_sent_total{{type=\"data\"}} 40\n\
+             gsd_server_shutdown_duration_seconds_count 1\n\
              gsd_server_shutdown_duration_seconds_sum 0.25\n\
              gsd_server_data_unacked_total 0\n"
         )
     }
 
+    fn config() -> LabConfig {
+        <LabConfig as clap::Parser>::parse_from(["gsd-lab"])
+    }
+
     #[test]
     fn a_row_is_complete_only_when_the_pod_drained_every_session_and_exited() {
         let row = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), true);
-        assert_eq!((row.outcome.as_str(), row.drained, row.messages), ("complete", 3, 12));
+        assert_eq!((row.outcome, row.drained, row.messages), (Outcome::Complete, 3, 12));
         assert_eq!(row.shutdown_seconds, Some(0.25));
         assert!(!row.sigkilled);
         let partial = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(2, 1), true);
-        assert_eq!(partial.outcome, "incomplete");
+        assert_eq!(partial.outcome, Outcome::Incomplete);
+        let fewer = DrainRow::deleted(1, "pod-0", 4, Ending::Exited, &account(3, 0), true);
+        assert_eq!(fewer.outcome, Outcome::Incomplete, "3 drained of 4 held is not complete");
         let unfinished = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), false);
-        assert_eq!((unfinished.outcome.as_str(), unfinished.shutdown_seconds), ("incomplete", None));
+        assert_eq!((unfinished.outcome, unfinished.shutdown_seconds), (Outcome::Incomplete, None));
         let late = DrainRow::deleted(1, "pod-0", 3, Ending::GraceRanOut, &account(3, 0), true);
-        assert_eq!((late.outcome.as_str(), late.sigkilled), ("sigkilled", true));
+        assert_eq!((late.outcome, late.sigkilled), (Outcome::Sigkilled, true));
         let killed = DrainRow::deleted(1, "pod-0", 3, Ending::Killed, "", false);
-        assert_eq!((killed.outcome.as_str(), killed.unacked), ("killed", None));
+        assert_eq!((killed.outcome, killed.unacked), (Outcome::Killed, None));
+        let garbage = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, "<html>502</html>", true);
+        assert_eq!((garbage.outcome, garbage.server.is_none()), (Outcome::Incomplete, true));
+        assert!(garbage.account_error.as_deref().unwrap().contains("line 1"), "{garbage:?}");
     }
 
     #[test]
@@ -428,22 +540,68 @@ mod tests {
         assert_eq!(rows[0].moved, 1, "a user back on the same pod did not move");
         assert_eq!(totals.reconnects_by_reason["drain"], 2);
         assert_eq!((totals.reconnect_latency.p50_ms, totals.reconnect_latency.max_ms), (10.0, 30.0));
-        let config = <LabConfig as clap::Parser>::parse_from(["gsd-lab"]);
-        let report = Report::new(&config, rows, totals, Vec::new(), Duration::from_secs(1));
+        let report =
+            Report::new(&config(), rows, totals, Ok(ClientAccount::default()), Vec::new(), Duration::from_secs(1));
         assert!(!report.ok);
         assert_eq!(report.reasons, ["pod-0: only 1 of its 2 users reconnected to another pod"]);
+        assert_eq!(report.reason_details[0]["kind"], "users_not_moved");
+    }
+
+    /// Both sides beside each other: the server's account against the
+    /// clients' change over the same drain, each mismatch a reason with its
+    /// numbers, in the text, the JSON and the JUnit alike.
+    #[test]
+    fn both_sides_are_reconciled_and_each_mismatch_is_named() {
+        let mut row = DrainRow::deleted(1, "pod-0", 4, Ending::Exited, &account(3, 0), true);
+        row.moved = 4;
+        row.clients = Some(ClientAccount { cut: 1, received: 9, ..ClientAccount::default() });
+        let clients = ClientAccount { cut: 1, duplicate: 2, ..ClientAccount::default() };
+        let report =
+            Report::new(&config(), vec![row], ClientTotals::default(), Ok(clients), Vec::new(), Duration::from_secs(1));
+        assert_eq!(
+            report.reasons,
+            [
+                "pod-0: drained 3 of the 4 sessions it held",
+                "pod-0: 1 session(s) cut with no notice and no close during a planned drain",
+                "2 data frame(s) received twice or out of order (seq below the expected one)",
+            ]
+        );
+        let text = render(&report);
+        assert!(text.contains("  pod-0 round 1: server held 4, drained 3 (complete 3), sent 12 in the drain, unacked 0 | clients: received 9, lost 0, unacked 0, cut 1"), "{text}");
+        assert!(
+            text.ends_with("  - 2 data frame(s) received twice or out of order (seq below the expected one)\n"),
+            "{text}"
+        );
+        let junit = report.junit();
+        assert!(junit.contains("<testcase classname=\"gsd-lab delete-pod\" name=\"round 1 pod-0\">"), "{junit}");
+        assert!(junit.contains("<failure type=\"drained_fewer\""), "{junit}");
+        assert!(junit.contains("<failure type=\"duplicates\""), "{junit}");
+        assert!(junit.contains("name=\"lab\"/>"), "{junit}");
     }
 
     #[test]
-    fn unacked_and_duplicate_frames_are_summed_and_shown_but_are_not_loss() {
+    fn unreadable_clients_fail_the_run_instead_of_reading_as_nothing_lost() {
+        let report = Report::new(
+            &config(),
+            Vec::new(),
+            ClientTotals::default(),
+            Err("client-0: no answer".into()),
+            Vec::new(),
+            Duration::from_secs(1),
+        );
+        assert_eq!(report.reasons, ["the clients' /metrics could not be read: client-0: no answer"]);
+    }
+
+    #[test]
+    fn unacked_frames_are_summed_and_shown_but_are_not_loss() {
         let mut totals = ClientTotals::default();
         for (unacked, duplicate) in [(2, 0), (3, 1)] {
             let exit = serde_json::json!({"users": 1, "data_unacked": unacked, "data_duplicate": duplicate});
             totals.add_exit(&ClientExit(exit));
         }
         assert_eq!((totals.data_unacked, totals.data_duplicate), (5, 1));
-        let config = <LabConfig as clap::Parser>::parse_from(["gsd-lab"]);
-        let report = Report::new(&config, Vec::new(), totals, Vec::new(), Duration::from_secs(1));
+        let clients = ClientAccount { unacked: 5, ..ClientAccount::default() };
+        let report = Report::new(&config(), Vec::new(), totals, Ok(clients), Vec::new(), Duration::from_secs(1));
         assert!(report.ok, "{:?}", report.reasons);
         let text = render(&report);
         assert!(text.contains(" 5 data frame(s) received but not acknowledged"), "{text}");

@@ -39,6 +39,7 @@ impl Lab {
             }
             if c.scenario != Scenario::RollingRestart {
                 self.wait_users_back(&format!("round {round}: users back")).await;
+                self.close_row().await;
             }
             self.progress.set(self.step(round, "traffic"));
             tokio::time::sleep(c.settle).await;
@@ -58,6 +59,7 @@ impl Lab {
             let idx = self.pods.iter().position(|p| p.id() == id).expect("old pod still there");
             self.delete(idx, round, false, false).await?;
             self.wait_users_back(&format!("round {round}: users back")).await;
+            self.close_row().await;
         }
         Ok(())
     }
