@@ -1,4 +1,5 @@
-# One image, both binaries: gsd-server (the default) and gsd-client.
+# One image, every program: gsd-server (the default), gsd-client and
+# gsd-verdict (the chart's in-cluster verdict).
 #   docker build -t gsd .
 #   docker run --rm -p 8080:8080 gsd                 # the server
 #   docker run --rm --entrypoint gsd-client gsd ...   # the client
@@ -13,11 +14,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     scripts/build-release \
     && mkdir -p /out \
-    && cp target/release/gsd-server target/release/gsd-client /out/
+    && cp target/release/gsd-server target/release/gsd-client target/release/gsd-verdict /out/
 
 # distroless cc: glibc and libgcc only, no shell, uid 65532 ("nonroot").
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /out/gsd-server /out/gsd-client /usr/local/bin/
+COPY --from=builder /out/gsd-server /out/gsd-client /out/gsd-verdict /usr/local/bin/
 USER 65532:65532
 EXPOSE 8080 9091
 # Exec form: the binary is PID 1 and gets the kubelet's SIGTERM itself.

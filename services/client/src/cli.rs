@@ -1,6 +1,5 @@
 //! The `gsd-client` program: parse the configuration, start telemetry, run the
 //! virtual users until SIGTERM/SIGINT, close every session with 1000, exit 0.
-//! `gsd-client verdict` is the in-cluster rehearsal ([`crate::verdict`]).
 
 use crate::Config;
 use clap::Parser;
@@ -16,9 +15,10 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-    // `gsd-client verdict ...`: the in-cluster rehearsal, its own options.
+    // The in-cluster verdict was `gsd-client verdict` before it became a
+    // program of the judge's crate: say where it went.
     if args.get(1).is_some_and(|a| a == "verdict") {
-        return crate::verdict::main(args.into_iter().skip(1));
+        anyhow::bail!("the in-cluster verdict is its own program now: gsd-verdict, with the same options");
     }
     let config = Config::parse_from(args);
     if config.check {

@@ -85,34 +85,6 @@ pub(crate) fn add(to: &mut u64, n: u64) {
     *to = to.saturating_add(n);
 }
 
-/// Why a rehearsal failed on the clients' side, in the words gsd-lab and the
-/// in-cluster verdict both report: one reason per non-zero loss counter.
-pub fn loss_reasons(messages_lost: u64, requests_lost: u64, drains_incomplete: u64) -> Vec<String> {
-    let mut reasons = Vec::new();
-    if messages_lost > 0 {
-        reasons.push(format!("{messages_lost} messages lost"));
-    }
-    if requests_lost > 0 {
-        reasons.push(format!("{requests_lost} requests lost"));
-    }
-    if drains_incomplete > 0 {
-        reasons.push(format!("{drains_incomplete} drains incomplete as the clients saw them"));
-    }
-    reasons
-}
-
-/// The last lines of a rehearsal's report: PASS, or FAIL with every reason.
-pub fn render_outcome(reasons: &[String], elapsed_seconds: f64) -> String {
-    if reasons.is_empty() {
-        return format!("PASS: every drain completed and nothing was lost ({elapsed_seconds:.1}s)\n");
-    }
-    let mut out = "FAIL:\n".to_owned();
-    for reason in reasons {
-        out += &format!("  - {reason}\n");
-    }
-    out
-}
-
 impl AddAssign<&Ledger> for Ledger {
     /// Counts saturate at `u64::MAX`: a total that wrapped would read as
     /// (almost) nothing lost.

@@ -12,7 +12,6 @@ pub mod config;
 pub mod ledger;
 pub mod metrics;
 mod user;
-pub mod verdict;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;

@@ -796,8 +796,11 @@ fn the_verdict_is_opt_in_with_the_least_rbac() {
     let role = find(&docs, "Role", "gsd-verdict");
     assert_eq!(
         role["rules"],
-        serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]}]),
-        "the verdict lists pods and deletes one; nothing else"
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+        ]),
+        "the verdict lists pods and evicts one; nothing else"
     );
     let binding = find(&docs, "RoleBinding", "gsd-verdict");
     assert_eq!(binding["roleRef"]["kind"], "Role", "namespaced, never a ClusterRole");
@@ -817,7 +820,7 @@ fn the_verdict_is_opt_in_with_the_least_rbac() {
     assert_eq!(spec["automountServiceAccountToken"], true);
     assert_eq!(spec["restartPolicy"], "Never");
     let c = &spec["containers"][0];
-    assert_eq!(c["command"], serde_json::json!(["/usr/local/bin/gsd-client", "verdict"]));
+    assert_eq!(c["command"], serde_json::json!(["/usr/local/bin/gsd-verdict"]));
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     // Its selectors pick exactly the Deployments' pods; its ports are theirs.
     for (deployment, var) in [("gsd-server", "SERVER_SELECTOR"), ("gsd-client", "CLIENT_SELECTOR")] {
@@ -836,8 +839,8 @@ fn the_verdict_is_opt_in_with_the_least_rbac() {
     assert_eq!(env(c, "CLIENT_METRICS_PORT")["value"], "9091");
     assert_eq!(env(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
     // The selector is one the verdict accepts.
-    let parsed = gsd_client::verdict::VerdictConfig::try_parse_from([
-        "verdict",
+    let parsed = gsd_verdict::cluster::VerdictConfig::try_parse_from([
+        "gsd-verdict",
         "--server-selector",
         env(c, "SERVER_SELECTOR")["value"].as_str().unwrap(),
         "--client-selector",
@@ -982,12 +985,13 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         "ok: strict dry-run apply: defaults",
         "ok: strict dry-run apply: extraEnv valueFrom, imagePullSecrets objects, the verdict's RBAC and pod",
         "ok: a misspelt field is refused",
-        "ok: gsd-verdict may list and delete pods in gsd, and nothing else",
-        "ok: gsd-client verdict listed the pods over HTTPS as gsd-verdict",
+        "ok: gsd-verdict may list pods and evict them in gsd, and nothing else",
+        "ok: gsd-verdict listed the pods over HTTPS as its ServiceAccount",
         "ok: without the Role: 403 Forbidden",
         "ok: an API server certificate from another CA is refused",
         "ok: verdict PASS: it deleted a server pod, followed the drain of its 5 sessions",
         "ok: verdict FAIL when the server drops one owed message per session: 5 messages lost",
+        "ok: verdict FAIL when a PodDisruptionBudget forbids the eviction: 429 reported, the pod not deleted",
         "ok: 2 server pods and 1 client pod carry the preStop sleep",
         "ok: upgraded: ServiceMonitors, PrometheusRule, NetworkPolicy, PDB",
         "ok: helm uninstall removed everything",
@@ -995,11 +999,15 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
     ];
     let (client, server) =
         (format!("{} client", common::lab().display()), format!("{} server", common::lab().display()));
+    // cargo test --workspace builds every member's programs into one directory.
+    let verdict = common::lab().with_file_name("gsd-verdict");
+    assert!(verdict.exists(), "{} not built (cargo build -p gsd-verdict)", verdict.display());
     let envs = [
         ("KUBE_BIN_DIR", apiserver.parent().unwrap().as_os_str()),
         ("HELM_BIN", helm.as_os_str()),
         ("GSD_CLIENT", client.as_ref()),
         ("GSD_SERVER", server.as_ref()),
+        ("GSD_VERDICT", verdict.as_os_str()),
     ];
     common::run_script("apiserver-test", &envs, &expected);
     // No etcd, kube-apiserver or kube-controller-manager is left behind.

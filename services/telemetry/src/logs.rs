@@ -99,7 +99,7 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
 }
 
 fn otlp_provider(default_service: &'static str) -> Result<SdkTracerProvider, String> {
-    // reqwest is built with rustls in this workspace (gsd-client verdict's
+    // reqwest is built with rustls in this workspace (gsd-verdict's
     // HTTPS) and panics building a client with no crypto provider: give it
     // ring, the one compiled in, unless one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();

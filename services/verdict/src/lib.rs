@@ -9,10 +9,14 @@
 //!   into a list of [`Reason`]s, each with its numbers;
 //! - [`report`]: the outcome line, JSON and JUnit for CI gates.
 //!
+//! - [`cluster`]: the in-cluster verdict, the `gsd-verdict` program (the
+//!   chart's opt-in `helm test` pod).
+//!
 //! gsd-lab and the in-cluster verdict collect; this crate judges. A rule
 //! lives here once, so the two cannot disagree.
 
 pub mod account;
+pub mod cluster;
 pub mod exposition;
 pub mod names;
 pub mod report;

@@ -94,6 +94,10 @@ pub enum Reason {
     /// Sessions cut with no close and no notice, outside any planned drain:
     /// what was lost in them is unknown.
     SessionsCut { sessions: u64 },
+    /// The Eviction API refused to evict the pod (HTTP 429): a
+    /// PodDisruptionBudget allows no disruption now. Nothing was rehearsed,
+    /// and nothing was deleted around it.
+    EvictionRefused { pod: String, message: String },
     /// Something the collector saw on its way (a client pod that came or
     /// went, a scrape that failed, users not back in time).
     Collector { what: String },
@@ -147,6 +151,11 @@ impl std::fmt::Display for Reason {
             Reason::SessionsCut { sessions } => {
                 write!(f, "{sessions} session(s) cut with no close and no notice: loss in them is unknown")
             }
+            Reason::EvictionRefused { pod, message } => write!(
+                f,
+                "{pod}: the eviction was refused ({message}): a PodDisruptionBudget allows no disruption now, \
+                 and the verdict does not delete around it"
+            ),
             Reason::Collector { what } => f.write_str(what),
         }
     }

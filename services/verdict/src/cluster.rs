@@ -1,0 +1,676 @@
+//! `gsd-verdict`: the rehearsal inside a cluster (the chart's opt-in `helm
+//! test` pod, `verdict.enabled`). It evicts one ready server pod through the
+//! Eviction API, as `kubectl drain` and a node upgrade do, so that a
+//! PodDisruptionBudget that forbids it is reported instead of bypassed;
+//! follows that pod's drain on its `/metrics` (by pod IP, which keeps
+//! answering through METRICS_LINGER after the drain); reads the client pods'
+//! accounts before and after; and asks the judge ([`crate::judge_all`]),
+//! the same rules gsd-lab uses. Exit 0 only on PASS.
+//!
+//! It talks to the Kubernetes API as the pod's service account: the token
+//! and CA the kubelet mounts, over HTTPS (reqwest on rustls with the ring
+//! provider, the cluster CA as the only root). The chart's Role grants what
+//! it uses and nothing more: list pods, create pods/eviction.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use gsd_protocol::duration::parse_duration;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::report::Case;
+use crate::{ClientAccount, DrainEvidence, Ending, Reason, ServerAccount};
+
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// gsd-verdict: evict one gsd-server pod and prove that its drain completed
+/// and that no client lost anything. Runs inside the cluster as a service
+/// account allowed to list pods and create evictions in its namespace.
+///
+/// Every option can be given as a flag or as the environment variable named
+/// in brackets.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gsd-verdict", version, long_about = None)]
+pub struct VerdictConfig {
+    /// Namespace of the release (default: the service account's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Label selector of the server pods.
+    #[arg(long, env = "SERVER_SELECTOR", value_parser = parse_selector)]
+    pub server_selector: String,
+
+    /// Label selector of the client pods.
+    #[arg(long, env = "CLIENT_SELECTOR", value_parser = parse_selector)]
+    pub client_selector: String,
+
+    /// Port of the servers' /metrics (their admin port, ADMIN_PORT).
+    #[arg(long, env = "SERVER_METRICS_PORT", default_value_t = 9090)]
+    pub server_metrics_port: u16,
+
+    /// Port of the clients' /metrics.
+    #[arg(long, env = "CLIENT_METRICS_PORT", default_value_t = 9091)]
+    pub client_metrics_port: u16,
+
+    /// Bound on the whole verdict; past it, it fails.
+    #[arg(long, env = "VERDICT_TIMEOUT", default_value = "180s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// How long a refused eviction (HTTP 429: a PodDisruptionBudget allows no
+    /// disruption now) is retried, every second, before the verdict reports
+    /// it; a budget whose status the controller has not caught up on yet
+    /// answers 429 for a moment too.
+    #[arg(long, env = "VERDICT_EVICTION_WAIT", default_value = "15s", value_parser = parse_duration)]
+    pub eviction_wait: Duration,
+
+    /// After the drain, how long the clients get to reconnect before their
+    /// counters are read.
+    #[arg(long, env = "VERDICT_SETTLE", default_value = "5s", value_parser = parse_duration)]
+    pub settle: Duration,
+
+    /// Base URL of the Kubernetes API (default: https:// KUBERNETES_SERVICE_HOST
+    /// : KUBERNETES_SERVICE_PORT, as in every pod).
+    #[arg(long, env = "KUBE_API")]
+    pub api: Option<String>,
+
+    /// The service account token.
+    #[arg(long, env = "KUBE_TOKEN_FILE", default_value = concat!("/var/run/secrets/kubernetes.io/serviceaccount", "/token"))]
+    pub token_file: PathBuf,
+
+    /// The CA bundle the API server's certificate is checked against.
+    #[arg(long, env = "KUBE_CA_FILE", default_value = concat!("/var/run/secrets/kubernetes.io/serviceaccount", "/ca.crt"))]
+    pub ca_file: PathBuf,
+
+    /// Also write the report as JSON here (every reason with its kind and
+    /// numbers), for CI gates.
+    #[arg(long, env = "VERDICT_JSON")]
+    pub json: Option<PathBuf>,
+
+    /// Also write the verdict as JUnit XML here.
+    #[arg(long, env = "VERDICT_JUNIT")]
+    pub junit: Option<PathBuf>,
+}
+
+fn parse_selector(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let valid = !text.is_empty()
+        && text.split(',').all(|term| {
+            term.split_once('=').is_some_and(|(k, v)| {
+                let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+                ok(k.trim()) && ok(v.trim_start_matches('=').trim())
+            })
+        });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is not a selector such as app=gsd,component=server"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerdictError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("Kubernetes API {method} {path}: {detail}")]
+    Api { method: &'static str, path: String, status: Option<u16>, detail: String },
+    #[error("{0}")]
+    Precondition(String),
+    #[error("no verdict within {0:?}: {1}")]
+    Timeout(Duration, String),
+}
+
+/// The Kubernetes API as this pod's service account.
+struct Kube {
+    /// HTTPS client trusting only the cluster's CA.
+    http: reqwest::Client,
+    /// The API server's URL: `--api`, else from the in-cluster environment.
+    base: String,
+    /// The service account's bearer token.
+    token: String,
+}
+
+impl Kube {
+    fn new(config: &VerdictConfig) -> Result<Self, VerdictError> {
+        let setup = |what: &str, e: &dyn std::fmt::Display| VerdictError::Setup(format!("{what}: {e}"));
+        let base = match &config.api {
+            Some(api) => api.trim_end_matches('/').to_owned(),
+            None => {
+                let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+                    VerdictError::Setup("KUBERNETES_SERVICE_HOST is not set: not in a pod? (or give --api)".into())
+                })?;
+                let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+                match host.parse::<IpAddr>() {
+                    Ok(IpAddr::V6(ip)) => format!("https://[{ip}]:{port}"),
+                    _ => format!("https://{host}:{port}"),
+                }
+            }
+        };
+        let token = std::fs::read_to_string(&config.token_file)
+            .map_err(|e| setup(&format!("reading the token {}", config.token_file.display()), &e))?
+            .trim()
+            .to_owned();
+        let pem = std::fs::read(&config.ca_file)
+            .map_err(|e| setup(&format!("reading the CA {}", config.ca_file.display()), &e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| setup(&format!("parsing the CA {}", config.ca_file.display()), &e))?;
+        if certs.is_empty() {
+            return Err(VerdictError::Setup(format!("{} holds no certificate", config.ca_file.display())));
+        }
+        // Several crypto providers could be compiled in; say which one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| setup("building the HTTPS client", &e))?;
+        Ok(Kube { http, base, token })
+    }
+
+    async fn call(&self, method: &'static str, path: &str, body: Option<Value>) -> Result<Value, VerdictError> {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "POST" => self.http.post(&url),
+            _ => self.http.get(&url),
+        };
+        let mut request = request.bearer_auth(&self.token).header("Accept", "application/json");
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_string());
+        }
+        let api =
+            |status: Option<u16>, detail: String| VerdictError::Api { method, path: path.to_owned(), status, detail };
+        let response = request.send().await.map_err(|e| api(None, causes(&e)))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| api(Some(status.as_u16()), causes(&e)))?;
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = json["message"].as_str().map_or_else(|| text.chars().take(300).collect(), str::to_owned);
+            return Err(api(Some(status.as_u16()), format!("{status}: {message}")));
+        }
+        Ok(json)
+    }
+
+    async fn pods(&self, namespace: &str, selector: &str) -> Result<Value, VerdictError> {
+        self.call("GET", &format!("/api/v1/namespaces/{namespace}/pods?labelSelector={selector}"), None).await
+    }
+}
+
+/// An error with every cause under it, so that "error sending request" says
+/// why (a certificate from another CA, a refused connection).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// A pod the verdict can use: running, ready, not terminating, with an IP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyPod {
+    /// The pod's name: its `SERVER_ID`, as welcomes and metrics name it.
+    pub name: String,
+    /// The pod's uid, the deletion's precondition, so that a replacement
+    /// with the same name is never deleted by mistake.
+    pub uid: String,
+    /// Where the pod's admin port is scraped.
+    pub ip: IpAddr,
+    /// Its terminationGracePeriodSeconds (30, Kubernetes' default, when the
+    /// spec does not say): the judge names it when the drain outlasts it.
+    pub grace: Duration,
+}
+
+/// The ready pods of a PodList, by name.
+pub fn ready_pods(list: &Value) -> Vec<ReadyPod> {
+    let mut pods: Vec<ReadyPod> = list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .filter_map(|p| {
+            Some(ReadyPod {
+                name: p["metadata"]["name"].as_str()?.to_owned(),
+                uid: p["metadata"]["uid"].as_str()?.to_owned(),
+                ip: p["status"]["podIP"].as_str()?.parse().ok()?,
+                grace: Duration::from_secs(p["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30)),
+            })
+        })
+        .collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    pods
+}
+
+/// What the verdict saw and decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerdictReport {
+    /// The namespace the verdict ran in.
+    pub namespace: String,
+    /// Ready server pods before the eviction.
+    pub servers: usize,
+    /// Client pods whose accounts were read.
+    pub client_pods: usize,
+    /// The evicted pod.
+    pub pod: String,
+    /// Sessions it held just before the eviction.
+    pub held: u64,
+    /// Its own account from the scrape that saw its drain end (or the last
+    /// one it answered, when none did).
+    pub server: Option<ServerAccount>,
+    /// What the client pods' accounts changed by over the verdict, summed.
+    pub clients: ClientAccount,
+    /// From the start of the rehearsal to its verdict.
+    pub elapsed_seconds: f64,
+    /// Why it failed; empty when it passed.
+    #[serde(skip)]
+    pub reasons: Vec<Reason>,
+    /// The same, as JSON with kind and numbers.
+    #[serde(rename = "reasons")]
+    pub reasons_json: Value,
+    /// PASS.
+    pub ok: bool,
+}
+
+impl VerdictReport {
+    fn decide(mut self, reasons: Vec<Reason>) -> Self {
+        self.reasons_json = crate::reasons_json(&reasons);
+        self.ok = reasons.is_empty();
+        self.reasons = reasons;
+        self
+    }
+
+    /// The verdict as JUnit XML: the evicted pod's drain, and the clients.
+    pub fn junit(&self) -> String {
+        let (drain, clients): (Vec<Reason>, Vec<Reason>) = self.reasons.iter().cloned().partition(|r| {
+            !matches!(
+                r,
+                Reason::MessagesLost { .. }
+                    | Reason::RequestsLost { .. }
+                    | Reason::ClientDrainsIncomplete { .. }
+                    | Reason::Duplicates { .. }
+                    | Reason::SessionsCut { .. }
+            )
+        });
+        let cases = [
+            Case { name: format!("drain {}", self.pod), reasons: drain },
+            Case { name: "clients".into(), reasons: clients },
+        ];
+        crate::junit(&format!("gsd-verdict {}", self.namespace), &cases, self.elapsed_seconds)
+    }
+}
+
+/// The report as text, in the shape of gsd-lab's.
+pub fn render(report: &VerdictReport) -> String {
+    let t = &report.clients;
+    let mut out = format!(
+        "gsd-verdict: evict-pod | namespace {} | {} ready servers | {} client pod(s)\n\n",
+        report.namespace, report.servers, report.client_pods
+    );
+    out += &format!(
+        "{:<32} {:>8} {:>8} {:>9} {:>10}  {:<10}\n",
+        "pod", "sessions", "drained", "messages", "shutdown", "outcome"
+    );
+    let (drained, messages, shutdown, outcome) = match &report.server {
+        Some(s) => {
+            let short = s.drained() - s.drains("complete") - s.drains("client_left");
+            let outcome = match (s.shutdown_seconds, short) {
+                (None, _) => "unknown",
+                (Some(_), 0) if s.drained() >= report.held => "complete",
+                _ => "incomplete",
+            };
+            (s.drained(), s.drain_messages, s.shutdown_seconds, outcome)
+        }
+        None => (0, 0, None, "unknown"),
+    };
+    out += &format!(
+        "{:<32} {:>8} {:>8} {:>9} {:>10}  {:<10}\n",
+        report.pod,
+        report.held,
+        drained,
+        messages,
+        shutdown.map_or("-".to_owned(), |s| format!("{s:.3}s")),
+        outcome
+    );
+    if let Some(s) = &report.server {
+        let drains: Vec<String> = s.drains.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        out += &format!(
+            "  server: drained {} ({}), sent {} in the drain, unacked {}\n",
+            s.drained(),
+            if drains.is_empty() { "none".to_owned() } else { drains.join(", ") },
+            s.drain_messages,
+            s.unacked
+        );
+    }
+    out += &format!(
+        "\nclients: {} users | {} reconnects ({} after a drain)\n         drains {} complete, {} incomplete | \
+         messages lost {} | requests lost {} (re-sent {}) | received {}, unacked {} (processed, not lost), \
+         duplicate {}, cut {}\n\n",
+        t.users,
+        t.reconnects,
+        t.reconnects_drain,
+        t.drains_complete,
+        t.drains_incomplete,
+        t.lost,
+        t.requests_lost,
+        t.requests_resent,
+        t.received,
+        t.unacked,
+        t.duplicate,
+        t.cut
+    );
+    out + &crate::render_outcome(&report.reasons, 0, report.elapsed_seconds)
+}
+
+async fn scrape(ip: IpAddr, port: u16) -> Option<String> {
+    let addr = SocketAddr::new(ip, port).to_string();
+    match gsd_telemetry::http_get(&addr, "/metrics", Duration::from_secs(2)).await {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+/// Every client pod's account, by pod; a pod that does not answer, or
+/// answers with no account, is named.
+async fn scrape_clients(pods: &[ReadyPod], port: u16) -> Result<BTreeMap<String, ClientAccount>, VerdictError> {
+    let mut accounts = BTreeMap::new();
+    for pod in pods {
+        let body = scrape(pod.ip, port).await.ok_or_else(|| {
+            VerdictError::Precondition(format!("client pod {} ({}:{port}) does not answer /metrics", pod.name, pod.ip))
+        })?;
+        let account = ClientAccount::parse(&body).map_err(|e| {
+            VerdictError::Precondition(format!(
+                "client pod {} ({}:{port}): its /metrics is no account: {e}",
+                pod.name, pod.ip
+            ))
+        })?;
+        accounts.insert(pod.name.clone(), account);
+    }
+    Ok(accounts)
+}
+
+/// The whole rehearsal. Errors are setup or API failures; a rehearsal that
+/// ran (an eviction refused by a PodDisruptionBudget included) is a report,
+/// passed or not.
+pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> {
+    let started = Instant::now();
+    let deadline = started + config.timeout;
+    let kube = Kube::new(config)?;
+    let namespace = match &config.namespace {
+        Some(ns) => ns.clone(),
+        None => std::fs::read_to_string(format!("{SERVICE_ACCOUNT}/namespace"))
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| VerdictError::Setup(format!("no --namespace and no service account namespace: {e}")))?,
+    };
+
+    let servers = ready_pods(&kube.pods(&namespace, &config.server_selector).await?);
+    if servers.len() < 2 {
+        return Err(VerdictError::Precondition(format!(
+            "{} ready server pod(s) match {}: a drain needs at least 2, so that the sessions have somewhere to go",
+            servers.len(),
+            config.server_selector
+        )));
+    }
+    let clients = ready_pods(&kube.pods(&namespace, &config.client_selector).await?);
+    if clients.is_empty() {
+        return Err(VerdictError::Precondition(format!("no ready client pod matches {}", config.client_selector)));
+    }
+    let before = scrape_clients(&clients, config.client_metrics_port).await?;
+
+    let victim = servers[0].clone();
+    let first = scrape(victim.ip, config.server_metrics_port).await.ok_or_else(|| {
+        VerdictError::Precondition(format!(
+            "server pod {} ({}:{}) does not answer /metrics",
+            victim.name, victim.ip, config.server_metrics_port
+        ))
+    })?;
+    let held = ServerAccount::parse(&first)
+        .map_err(|e| {
+            VerdictError::Precondition(format!("server pod {}: its /metrics is no account: {e}", victim.name))
+        })?
+        .sessions;
+    let mut report = VerdictReport {
+        namespace: namespace.clone(),
+        servers: servers.len(),
+        client_pods: clients.len(),
+        pod: victim.name.clone(),
+        held,
+        ..VerdictReport::default()
+    };
+    eprintln!("verdict: evicting {} ({held} sessions)", victim.name);
+    let eviction = serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": { "name": victim.name, "namespace": namespace },
+        "deleteOptions": { "preconditions": { "uid": victim.uid } },
+    });
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{}/eviction", victim.name);
+    let refused_until = Instant::now() + config.eviction_wait;
+    loop {
+        match kube.call("POST", &path, Some(eviction.clone())).await {
+            Ok(_) => break,
+            // 429: a PodDisruptionBudget allows no disruption now. Retried
+            // a while, then reported; the verdict never deletes around it.
+            Err(VerdictError::Api { status: Some(429), detail, .. }) => {
+                if Instant::now() >= refused_until {
+                    report.elapsed_seconds = started.elapsed().as_secs_f64();
+                    let refused = Reason::EvictionRefused { pod: victim.name.clone(), message: detail };
+                    return Ok(report.decide(vec![refused]));
+                }
+                eprintln!("verdict: eviction refused for now ({detail}); again in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Follow the drain on the pod's own /metrics until a scrape shows its end.
+    let mut last: Option<Result<ServerAccount, String>> = None;
+    let mut silent_since: Option<Instant> = None;
+    while !matches!(&last, Some(Ok(s)) if s.shutdown_seconds.is_some()) {
+        if Instant::now() >= deadline {
+            return Err(VerdictError::Timeout(config.timeout, format!("{} was still draining", victim.name)));
+        }
+        match scrape(victim.ip, config.server_metrics_port).await {
+            Some(body) => {
+                silent_since = None;
+                last = Some(ServerAccount::parse(&body).map_err(|e| e.to_string()));
+            }
+            // Gone for good: the report says no scrape saw the drain end.
+            None if silent_since.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) => break,
+            None => silent_since = silent_since.or(Some(Instant::now())),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("verdict: drain of {} over; {:?} for the clients to settle", victim.name, config.settle);
+    tokio::time::sleep(config.settle.min(deadline.saturating_duration_since(Instant::now()))).await;
+
+    let after = scrape_clients(&clients, config.client_metrics_port).await?;
+    let mut reasons = Vec::new();
+    let mut delta = ClientAccount::default();
+    for (pod, now) in &after {
+        match before.get(pod).map(|then| now.since(then)) {
+            Some(Ok(d)) => delta += &d,
+            Some(Err(e)) => reasons.push(Reason::Collector { what: format!("client pod {pod}: {e}") }),
+            None => reasons.push(Reason::Collector {
+                what: format!("client pod {pod} came during the verdict: its account cannot be compared"),
+            }),
+        }
+    }
+    for pod in before.keys().filter(|p| !after.contains_key(*p)) {
+        reasons.push(Reason::Collector { what: format!("client pod {pod} went during the verdict") });
+    }
+    match &last {
+        Some(Err(e)) => {
+            reasons.push(Reason::Collector { what: format!("{}: its last /metrics is no account: {e}", victim.name) })
+        }
+        Some(Ok(s)) => report.server = Some(s.clone()),
+        None => {}
+    }
+    let evidence = DrainEvidence {
+        pod: victim.name.clone(),
+        held,
+        ending: Ending::Exited,
+        server: report.server.clone(),
+        clients: Some(delta),
+        moved: None,
+        grace: victim.grace,
+    };
+    reasons.extend(crate::judge_all(&[evidence], &delta));
+    report.clients = delta;
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report.decide(reasons))
+}
+
+/// `gsd-verdict [options]`: the report on stdout (and `--json`, `--junit`);
+/// exit 0 only on PASS.
+pub fn main<I, T>(args: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let config = VerdictConfig::parse_from(args);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = runtime.block_on(run(&config)).map_err(|e| anyhow::anyhow!("verdict: {e}"))?;
+    print!("{}", render(&report));
+    if let Some(path) = &config.json {
+        let text = serde_json::to_string_pretty(&report)? + "\n";
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &config.junit {
+        std::fs::write(path, report.junit()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    if report.ok { Ok(()) } else { anyhow::bail!("verdict: FAIL") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, phase: &str, ready: &str, ip: Option<&str>, deleting: bool) -> Value {
+        let mut p = json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}")},
+            "spec": {"terminationGracePeriodSeconds": 45},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]},
+        });
+        if let Some(ip) = ip {
+            p["status"]["podIP"] = json!(ip);
+        }
+        if deleting {
+            p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        p
+    }
+
+    #[test]
+    fn only_running_ready_live_pods_with_an_ip_are_used() {
+        let list = json!({"items": [
+            pod("s-b", "Running", "True", Some("10.0.0.2"), false),
+            pod("s-a", "Running", "True", Some("fd00::1"), false),
+            pod("s-pending", "Pending", "False", None, false),
+            pod("s-unready", "Running", "False", Some("10.0.0.3"), false),
+            pod("s-terminating", "Running", "True", Some("10.0.0.4"), true),
+            pod("s-noip", "Running", "True", None, false),
+        ]});
+        let pods = ready_pods(&list);
+        assert_eq!(pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["s-a", "s-b"]);
+        assert_eq!(pods[0].ip, "fd00::1".parse::<IpAddr>().unwrap());
+        assert_eq!((pods[1].uid.as_str(), pods[1].grace), ("uid-s-b", Duration::from_secs(45)));
+        assert!(ready_pods(&json!({"kind": "Status"})).is_empty());
+    }
+
+    #[test]
+    fn the_report_shows_both_sides_and_ends_with_the_judges_words() {
+        let server = ServerAccount {
+            sessions: 0,
+            drains: [("complete".to_owned(), 10), ("incomplete".to_owned(), 0)].into(),
+            drain_messages: 55,
+            shutdown_seconds: Some(0.25),
+            ..ServerAccount::default()
+        };
+        let clients =
+            ClientAccount { users: 10, drains_complete: 10, received: 55, unacked: 2, ..ClientAccount::default() };
+        let report = VerdictReport {
+            namespace: "shop".into(),
+            pod: "gsd-server-a".into(),
+            held: 10,
+            server: Some(server),
+            clients,
+            elapsed_seconds: 12.0,
+            ..VerdictReport::default()
+        }
+        .decide(Vec::new());
+        let text = render(&report);
+        assert!(
+            text.contains("gsd-server-a                           10       10        55     0.250s  complete"),
+            "{text}"
+        );
+        assert!(text.contains("unacked 2 (processed, not lost)"), "{text}");
+        assert!(text.ends_with("PASS: every drain completed and nothing was lost (12.0s)\n"), "{text}");
+        let failed = VerdictReport { held: 12, ..report }.decide(vec![
+            Reason::DrainedFewer { pod: "gsd-server-a".into(), held: 12, drained: 10 },
+            Reason::MessagesLost { messages: 3 },
+        ]);
+        let text = render(&failed);
+        assert!(
+            text.contains("  incomplete")
+                && text
+                    .ends_with("FAIL:\n  - gsd-server-a: drained 10 of the 12 sessions it held\n  - 3 messages lost\n"),
+            "{text}"
+        );
+        let junit = failed.junit();
+        assert!(
+            junit.contains("name=\"drain gsd-server-a\">") && junit.contains("<failure type=\"drained_fewer\""),
+            "{junit}"
+        );
+        assert!(junit.contains("name=\"clients\">") && junit.contains("<failure type=\"messages_lost\""), "{junit}");
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["reasons"][0]["drained"], 10);
+        assert_eq!(json["ok"], false);
+    }
+
+    #[test]
+    fn garbage_options_are_refused() {
+        let ok =
+            ["gsd-verdict", "--server-selector", "app=gsd,component=server", "--client-selector", "component=client"];
+        assert!(VerdictConfig::try_parse_from(ok).is_ok());
+        for bad in [
+            &["gsd-verdict", "--server-selector", "", "--client-selector", "a=b"][..],
+            &["gsd-verdict", "--server-selector", "app", "--client-selector", "a=b"],
+            &["gsd-verdict", "--server-selector", "a=b c", "--client-selector", "a=b"],
+            &["gsd-verdict", "--server-selector", "a=b", "--client-selector", "a=b", "--timeout", "soon"],
+            &["gsd-verdict", "--server-selector", "a=b", "--client-selector", "a=b", "--server-metrics-port", "70000"],
+            &["gsd-verdict", "--client-selector", "a=b"],
+        ] {
+            assert!(VerdictConfig::try_parse_from(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_fail_with_the_path() {
+        let config = VerdictConfig::try_parse_from([
+            "gsd-verdict",
+            "--server-selector",
+            "a=b",
+            "--client-selector",
+            "a=c",
+            "--api",
+            "https://127.0.0.1:1",
+            "--token-file",
+            "/nonexistent/token",
+        ])
+        .unwrap();
+        let err = run(&config).await.unwrap_err().to_string();
+        assert!(err.contains("reading the token /nonexistent/token"), "{err}");
+    }
+}
