@@ -4,176 +4,12 @@
 //! clock moves only when every task is waiting on a timer: each instant
 //! asserted here is exact, and no test sleeps for real.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
-use gsd_protocol::{ClientMessage, ServerMessage};
-use gsd_server::{Config, DrainSummary, Listener, ServerError};
-use prometheus::Registry;
-use tokio::io::DuplexStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use common::{Server, follow, next_message, within};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-
-/// A port whose connections are the server ends of in-memory pipes.
-struct Pipes {
-    /// Server ends handed over by [`Server::connect`].
-    incoming: mpsc::UnboundedReceiver<DuplexStream>,
-}
-
-/// The address every in-memory peer seems to come from.
-const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
-
-impl Listener for Pipes {
-    type Io = DuplexStream;
-
-    async fn accept(&mut self) -> std::io::Result<(DuplexStream, SocketAddr)> {
-        match self.incoming.recv().await {
-            Some(stream) => Ok((stream, PEER)),
-            // No more connections will come; the server stops on its own.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(PEER)
-    }
-
-    fn set_liveness(&self, _interval: Duration, _timeout: Duration) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A running `gsd_server::run` on in-memory ports.
-struct Server {
-    /// Where [`Server::connect`] sends the server end of each new pipe.
-    connections: mpsc::UnboundedSender<DuplexStream>,
-    /// The registry the server's metrics are in.
-    registry: Registry,
-    /// Dropping it (in [`Server::drain`]) is the server's SIGTERM.
-    stop: Option<oneshot::Sender<()>>,
-    /// The server's own task, which returns the drain summary.
-    task: JoinHandle<Result<DrainSummary, ServerError>>,
-    /// The admin port's sender, kept so that its accept loop just waits.
-    _admin: mpsc::UnboundedSender<DuplexStream>,
-}
-
-impl Server {
-    /// Starts the server with `flags` over quiet defaults: no pushes, no
-    /// liveness checks, no linger after the drain.
-    fn start(flags: &[&str]) -> Server {
-        let quiet = [("--push-interval", "0s"), ("--ping-interval", "0s"), ("--metrics-linger", "0s")];
-        let mut args = vec!["gsd-server", "--server-id", "timing"];
-        for (flag, value) in quiet.into_iter().filter(|(flag, _)| !flags.contains(flag)) {
-            args.extend([flag, value]);
-        }
-        args.extend(flags);
-        let config = Config::try_parse_from(args).expect("valid flags");
-        config.validate().expect("a valid configuration");
-        let (connections, incoming) = mpsc::unbounded_channel();
-        let (admin, admin_incoming) = mpsc::unbounded_channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let registry = Registry::new();
-        let task = tokio::spawn(gsd_server::run(
-            Pipes { incoming },
-            Pipes { incoming: admin_incoming },
-            config,
-            registry.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Server { connections, registry, stop: Some(stop), task, _admin: admin }
-    }
-
-    /// A new session, past its welcome.
-    async fn connect(&self) -> WebSocketStream<DuplexStream> {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        self.connections.send(server).expect("the server is running");
-        let url = format!("ws://gsd.test{}", gsd_protocol::WS_PATH);
-        let (mut ws, _) = tokio_tungstenite::client_async(url, client).await.expect("upgrade");
-        match next_message(&mut ws).await {
-            Some(ServerMessage::Welcome { .. }) => ws,
-            other => panic!("expected a welcome, got {other:?}"),
-        }
-    }
-
-    /// Starts the drain, as SIGTERM does in the binary.
-    fn drain(&mut self) {
-        self.stop.take();
-    }
-
-    /// Waits for `run` to return.
-    async fn summary(self) -> DrainSummary {
-        self.task.await.expect("the server task").expect("the server ran")
-    }
-
-    /// The value of one series of the server's metrics (0 when absent).
-    fn metric(&self, series: &str) -> f64 {
-        gsd_telemetry::sample(&gsd_telemetry::render(&self.registry), series).unwrap_or(0.0)
-    }
-}
-
-/// The next gsd message, skipping pings; `None` at a close or the end.
-async fn next_message(ws: &mut WebSocketStream<DuplexStream>) -> Option<ServerMessage> {
-    loop {
-        match ws.next().await? {
-            Ok(Message::Text(text)) => return Some(ServerMessage::decode(text.as_str()).expect("a gsd message")),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(_) | Err(_) => return None,
-        }
-    }
-}
-
-/// `future`'s output, or a panic if it takes longer than `bound`.
-async fn within<F: std::future::Future>(bound: Duration, future: F) -> F::Output {
-    tokio::time::timeout(bound, future).await.unwrap_or_else(|_| panic!("still waiting after {bound:?}"))
-}
-
-/// What one client saw of a drain.
-#[derive(Debug)]
-struct Seen {
-    /// When the shutdown notice came, and its `remaining` and `deadline_ms`.
-    notice: Option<(Instant, u32, u64)>,
-    /// Data frames received after the notice.
-    data: u32,
-    /// When the close came, and its code.
-    close: Option<(Instant, u16)>,
-}
-
-/// Follows a session through the drain to its close, acking every data frame
-/// at once when `ack`, never when not.
-async fn follow(mut ws: WebSocketStream<DuplexStream>, ack: bool) -> Seen {
-    let mut seen = Seen { notice: None, data: 0, close: None };
-    while let Some(frame) = ws.next().await {
-        match frame {
-            Ok(Message::Text(text)) => match ServerMessage::decode(text.as_str()).expect("a gsd message") {
-                ServerMessage::ShutdownNotice { remaining, deadline_ms, .. } => {
-                    seen.notice = Some((Instant::now(), remaining, deadline_ms));
-                }
-                ServerMessage::Data { seq, .. } => {
-                    seen.data += 1;
-                    if ack {
-                        let ack = ClientMessage::Ack { seq }.encode();
-                        ws.send(Message::Text(ack.into())).await.expect("ack sent");
-                    }
-                }
-                other => panic!("unexpected {other:?}"),
-            },
-            Ok(Message::Close(frame)) => {
-                seen.close = Some((Instant::now(), frame.map_or(1005, |f| f.code.into())));
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    seen
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_never_acks_is_given_up_at_the_drain_deadline() {
@@ -190,11 +26,12 @@ async fn a_client_that_never_acks_is_given_up_at_the_drain_deadline() {
 
     // The acking client is let go as soon as it has acked; the silent one
     // gets all it is owed, then waits exactly until the deadline.
-    let (notice_at, remaining, deadline_ms) = silent.notice.expect("a notice");
-    assert_eq!((notice_at, remaining, deadline_ms), (signalled, 3, timeout.as_millis() as u64));
-    assert_eq!(silent.data, 3);
-    assert_eq!(silent.close, Some((signalled + timeout, gsd_protocol::close::GOING_AWAY)));
-    let (acked_close, code) = acking.close.expect("a close");
+    let notice = silent.notice.expect("a notice");
+    assert_eq!((notice.at, notice.remaining, notice.deadline_ms), (signalled, 3, timeout.as_millis() as u64));
+    assert_eq!(silent.data.len(), 3);
+    let close = silent.close.as_ref().map(|(at, code, _)| (*at, *code));
+    assert_eq!(close, Some((signalled + timeout, gsd_protocol::close::GOING_AWAY)));
+    let (acked_close, code, _) = acking.close.clone().expect("a close");
     assert_eq!(code, gsd_protocol::close::GOING_AWAY);
     assert!(acked_close - signalled < Duration::from_millis(1), "{acking:?}");
 
@@ -219,8 +56,8 @@ async fn drain_pacing_spreads_the_notices_over_the_window() {
     let mut offsets = Vec::new();
     for user in users {
         let seen = within(Duration::from_secs(10), user).await.unwrap();
-        let (at, ..) = seen.notice.expect("a notice");
-        assert_eq!(seen.close.map(|(_, code)| code), Some(gsd_protocol::close::GOING_AWAY));
+        let at = seen.notice.expect("a notice").at;
+        assert_eq!(seen.close.map(|(_, code, _)| code), Some(gsd_protocol::close::GOING_AWAY));
         offsets.push(at - signalled);
     }
     offsets.sort();
