@@ -105,6 +105,16 @@ pub struct Config {
     #[arg(long, env = "FAULT_DROP_OWED", default_value_t = 0, hide_short_help = true)]
     pub fault_drop_owed: u32,
 
+    /// FAULT INJECTION, for tests and demonstrations: of the data frames each
+    /// session is owed at the drain, announce all but never send the last K
+    /// (at most all of them), and end the close 1001's reason with a
+    /// `last_seq` K lower than the notice's (what was really sent). The
+    /// server believes the drain complete; a client that trusts the close
+    /// over the notice misses the loss, a correct one reports K lost per
+    /// session. Never set this in production.
+    #[arg(long, env = "FAULT_CLOSE_LAST_SEQ_LOWER", default_value_t = 0, hide_short_help = true)]
+    pub fault_close_last_seq_lower: u32,
+
     /// After the drain, keep serving /metrics until one more scrape or until
     /// this has passed, whichever is first, so the shutdown histogram reaches
     /// Prometheus. 0s exits right after the drain.
@@ -260,5 +270,38 @@ mod tests {
         assert!(Config::try_parse_from(["gsd-server", "--ping-timeout", "0s"]).is_err());
         assert!(Config::try_parse_from(["gsd-server", "--ping-interval", "often"]).is_err());
         assert!(Config::try_parse_from(["gsd-server", "--fault-drop-owed", "-1"]).is_err());
+        assert_eq!(c.fault_close_last_seq_lower, 0);
+    }
+
+    #[test]
+    fn fault_counts_refuse_garbage_and_name_their_variable() {
+        for flag in ["--fault-close-last-seq-lower"] {
+            let variable = flag.trim_start_matches("--").replace('-', "_").to_uppercase();
+            for (bad, why) in [
+                ("two", "invalid digit"),
+                ("-1", "-1 is not in 0..=4294967295"),
+                ("1.5", "invalid digit"),
+                ("4294967296", "4294967296 is not in 0..=4294967295"),
+                ("", "cannot parse integer from empty string"),
+            ] {
+                let arg = format!("{flag}={bad}");
+                let error = Config::try_parse_from(["gsd-server", &arg]).expect_err(bad).to_string();
+                assert!(error.contains(&variable) && error.contains(why), "{flag} {bad:?}: {error}");
+            }
+            let c = Config::try_parse_from(["gsd-server", flag, "4294967295"]).expect("u32::MAX");
+            assert_eq!(c.fault_close_last_seq_lower, u32::MAX);
+        }
+    }
+
+    #[test]
+    fn faults_are_hidden_from_short_help_and_explained_in_long_help() {
+        let mut command = <Config as clap::CommandFactory>::command();
+        let short = command.render_help().to_string();
+        let long = command.render_long_help().to_string();
+        for variable in ["FAULT_DROP_OWED", "FAULT_CLOSE_LAST_SEQ_LOWER"] {
+            assert!(!short.contains(variable), "{variable} in -h:\n{short}");
+            assert!(long.contains(variable), "{variable} not in --help:\n{long}");
+        }
+        assert!(long.contains("K lower than the notice's"), "{long}");
     }
 }

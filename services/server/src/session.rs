@@ -100,7 +100,8 @@ struct Drain {
     /// The seq of the last owed frame, as announced.
     last_seq: u64,
     /// The seq the client must acknowledge for the drain to be complete:
-    /// `last_seq`, less any frames FAULT_DROP_OWED withheld.
+    /// `last_seq`, less any frames FAULT_DROP_OWED or
+    /// FAULT_CLOSE_LAST_SEQ_LOWER withheld.
     ack_target: u64,
     /// Child of the server's `drain` span.
     span: Span,
@@ -351,18 +352,28 @@ impl Session {
             None => Span::none(),
         };
         let last_seq = self.next_seq - 1 + remaining as u64;
+        // The faults withhold the last of the owed frames: FAULT_DROP_OWED's
+        // first, then FAULT_CLOSE_LAST_SEQ_LOWER's.
         let dropped = shared.config.fault_drop_owed.min(remaining);
-        let ack_target = last_seq - dropped as u64;
+        let lowered = shared.config.fault_close_last_seq_lower.min(remaining - dropped);
+        let ack_target = last_seq - (dropped + lowered) as u64;
         self.drain = Some(Drain { started: now, remaining, sent: 0, last_seq, ack_target, span });
         debug!(session_id = %self.session_id, remaining, last_seq, deadline_ms, "drain_notice");
         self.send(ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq: Some(last_seq) }).await?;
-        for _ in dropped..remaining {
+        for _ in dropped + lowered..remaining {
             self.push().await?;
         }
         if dropped > 0 {
-            // The withheld frames take their seqs, as frames lost on the way would.
+            // The withheld frames take their seqs, as frames lost on the way
+            // would: the close still claims them.
             self.next_seq += dropped as u64;
             warn!(session_id = %self.session_id, dropped, last_seq, "fault_drop_owed");
+        }
+        if lowered > 0 {
+            // These take no seq: the close's last_seq, the last seq sent, is
+            // `lowered` below the notice's.
+            let close_last_seq = self.next_seq - 1;
+            warn!(session_id = %self.session_id, lowered, last_seq, close_last_seq, "fault_close_last_seq_lower");
         }
         Ok(())
     }

@@ -1,0 +1,100 @@
+//! The faults the server injects on purpose (FAULT_*), each held to its
+//! exact numbers: what the peers see on the wire and what the server counts.
+//! In process, on in-memory pipes and a paused clock, except where the
+//! binary itself is the point (garbage in the environment).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, follow, within};
+use gsd_protocol::close;
+use tokio::time::Instant;
+
+/// Long enough for any drain here; on the paused clock it passes at once.
+const BOUND: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn close_last_seq_lower_withholds_k_frames_and_says_so_in_the_close() {
+    let k = 2;
+    let mut server =
+        Server::start(&["--fault-close-last-seq-lower", "2", "--drain-messages", "5", "--push-interval", "1s"]);
+    // Opened at 0, 1.5 and 3 s, so that each has had a different number of
+    // pushes (3, 1, 0) when the drain starts at 3.25 s.
+    let started = Instant::now();
+    let mut users = Vec::new();
+    for opens_at in [0, 1500, 3000] {
+        tokio::time::sleep_until(started + Duration::from_millis(opens_at)).await;
+        users.push(tokio::spawn(follow(server.connect().await, true)));
+    }
+    tokio::time::sleep_until(started + Duration::from_millis(3250)).await;
+    server.drain();
+    let mut notices = Vec::new();
+    for user in users {
+        let seen = within(BOUND, user).await.unwrap();
+        let notice = seen.notice.expect("a notice");
+        let last_seq = notice.last_seq.expect("a last_seq");
+        notices.push(last_seq);
+        assert_eq!(notice.remaining, 5, "{seen:?}");
+        // The first 5 - K owed frames came, the last K never did.
+        let first_owed = last_seq - 4;
+        assert_eq!(seen.data, (first_owed..=last_seq - k).collect::<Vec<_>>(), "{seen:?}");
+        let (_, code, reason) = seen.close.expect("a close");
+        assert_eq!(code, close::GOING_AWAY);
+        assert_eq!(reason, gsd_protocol::close_reason("server draining", last_seq - k));
+        assert_eq!(gsd_protocol::close_reason_last_seq(&reason), Some(last_seq - k));
+    }
+    assert_eq!(notices, [8, 6, 5], "3, 1 and 0 pushes before the drain, then 5 owed");
+
+    // The server believes every drain complete: the fault is invisible to it.
+    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="complete"}"#), 3.0);
+    assert_eq!(server.metric(r#"gsd_server_messages_sent_total{type="data"}"#), (3 + 1 + 3 * 3) as f64);
+    assert_eq!(server.metric("gsd_server_drain_messages_sum"), 9.0, "5 - K sent per session");
+    assert_eq!(server.metric("gsd_server_data_unacked_total"), 0.0, "every frame sent was acked");
+    let summary = within(BOUND, server.summary()).await;
+    assert_eq!((summary.complete, summary.incomplete, summary.messages), (3, 0, 9), "{summary:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn drop_owed_and_close_last_seq_lower_add_up() {
+    // 5 owed: the last 1 withheld with its seq claimed by the close
+    // (FAULT_DROP_OWED), the 2 before it withheld and not claimed.
+    let mut server =
+        Server::start(&["--fault-drop-owed", "1", "--fault-close-last-seq-lower", "2", "--drain-messages", "5"]);
+    let user = tokio::spawn(follow(server.connect().await, true));
+    server.drain();
+    let seen = within(BOUND, user).await.unwrap();
+    assert_eq!(seen.notice.and_then(|notice| notice.last_seq), Some(5));
+    assert_eq!(seen.data, [1, 2]);
+    let reason = seen.close.expect("a close").2;
+    assert_eq!(gsd_protocol::close_reason_last_seq(&reason), Some(3), "{reason}");
+    assert_eq!(within(BOUND, server.summary()).await.complete, 1);
+}
+
+#[tokio::test]
+async fn garbage_in_a_fault_variable_stops_the_binary_with_its_name() {
+    for variable in ["FAULT_CLOSE_LAST_SEQ_LOWER"] {
+        for (garbage, why) in [
+            ("two", "invalid digit"),
+            ("-1", "is not in 0..=4294967295"),
+            ("4294967296", "is not in 0..=4294967295"),
+            ("1e3", "invalid digit"),
+            ("", "cannot parse integer from empty string"),
+        ] {
+            let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_gsd-server"))
+                .args(["--port", "0", "--admin-port", "0", "--metrics-linger", "0s"])
+                .env(variable, garbage)
+                .kill_on_drop(true)
+                .output();
+            // A server that took the value would listen until killed.
+            let out = within(Duration::from_secs(20), run).await.unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{variable}={garbage}: {:?}\n{stderr}", out.status);
+            assert!(
+                stderr.contains(&format!("invalid value '{garbage}'")) && stderr.contains(variable),
+                "{variable}={garbage}: {stderr}"
+            );
+            assert!(stderr.contains(why), "{variable}={garbage}: {stderr}");
+        }
+    }
+}
