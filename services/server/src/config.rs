@@ -105,6 +105,15 @@ pub struct Config {
     #[arg(long, env = "FAULT_DROP_OWED", default_value_t = 0, hide_short_help = true)]
     pub fault_drop_owed: u32,
 
+    /// FAULT INJECTION, for tests and demonstrations: at the signal, reset
+    /// the N sessions that opened first (of those still open) at once,
+    /// without a notice and without a close frame: the connection is dropped
+    /// with a TCP reset (SO_LINGER 0). The other sessions drain normally. The
+    /// server counts them as drains with outcome `reset`; a client can only
+    /// count them as cut sessions. Never set this in production.
+    #[arg(long, env = "FAULT_RESET_AT_SIGTERM", default_value_t = 0, hide_short_help = true)]
+    pub fault_reset_at_sigterm: u32,
+
     /// FAULT INJECTION, for tests and demonstrations: of the data frames each
     /// session is owed at the drain, announce all but never send the last K
     /// (at most all of them), and end the close 1001's reason with a
@@ -270,12 +279,12 @@ mod tests {
         assert!(Config::try_parse_from(["gsd-server", "--ping-timeout", "0s"]).is_err());
         assert!(Config::try_parse_from(["gsd-server", "--ping-interval", "often"]).is_err());
         assert!(Config::try_parse_from(["gsd-server", "--fault-drop-owed", "-1"]).is_err());
-        assert_eq!(c.fault_close_last_seq_lower, 0);
+        assert_eq!((c.fault_reset_at_sigterm, c.fault_close_last_seq_lower), (0, 0));
     }
 
     #[test]
     fn fault_counts_refuse_garbage_and_name_their_variable() {
-        for flag in ["--fault-close-last-seq-lower"] {
+        for flag in ["--fault-reset-at-sigterm", "--fault-close-last-seq-lower"] {
             let variable = flag.trim_start_matches("--").replace('-', "_").to_uppercase();
             for (bad, why) in [
                 ("two", "invalid digit"),
@@ -289,7 +298,7 @@ mod tests {
                 assert!(error.contains(&variable) && error.contains(why), "{flag} {bad:?}: {error}");
             }
             let c = Config::try_parse_from(["gsd-server", flag, "4294967295"]).expect("u32::MAX");
-            assert_eq!(c.fault_close_last_seq_lower, u32::MAX);
+            assert_eq!(c.fault_reset_at_sigterm.max(c.fault_close_last_seq_lower), u32::MAX);
         }
     }
 
@@ -298,10 +307,10 @@ mod tests {
         let mut command = <Config as clap::CommandFactory>::command();
         let short = command.render_help().to_string();
         let long = command.render_long_help().to_string();
-        for variable in ["FAULT_DROP_OWED", "FAULT_CLOSE_LAST_SEQ_LOWER"] {
+        for variable in ["FAULT_DROP_OWED", "FAULT_RESET_AT_SIGTERM", "FAULT_CLOSE_LAST_SEQ_LOWER"] {
             assert!(!short.contains(variable), "{variable} in -h:\n{short}");
             assert!(long.contains(variable), "{variable} not in --help:\n{long}");
         }
-        assert!(long.contains("K lower than the notice's"), "{long}");
+        assert!(long.contains("TCP reset") && long.contains("K lower than the notice's"), "{long}");
     }
 }

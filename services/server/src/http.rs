@@ -19,6 +19,10 @@
 //! `gsd_server_accept_errors_total` and followed by a growing pause, so that
 //! the loop neither dies nor spins on a listener that stays readable; it
 //! accepts again once descriptors are free.
+//!
+//! Each connection is wrapped so that the session on it can make it end with
+//! a TCP reset (FAULT_RESET_AT_SIGTERM): the request carries the switch as an
+//! extension, and nothing changes unless a session arms it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::fault::{ResetSwitch, Resettable};
 use crate::metrics::{AcceptFailure, HttpTimeout, ServerMetrics};
 
 /// Largest buffer hyper keeps for one request head (its minimum): gsd's
@@ -75,6 +80,13 @@ pub trait Listener: Send + 'static {
     /// Applies the liveness settings to every connection this listener will
     /// accept (see [`gsd_telemetry::set_tcp_liveness`]).
     fn set_liveness(&self, interval: Duration, timeout: Duration) -> std::io::Result<()>;
+
+    /// Makes `io` end with a reset rather than an orderly close when it is
+    /// dropped, for FAULT_RESET_AT_SIGTERM. By default nothing: a connection
+    /// that has no such thing (an in-memory pipe) just ends when dropped.
+    fn reset_on_close(_io: &Self::Io) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Listener for TcpListener {
@@ -93,6 +105,11 @@ impl Listener for TcpListener {
     fn set_liveness(&self, interval: Duration, timeout: Duration) -> std::io::Result<()> {
         // Accepted connections inherit these from the listener.
         gsd_telemetry::set_tcp_liveness(self, interval, timeout)
+    }
+
+    /// SO_LINGER 0: the close sends a RST and discards what is unsent.
+    fn reset_on_close(io: &TcpStream) -> std::io::Result<()> {
+        io.set_zero_linger()
     }
 }
 
@@ -175,8 +192,9 @@ pub(crate) async fn serve<L: Listener>(
         gauge.inc();
         let (router, limits, metrics, stop, open, gauge) =
             (router.clone(), limits.clone(), metrics.clone(), stop.clone(), open.clone(), gauge.clone());
+        let (stream, switch) = Resettable::new(stream, L::reset_on_close);
         connections.spawn(async move {
-            connection(stream, peer, router, &limits, &metrics, stop).await;
+            connection(stream, peer, switch, router, &limits, &metrics, stop).await;
             open.fetch_sub(1, Ordering::SeqCst);
             gauge.dec();
         });
@@ -194,6 +212,7 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     peer: SocketAddr,
+    switch: ResetSwitch,
     router: Router,
     limits: &Limits,
     metrics: &ServerMetrics,
@@ -201,6 +220,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(switch.clone());
         let mut router = router.clone();
         // Router is always ready (its poll_ready returns Ready at once).
         tower_service::Service::call(&mut router, request)

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod config;
+mod fault;
 mod http;
 pub mod metrics;
 mod session;
@@ -22,11 +23,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use prometheus::Registry;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -57,6 +58,9 @@ pub struct DrainSummary {
     pub client_left: u64,
     /// Sessions whose client went silent or whose connection broke.
     pub peer_lost: u64,
+    /// Sessions the server reset at the signal, without a notice
+    /// (FAULT_RESET_AT_SIGTERM).
+    pub reset: u64,
     /// Data frames sent during the drain phase, over all sessions.
     pub messages: u64,
     /// Signal to last session closed.
@@ -89,7 +93,7 @@ pub(crate) struct Shared {
     pub active: AtomicUsize,
     /// Drains by outcome (indexed by [`metrics::DrainOutcome`]), for the
     /// [`DrainSummary`].
-    pub drained: [AtomicU64; 4],
+    pub drained: [AtomicU64; metrics::DrainOutcome::ALL.len()],
     /// Data frames sent in drains, over all sessions, for the [`DrainSummary`].
     pub drained_messages: AtomicU64,
     /// Set once the last session has closed; a scrape after that carries the
@@ -99,6 +103,9 @@ pub(crate) struct Shared {
     pub scraped_after_drain: Notify,
     /// Held by the one `/prestop` call allowed at a time.
     pub prestop_busy: AtomicBool,
+    /// The sessions FAULT_RESET_AT_SIGTERM resets at the signal; `None`
+    /// when that fault is off.
+    pub reset_pick: Option<Arc<fault::ResetPick>>,
 }
 
 impl Shared {
@@ -112,6 +119,16 @@ impl Shared {
         self.drain.cancelled().await;
         let started = *self.started.get().expect("set before the drain starts");
         tokio::time::sleep_until(started + offset).await;
+    }
+
+    /// Resolves at the signal if the session numbered `number` is one that
+    /// FAULT_RESET_AT_SIGTERM resets; never otherwise.
+    pub async fn reset_turn(&self, number: Option<u64>) {
+        self.drain.cancelled().await;
+        match (&self.reset_pick, number) {
+            (Some(pick), Some(number)) if pick.is_chosen(number) => {}
+            _ => std::future::pending().await,
+        }
     }
 
     /// Resolves once the drain deadline has passed (never before the drain).
@@ -230,6 +247,7 @@ async fn ws_upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Extension(reset_switch): Extension<fault::ResetSwitch>,
     State(shared): State<Arc<Shared>>,
 ) -> Response {
     // axum's rejections are fixed texts: no client input is echoed.
@@ -259,7 +277,7 @@ async fn ws_upgrade(
         .max_write_buffer_size(gsd_protocol::MAX_WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|e| warn!(error = %e, "upgrade_failed"))
         .on_upgrade(move |socket| async move {
-            session::run(socket, shared, peer).await;
+            session::run(socket, shared, peer, reset_switch).await;
             drop(token);
         })
 }
@@ -278,6 +296,8 @@ pub async fn run<W: Listener, A: Listener>(
     let metrics = ServerMetrics::new(&registry, &server_id);
     metrics.drain_timeout.set(config.drain_timeout.as_secs_f64());
     let shared = Arc::new(Shared {
+        // Before `config` moves in.
+        reset_pick: fault::ResetPick::new(config.fault_reset_at_sigterm),
         config,
         server_id,
         metrics,
@@ -358,6 +378,12 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     shared.deadline.set(started + timeout).expect("drain runs once");
     *shared.drain_span.lock().expect("not poisoned") = Some(span.clone());
     shared.metrics.draining.set(1);
+    // Chosen before any session learns of the drain, among those open now.
+    if let Some(pick) = &shared.reset_pick {
+        let chosen = pick.choose();
+        warn!(target: "gsd_server::lifecycle", server_id = %shared.server_id, chosen,
+            asked = shared.config.fault_reset_at_sigterm, "fault_reset_at_sigterm_chosen");
+    }
     info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, sessions, timeout_ms = timeout.as_millis() as u64,
         pacing_ms = shared.config.drain_pacing.as_millis() as u64, "drain_start");
     shared.drain.cancel();
@@ -378,6 +404,7 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
         incomplete: drained(metrics::DrainOutcome::Incomplete),
         client_left: drained(metrics::DrainOutcome::ClientLeft),
         peer_lost: drained(metrics::DrainOutcome::PeerLost),
+        reset: drained(metrics::DrainOutcome::Reset),
         messages: shared.drained_messages.load(Ordering::SeqCst),
         duration,
     };
@@ -395,6 +422,7 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
         incomplete = summary.incomplete,
         client_left = summary.client_left,
         peer_lost = summary.peer_lost,
+        reset = summary.reset,
         messages = summary.messages,
         duration_ms = duration.as_millis() as u64,
         "drain_end"

@@ -24,6 +24,10 @@ metric_labels! {
         /// The client went silent past the liveness bound, or the connection
         /// broke without a close: a dead peer, not a slow drain.
         PeerLost => "peer_lost",
+        /// The server itself reset the session at the signal, with no notice
+        /// and no close frame (FAULT_RESET_AT_SIGTERM): whatever the client
+        /// was owed, it was never told of it.
+        Reset => "reset",
     }
 }
 
@@ -110,7 +114,7 @@ pub struct ServerMetrics {
     pub drain_messages: Histogram,
     /// Per-session drain duration, notice to close.
     pub drain_session_duration: Histogram,
-    /// Drained sessions by outcome (complete|incomplete|client_left|peer_lost).
+    /// Drained sessions by outcome (complete|incomplete|client_left|peer_lost|reset).
     pub drains: IntCounterVec,
     /// Data frames sent but never acknowledged when their session ended:
     /// delivered or lost, the server cannot tell; what a client that

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::Shared;
+use crate::fault::{ResetSwitch, Ticket};
 use crate::metrics::{ACK_UNSENT, BINARY_FRAME, DrainOutcome, Refusal};
 
 /// Requests a session holds unanswered before it stops reading more.
@@ -50,11 +51,14 @@ pub(crate) enum End {
     Rejected { code: u16, reason: &'static str },
     /// Over `max_sessions`.
     Capacity,
+    /// Reset by the server at the signal, with no notice and no close frame
+    /// (FAULT_RESET_AT_SIGTERM).
+    Reset,
 }
 
 impl End {
     /// One of each kind of end, for the metric's label values.
-    pub(crate) const ALL: [End; 8] = [
+    pub(crate) const ALL: [End; 9] = [
         End::DrainComplete,
         End::DrainDeadline,
         End::ClientClosed(None),
@@ -63,6 +67,7 @@ impl End {
         End::Failed(String::new()),
         End::Rejected { code: 0, reason: "" },
         End::Capacity,
+        End::Reset,
     ];
 
     /// What the label does not say: the client's close code, the error.
@@ -85,6 +90,7 @@ impl End {
             End::Failed(_) => "error",
             End::Rejected { .. } => "rejected",
             End::Capacity => "capacity",
+            End::Reset => "reset",
         }
     }
 }
@@ -130,10 +136,16 @@ struct Session {
     drain: Option<Drain>,
     /// When the client was last heard, to notice a dead one.
     heartbeat: Heartbeat,
+    /// The session's place in FAULT_RESET_AT_SIGTERM's order; `None` when
+    /// that fault is off.
+    reset_ticket: Option<Ticket>,
+    /// Makes the connection end with a TCP reset when this session drops it
+    /// (FAULT_RESET_AT_SIGTERM).
+    reset_switch: ResetSwitch,
 }
 
 /// Runs one upgraded connection to its end.
-pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr) {
+pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, reset_switch: ResetSwitch) {
     let session_id = format!("{:016x}", rand::random::<u64>());
     let span =
         info_span!(target: "gsd_server::session", "session", server_id = %shared.server_id, session_id = %session_id);
@@ -151,6 +163,8 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             log_window: (Instant::now(), 0, 0),
             drain: None,
             heartbeat,
+            reset_ticket: None,
+            reset_switch,
         };
         let max = session.shared.config.max_sessions;
         if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
@@ -162,6 +176,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             return;
         }
         let shared = session.shared.clone();
+        session.reset_ticket = shared.reset_pick.as_ref().map(|pick| pick.enter());
         shared.metrics.sessions.inc();
         shared.metrics.sessions_opened.inc();
         let opened = Instant::now();
@@ -230,6 +245,10 @@ impl Session {
         // Made once, not on every turn of the loop: each would register a
         // waiter (and, in a drain, a timer) per frame.
         let mut turn = std::pin::pin!(shared.drain_turn(offset));
+        // With FAULT_RESET_AT_SIGTERM, this session's number in the order of
+        // opening, which decides whether the fault resets it at the signal.
+        let reset_number = self.reset_ticket.as_ref().map(|ticket| ticket.number);
+        let mut reset = std::pin::pin!(shared.reset_turn(reset_number));
         let mut deadline = std::pin::pin!(shared.deadline_passed());
         // The liveness timer fires at the earliest moment a beat can be due
         // and is set again after each check: frames heard in between only
@@ -251,6 +270,12 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 _ = &mut deadline, if self.drain.is_some() => Err(End::DrainDeadline),
+                // Before `turn`: a session the fault resets gets no notice.
+                _ = &mut reset, if reset_number.is_some() && self.drain.is_none() => {
+                    warn!(session_id = %self.session_id, number = reset_number, data_sent = self.next_seq - 1,
+                        acked = self.acked, "fault_reset_at_sigterm");
+                    Err(End::Reset)
+                }
                 _ = &mut turn, if self.drain.is_none() => self.start_drain().await,
                 _ = tokio::time::sleep_until(next_answer.unwrap_or_else(Instant::now)), if next_answer.is_some() => {
                     self.answer_ready().await
@@ -469,8 +494,12 @@ impl Session {
             End::DrainComplete | End::DrainDeadline => Some((close::GOING_AWAY, "server draining")),
             End::Rejected { code, reason } => Some((*code, *reason)),
             End::Capacity => Some((close::TRY_AGAIN_LATER, "server at capacity")),
-            End::ClientClosed(_) | End::Vanished | End::TimedOut | End::Failed(_) => None,
+            End::ClientClosed(_) | End::Vanished | End::TimedOut | End::Failed(_) | End::Reset => None,
         };
+        if matches!(end, End::Reset) {
+            // Dropping the connection, when the session is over, resets it.
+            self.reset_switch.arm();
+        }
         // Every close the server sends says what it sent, so that the client
         // can count exactly what did not arrive.
         let last_sent = self.next_seq - 1;
@@ -500,7 +529,9 @@ impl Session {
         let _ = tokio::time::timeout_at(close_by, handshake).await;
 
         // A send blocked since before this session's turn can meet the
-        // deadline with no notice sent: that is an incomplete drain too.
+        // deadline with no notice sent: that is an incomplete drain too. A
+        // session the fault resets has no notice either, and is a drain of
+        // its own outcome.
         let unannounced = || Drain {
             started: now,
             remaining: 0,
@@ -511,7 +542,7 @@ impl Session {
         };
         let drain = match (self.drain.take(), &end) {
             (Some(drain), _) => Some(drain),
-            (None, End::DrainDeadline) => Some(unannounced()),
+            (None, End::DrainDeadline | End::Reset) => Some(unannounced()),
             (None, _) => None,
         };
         if let Some(drain) = drain {
@@ -520,6 +551,7 @@ impl Session {
                 End::ClientClosed(_) => DrainOutcome::ClientLeft,
                 End::TimedOut | End::Vanished | End::Failed(_) => DrainOutcome::PeerLost,
                 End::DrainDeadline | End::Rejected { .. } | End::Capacity => DrainOutcome::Incomplete,
+                End::Reset => DrainOutcome::Reset,
             };
             shared.drained[outcome as usize].fetch_add(1, Ordering::SeqCst);
             let complete = outcome == DrainOutcome::Complete;
