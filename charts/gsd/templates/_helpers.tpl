@@ -90,6 +90,12 @@ crash loop), checked here with the server's own rules.
 {{- if gt $max 10000 }}
 {{- fail (printf "server.drainMessages %q: MAX %d is over the server's limit of 10000" (toString $s.drainMessages) $max) }}
 {{- end }}
+{{- range $key, $variable := include "gsd.faults" . | fromYaml }}
+{{- $n := int (index $.Values.faults $key) }}
+{{- if and (gt $n 0) (not $.Values.faults.enabled) }}
+{{- fail (printf "faults.%s (%d) sets %s, FAULT INJECTION that makes the servers lose messages or cut sessions on purpose: set faults.enabled=true to allow it" $key $n $variable) }}
+{{- end }}
+{{- end }}
 {{- include "gsd.checkExtraEnv" (dict "env" $s.extraEnv "owned" (include "gsd.serverEnvNames" .) "key" "server.extraEnv") }}
 {{- include "gsd.checkExtraEnv" (dict "env" .Values.client.extraEnv "owned" (include "gsd.clientEnvNames" .) "key" "client.extraEnv") }}
 {{- if .Values.monitoring.prometheusRule.enabled }}
@@ -104,7 +110,18 @@ The environment variables the chart sets itself, one name a line; extraEnv
 may not set them (an extraEnv DRAIN_TIMEOUT would slip past the budget check).
 */}}
 {{- define "gsd.serverEnvNames" -}}
-PORT ADMIN_PORT HTTP_HEADER_TIMEOUT HTTP_IDLE_TIMEOUT MAX_HTTP_CONNECTIONS POD_NAME DRAIN_TIMEOUT METRICS_LINGER DRAIN_MESSAGES DRAIN_PACING CLOSE_TIMEOUT PING_INTERVAL PING_TIMEOUT PUSH_INTERVAL PROCESSING_LATENCY MAX_SESSIONS LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT
+PORT ADMIN_PORT HTTP_HEADER_TIMEOUT HTTP_IDLE_TIMEOUT MAX_HTTP_CONNECTIONS POD_NAME DRAIN_TIMEOUT METRICS_LINGER DRAIN_MESSAGES DRAIN_PACING CLOSE_TIMEOUT PING_INTERVAL PING_TIMEOUT PUSH_INTERVAL PROCESSING_LATENCY MAX_SESSIONS LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT {{ include "gsd.faults" . | fromYaml | values | sortAlpha | join " " }}
+{{- end }}
+
+{{/*
+The fault injections, values key: the server's variable. Refused unless
+faults.enabled (gsd.validate), and owned by the chart so that extraEnv cannot
+slip one past that guard.
+*/}}
+{{- define "gsd.faults" -}}
+dropOwed: FAULT_DROP_OWED
+resetAtSigterm: FAULT_RESET_AT_SIGTERM
+closeLastSeqLower: FAULT_CLOSE_LAST_SEQ_LOWER
 {{- end }}
 
 {{- define "gsd.clientEnvNames" -}}

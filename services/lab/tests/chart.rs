@@ -116,6 +116,7 @@ const MATRIX: &[&[&str]] = &[
     ],
     &["verdict.enabled=true", "networkPolicy.enabled=true"],
     &["server.softNodeSpread=false", "server.drainPacingSeconds=5", "server.drainMessages=3"],
+    &["faults.enabled=true", "faults.dropOwed=1", "faults.resetAtSigterm=1", "faults.closeLastSeqLower=1"],
 ];
 
 #[test]
@@ -179,6 +180,10 @@ fn garbage_values_are_refused_with_a_clear_error() {
         ("server.resources.limits.memory=1.5Gi", "reads only whole numbers"),
         ("server.resources.limits.memory=40Mi", "leaves no room for a session"),
         ("server.resources.limits.memory=null", "needs server.resources.limits.memory"),
+        ("faults.enable=true", "additional properties 'enable' not allowed"),
+        ("faults.resetAtSigterm=-1", "faults/resetAtSigterm"),
+        ("faults.closeLastSeqLower=two", "faults/closeLastSeqLower"),
+        ("faults.dropOwed=4294967296", "faults/dropOwed"),
     ];
     for (set, needle) in cases {
         refused(&[set], needle);
@@ -756,6 +761,53 @@ fn extra_env_takes_env_vars_and_refuses_the_charts_own() {
             let set_name = format!("{key}.extraEnv[0].name={name}");
             let set_value = format!("{key}.extraEnv[0].value=x");
             refused(&[&set_name, &set_value], &format!("{key}.extraEnv: {name} is set by the chart"));
+        }
+    }
+}
+
+/// The fault injections: the values key and the server's variable.
+const FAULTS: [(&str, &str); 3] = [
+    ("dropOwed", "FAULT_DROP_OWED"),
+    ("resetAtSigterm", "FAULT_RESET_AT_SIGTERM"),
+    ("closeLastSeqLower", "FAULT_CLOSE_LAST_SEQ_LOWER"),
+];
+
+#[test]
+fn faults_are_refused_unless_faults_enabled() {
+    let Some(off) = render(&[], "1.31.0") else { return };
+    let server =
+        |docs: &[Value]| find(docs, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0].clone();
+    let env_names = |container: &Value| -> Vec<String> {
+        container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let none = |container: &Value| env_names(container).iter().all(|name| !name.starts_with("FAULT_"));
+    assert!(none(&server(&off)), "a FAULT_ variable by default");
+    let allowed = render(&["faults.enabled=true"], "1.31.0").unwrap();
+    assert!(none(&server(&allowed)), "faults.enabled alone sets no fault");
+    for (key, variable) in FAULTS {
+        let set = format!("faults.{key}=2");
+        let needle = format!("faults.{key} (2) sets {variable}, FAULT INJECTION");
+        refused(&[&set], &needle);
+        refused(&[&set, "faults.enabled=false"], &needle);
+        // Nor through extraEnv, faults.enabled or not.
+        let name = format!("server.extraEnv[0].name={variable}");
+        for enabled in ["faults.enabled=false", "faults.enabled=true"] {
+            refused(
+                &[&name, "server.extraEnv[0].value=x", enabled],
+                &format!("server.extraEnv: {variable} is set by the chart"),
+            );
+        }
+        let on = render(&[&set, "faults.enabled=true"], "1.31.0").unwrap();
+        let container = server(&on);
+        assert_eq!(env(&container, variable)["value"], "2", "{key}");
+        assert_eq!(env_names(&container).iter().filter(|n| n.starts_with("FAULT_")).count(), 1, "{key}");
+        // The schema takes exactly the counts the server parses.
+        for text in ["0", "4294967295", "4294967296", "-1", "two"] {
+            let (ok, _, stderr) = try_template(&[&format!("faults.{key}={text}"), "faults.enabled=true"]).unwrap();
+            let flag =
+                format!("--fault-{}={text}", variable.trim_start_matches("FAULT_").to_lowercase().replace('_', "-"));
+            let parsed = gsd_server::Config::try_parse_from(["gsd-server", &flag]);
+            assert_eq!(ok, parsed.is_ok(), "{key}={text}: chart {ok} ({stderr}), server {:?}", parsed.err());
         }
     }
 }
