@@ -105,6 +105,18 @@ pub struct LabConfig {
     #[arg(long, default_value_t = 0)]
     pub fault_drop_owed: u32,
 
+    /// FAULT INJECTION: the servers' FAULT_RESET_AT_SIGTERM. Each deleted
+    /// pod resets the N sessions it opened first at SIGTERM, with no notice
+    /// and no close: the report must name them, and the lab exits 1.
+    #[arg(long, default_value_t = 0)]
+    pub fault_reset_at_sigterm: u32,
+
+    /// FAULT INJECTION: the servers' FAULT_CLOSE_LAST_SEQ_LOWER. Each drained
+    /// session is never sent its last K owed frames, and its close says a
+    /// last_seq K below the notice's: a correct client reports them lost.
+    #[arg(long, default_value_t = 0)]
+    pub fault_close_last_seq_lower: u32,
+
     /// Traffic time before the first deletion and between rounds.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub settle: Duration,

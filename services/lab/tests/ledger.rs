@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use common::{Proc, Raw, Seen, metric, only, u};
 use futures_util::{SinkExt, StreamExt};
-use gsd_protocol::{ServerMessage, close};
+use gsd_protocol::{ClientMessage, ServerMessage, close};
 use nix::sys::signal::Signal;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error, Message};
 
 const SAFETY: Duration = Duration::from_secs(60);
 
@@ -31,14 +31,25 @@ async fn client_exit(client: &mut Proc) -> serde_json::Value {
 
 #[tokio::test]
 async fn owed_frames_the_server_withholds_are_counted_lost_exactly() {
-    // Each session is owed 5 frames at the drain; the fault withholds the
-    // last 2 of them while the server believes the drain complete.
+    withheld_frames_are_counted_lost_exactly("--fault-drop-owed", "fault_drop_owed").await;
+}
+
+#[tokio::test]
+async fn owed_frames_withheld_under_a_close_with_a_lower_last_seq_are_counted_lost_exactly() {
+    // The close says last_seq 3 after a notice that said 5: the client
+    // counts up to the higher of the two.
+    withheld_frames_are_counted_lost_exactly("--fault-close-last-seq-lower", "fault_close_last_seq_lower").await;
+}
+
+/// Each session is owed 5 frames at the drain; the server's `fault` flag
+/// withholds the last 2 of them (logging `event` once per session) while the
+/// server believes the drain complete. The client must count exactly 2 lost
+/// per session.
+async fn withheld_frames_are_counted_lost_exactly(fault: &str, event: &str) {
     let users = 4u64;
-    let (mut server, addr) = Proc::server(
-        "s0",
-        &["--drain-messages", "5", "--fault-drop-owed", "2", "--push-interval", "0s", "--metrics-linger", "0s"],
-    )
-    .await;
+    let (mut server, addr) =
+        Proc::server("s0", &["--drain-messages", "5", fault, "2", "--push-interval", "0s", "--metrics-linger", "0s"])
+            .await;
     let (mut client, metrics) =
         Proc::client("client", &format!("ws://{addr}/ws"), users as u32, &["--request-interval", "0s"]).await;
     server.wait_count("session_open", users as usize, SAFETY).await;
@@ -47,7 +58,7 @@ async fn owed_frames_the_server_withholds_are_counted_lost_exactly() {
     // The server saw nothing wrong: the fault is invisible to it.
     let end = only(&server, "drain_end");
     assert_eq!((u(&end, "complete"), u(&end, "incomplete")), (users, 0), "{end}");
-    assert_eq!(server.count("fault_drop_owed"), users as usize);
+    assert_eq!(server.count(event), users as usize);
 
     client.wait_count("drain_end", users as usize, SAFETY).await;
     assert_eq!(metric(metrics, "gsd_client_messages_lost_total").await, Some((2 * users) as f64));
@@ -61,6 +72,104 @@ async fn owed_frames_the_server_withholds_are_counted_lost_exactly() {
     assert_eq!(u(&exit, "drains_incomplete"), users, "{exit}");
     assert_eq!(u(&exit, "messages_skipped"), 0, "{exit}");
     assert_eq!(exit["level"], "WARN", "a lossy exit is a warning: {exit}");
+}
+
+/// Reads a raw session through its drain, acking every frame: the notice,
+/// the seqs of the data frames after it, and the close's code and reason.
+async fn drain_of(raw: &mut Raw) -> (ServerMessage, Vec<u64>, Option<(u16, String)>) {
+    let notice = match raw.next().await {
+        Seen::Msg(notice @ ServerMessage::ShutdownNotice { .. }) => notice,
+        other => panic!("{}: expected a notice, got {other:?}", raw.session_id),
+    };
+    let mut seqs = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(SAFETY, raw.ws.next()).await.expect("a frame");
+        match frame {
+            Some(Ok(Message::Text(text))) => match ServerMessage::decode(text.as_str()).expect("a gsd message") {
+                ServerMessage::Data { seq, .. } => {
+                    seqs.push(seq);
+                    raw.send(ClientMessage::Ack { seq }).await;
+                }
+                other => panic!("{}: unexpected {other:?}", raw.session_id),
+            },
+            Some(Ok(Message::Close(frame))) => {
+                return (notice, seqs, frame.map(|f| (u16::from(f.code), f.reason.to_string())));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (notice, seqs, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_the_server_resets_at_sigterm_end_with_a_reset_and_are_counted_reset() {
+    // Set from the environment, as the chart's faults.resetAtSigterm does.
+    let (mut server, addr) = Proc::server_env(
+        "s0",
+        &["--drain-messages", "3", "--push-interval", "0s", "--metrics-linger", "20s"],
+        &[("FAULT_RESET_AT_SIGTERM", "2")],
+    )
+    .await;
+    // Opened one after the other: the first two are the ones reset.
+    let mut raws = Vec::new();
+    for _ in 0..4 {
+        raws.push(Raw::connect(addr).await);
+    }
+    server.signal(Signal::SIGTERM);
+    for raw in &mut raws[..2] {
+        let frame = tokio::time::timeout(SAFETY, raw.ws.next()).await.expect("an end");
+        match frame {
+            Some(Err(Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("{}: expected a TCP reset and nothing before it, got {other:?}", raw.session_id),
+        }
+    }
+    for raw in &mut raws[2..] {
+        let (notice, seqs, close) = drain_of(raw).await;
+        assert!(matches!(notice, ServerMessage::ShutdownNotice { remaining: 3, .. }), "{notice:?}");
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(close.map(|(code, _)| code), Some(close::GOING_AWAY));
+    }
+
+    // The server's own account: the two resets under their own outcome.
+    let end = server.wait_for("drain_end", |e| e["message"] == "drain_end", SAFETY).await;
+    assert_eq!((u(&end, "reset"), u(&end, "complete"), u(&end, "incomplete")), (2, 2, 0), "{end}");
+    let reset: Vec<String> =
+        server.events("fault_reset_at_sigterm").iter().map(|e| e["session_id"].as_str().unwrap().to_owned()).collect();
+    let first_two: Vec<String> = raws[..2].iter().map(|raw| raw.session_id.clone()).collect();
+    assert_eq!(reset.len(), 2, "{reset:?}");
+    assert!(reset.iter().all(|id| first_two.contains(id)), "reset {reset:?}, opened first {first_two:?}");
+    // One scrape: the first after the drain ends the linger.
+    let account = gsd_lab::harness::metrics::scrape_within(server.admin(), SAFETY).await.expect("a last scrape");
+    assert_eq!(common::sample(&account, r#"gsd_server_drains_total{outcome="reset"}"#), Some(2.0));
+    assert_eq!(common::sample(&account, r#"gsd_server_sessions_closed_total{reason="reset"}"#), Some(2.0));
+    assert!(server.wait_exit(SAFETY).await.success());
+}
+
+#[tokio::test]
+async fn a_close_can_say_a_lower_last_seq_than_the_notice_announced() {
+    let (mut server, addr) = Proc::server_env(
+        "s0",
+        &["--drain-messages", "5", "--push-interval", "0s", "--metrics-linger", "0s"],
+        &[("FAULT_CLOSE_LAST_SEQ_LOWER", "2")],
+    )
+    .await;
+    let mut raws = Vec::new();
+    for _ in 0..3 {
+        raws.push(Raw::connect(addr).await);
+    }
+    server.signal(Signal::SIGTERM);
+    for raw in &mut raws {
+        let (notice, seqs, close) = drain_of(raw).await;
+        assert!(matches!(notice, ServerMessage::ShutdownNotice { remaining: 5, last_seq: Some(5), .. }), "{notice:?}");
+        assert_eq!(seqs, [1, 2, 3], "the last 2 owed never come");
+        let (code, reason) = close.expect("a close frame");
+        assert_eq!((code, reason.as_str()), (close::GOING_AWAY, "server draining; last_seq=3"));
+    }
+    assert!(server.wait_exit(SAFETY).await.success());
+    // The server believes every drain complete: the fault is invisible to it.
+    let end = only(&server, "drain_end");
+    assert_eq!((u(&end, "complete"), u(&end, "incomplete"), u(&end, "messages")), (3, 0, 9), "{end}");
+    assert_eq!(server.count("fault_close_last_seq_lower"), 3);
 }
 
 #[tokio::test]

@@ -132,6 +132,28 @@ fn owed_frames_withheld_by_a_faulty_server_are_reported_lost_exactly_and_fail() 
 }
 
 #[test]
+fn sessions_a_faulty_server_resets_at_sigterm_are_named_on_both_sides_and_fail() {
+    let (output, report) = rehearse(&["--fault-reset-at-sigterm", "2", "--users", "10"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let row = &rows(&report)[0];
+    assert!(row["sessions"].as_u64().unwrap() > 2, "{row}");
+    // The pod's own account: 2 reset, the rest drained, the pod not complete.
+    assert_eq!(row["server"]["drains"]["reset"], 2, "{row}");
+    assert_eq!(row["drained"], row["sessions"], "{row}");
+    assert_eq!(row["outcome"], "incomplete", "{row}");
+    // The users' account: 2 sessions cut with no notice, their loss unknown.
+    assert_eq!(row["clients"]["cut"], 2, "{row}");
+    let details = report["reason_details"].as_array().unwrap();
+    let reset = details.iter().find(|r| r["kind"] == "server_drains_short").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!((&reset["outcome"], &reset["sessions"]), (&"reset".into(), &2.into()), "{reset}");
+    let cut = details.iter().find(|r| r["kind"] == "cut_without_notice").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(cut["sessions"], 2, "{cut}");
+    assert!(stdout.contains("2 drain(s) reset by its own account"), "{stdout}");
+    assert!(!report["ok"].as_bool().unwrap());
+}
+
+#[test]
 fn a_partition_is_noticed_by_both_sides_within_the_liveness_bound() {
     let (output, report) =
         rehearse(&["--scenario", "partition", "--users", "10", "--ping-interval", "500ms", "--ping-timeout", "500ms"]);

@@ -130,6 +130,10 @@ impl Lab {
             c.drain_messages.clone(),
             "--fault-drop-owed".into(),
             c.fault_drop_owed.to_string(),
+            "--fault-reset-at-sigterm".into(),
+            c.fault_reset_at_sigterm.to_string(),
+            "--fault-close-last-seq-lower".into(),
+            c.fault_close_last_seq_lower.to_string(),
         ];
         let pod = self.launcher.server(&id, "127.0.0.1", &args, &[]).await?;
         self.balancer.add(&id, pod.addr, pod.admin);
