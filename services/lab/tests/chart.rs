@@ -457,7 +457,9 @@ fn the_image_and_tilt_use_the_same_build_and_chart() {
     assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/gsd-server\"]"), "exec-form ENTRYPOINT");
     assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
     assert!(dockerfile.contains("USER 65532:65532"));
-    assert!(dockerfile.contains("COPY --from=builder /out/gsd-server /out/gsd-client /usr/local/bin/"));
+    assert!(
+        dockerfile.contains("COPY --from=builder /out/gsd-server /out/gsd-client /out/gsd-verdict /usr/local/bin/")
+    );
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "target/"));
     // The Tiltfile is valid Starlark syntax (a Python subset) and wires the chart and the image.

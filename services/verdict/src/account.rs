@@ -47,7 +47,7 @@ pub enum AccountError {
 }
 
 /// The outcomes every server exports from start-up.
-pub const SERVER_DRAIN_OUTCOMES: [&str; 4] = ["complete", "incomplete", "client_left", "peer_lost"];
+pub const SERVER_DRAIN_OUTCOMES: [&str; 5] = ["complete", "incomplete", "client_left", "peer_lost", "reset"];
 /// The outcomes every client exports from start-up.
 pub const CLIENT_DRAIN_OUTCOMES: [&str; 3] = ["complete", "incomplete", "client_left"];
 
@@ -260,6 +260,7 @@ pub(crate) mod tests {
              gsd_server_drains_total{{outcome=\"incomplete\"}} {incomplete}\n\
              gsd_server_drains_total{{outcome=\"client_left\"}} 0\n\
              gsd_server_drains_total{{outcome=\"peer_lost\"}} 0\n\
+             gsd_server_drains_total{{outcome=\"reset\"}} 0\n\
              gsd_server_drain_messages_sum 12\n\
              gsd_server_messages_sent_total{{type=\"data\"}} 40\n\
              gsd_server_data_unacked_total {unacked}\n\
@@ -292,7 +293,7 @@ pub(crate) mod tests {
         let a = ServerAccount::parse(&server_body(3, 1, 2)).unwrap();
         assert_eq!((a.drained(), a.drains("complete"), a.drains("incomplete")), (4, 3, 1));
         assert_eq!((a.drain_messages, a.data_sent, a.unacked, a.shutdown_seconds), (12, 40, 2, Some(0.25)));
-        let extra = server_body(1, 0, 0) + "gsd_server_drains_total{outcome=\"reset\"} 2\n";
+        let extra = server_body(1, 0, 0) + "gsd_server_drains_total{outcome=\"later\"} 2\n";
         assert_eq!(ServerAccount::parse(&extra).unwrap().drained(), 3, "an outcome the judge does not know counts");
         let running = server_body(0, 0, 0).replace("seconds_count 1", "seconds_count 0");
         assert_eq!(ServerAccount::parse(&running).unwrap().shutdown_seconds, None);

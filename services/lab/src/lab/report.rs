@@ -493,6 +493,7 @@ mod tests {
              gsd_server_drains_total{{outcome=\"incomplete\"}} {incomplete}\n\
              gsd_server_drains_total{{outcome=\"client_left\"}} 0\n\
              gsd_server_drains_total{{outcome=\"peer_lost\"}} 0\n\
+             gsd_server_drains_total{{outcome=\"reset\"}} 0\n\
              gsd_server_drain_messages_sum 12\n\
              gsd_server_messages_sent_total{{type=\"data\"}} 40\n\
              gsd_server_shutdown_duration_seconds_count 1\n\
