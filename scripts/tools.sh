@@ -161,10 +161,13 @@ need_node() {
     [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
     command -v iptables >/dev/null || missing+=(iptables)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    # The cluster test delivers the chart's alerts to a real Alertmanager.
+    command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
     command -v ip >/dev/null || missing+=(iproute2)
     command -v gcc >/dev/null || missing+=(gcc libc6-dev)
     python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
     if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+    ALERTMANAGER_BIN="${ALERTMANAGER_BIN:-$(command -v prometheus-alertmanager)}"
     need_prometheus_sd
 }
 
