@@ -447,7 +447,8 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
-    out += "\nboth sides, per pod (server: its own final account; clients: what their accounts changed by over its termination)\n";
+    out += "\nboth sides, per pod (the pod's own final account; every client's account, changed from its deletion \
+            until its users were back)\n";
     for row in &report.drains {
         out += &format!("  {} round {}: ", row.pod, row.round);
         out += &match &row.server {
