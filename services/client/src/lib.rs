@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+mod labels;
 pub mod ledger;
 pub mod metrics;
 mod user;

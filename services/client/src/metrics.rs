@@ -140,13 +140,13 @@ impl ClientMetrics {
         };
         // Every known label value exists from the start, so increase() and
         // the dashboards see a zero rather than nothing.
-        for outcome in crate::user::DrainOutcome::ALL {
+        for outcome in crate::labels::DrainOutcome::ALL {
             m.drains.with_label_values(&[outcome.label()]);
         }
-        for reason in crate::user::EndReason::RECONNECT_REASONS {
+        for reason in crate::labels::EndReason::RECONNECT_REASONS {
             m.reconnects.with_label_values(&[reason.label()]);
         }
-        for failure in &crate::user::ConnectError::ALL {
+        for failure in &crate::labels::ConnectError::ALL {
             m.connect_failures.with_label_values(&[failure.label()]);
         }
         // The welcome is read while connecting, before a session counts frames.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 mod fault;
 mod http;
+mod labels;
 pub mod metrics;
 mod session;
 

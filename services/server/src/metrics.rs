@@ -2,82 +2,13 @@
 //! dashboards and alerts; docs/metrics.md describes each one.
 
 use gsd_protocol::{ClientMessage, DecodeError, ServerMessage};
-use gsd_telemetry::{
-    COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, metric_labels,
-};
+use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use crate::session::End;
-
-metric_labels! {
-    /// How one session's drain ended: the `outcome` label of
-    /// `gsd_server_drains_total`.
-    pub enum DrainOutcome {
-        /// Every owed frame acknowledged and every request answered.
-        Complete => "complete",
-        /// Cut short by the drain deadline or by bad input: the alert's case.
-        Incomplete => "incomplete",
-        /// The client closed the session itself before the drain was over (a
-        /// client that leaves, as in a rollout of the clients): not a fault of
-        /// the drain, so not `incomplete`.
-        ClientLeft => "client_left",
-        /// The client went silent past the liveness bound, or the connection
-        /// broke without a close: a dead peer, not a slow drain.
-        PeerLost => "peer_lost",
-        /// The server itself reset the session at the signal, with no notice
-        /// and no close frame (FAULT_RESET_AT_SIGTERM): whatever the client
-        /// was owed, it was never told of it.
-        Reset => "reset",
-    }
-}
-
-metric_labels! {
-    /// Why an upgrade request was refused: the `reason` label of
-    /// `gsd_server_upgrades_rejected_total`.
-    pub enum Refusal {
-        /// The server is draining: the client should reach another replica.
-        Draining => "draining",
-        /// Over MAX_SESSIONS (the session is closed with 1013 right after its
-        /// upgrade).
-        Capacity => "capacity",
-        /// A `Sec-WebSocket-Key` that is not the base64 of 16 bytes.
-        BadKey => "bad_key",
-    }
-}
-
-metric_labels! {
-    /// Which of the server's two ports: the `port` label of its HTTP metrics.
-    pub enum Port {
-        /// The WebSocket port, the one the Service exposes.
-        Ws => "ws",
-        /// Probes, `/metrics` and `/prestop`.
-        Admin => "admin",
-    }
-}
-
-metric_labels! {
-    /// Why an HTTP connection was closed for slowness: the `kind` label of
-    /// `gsd_server_http_timeouts_total`.
-    pub enum HttpTimeout {
-        /// The request head took over HTTP_HEADER_TIMEOUT.
-        Header => "header",
-        /// No upgrade within the connection's lifetime.
-        Idle => "idle",
-    }
-}
-
-metric_labels! {
-    /// Why an accept failed: the `kind` label of
-    /// `gsd_server_accept_errors_total`.
-    pub enum AcceptFailure {
-        /// Out of descriptors, the process's or the system's.
-        FdLimit => "fd_limit",
-        /// Out of kernel memory or buffers.
-        NoMemory => "no_memory",
-        /// Anything else.
-        Other => "other",
-    }
-}
+// The labelled enums live apart, so that the sessions and the metrics
+// both import them and not each other; re-exported where they always were.
+use crate::labels::End;
+pub use crate::labels::{AcceptFailure, DrainOutcome, HttpTimeout, Port, Refusal};
 
 impl AcceptFailure {
     /// The kind of a failed accept's error.

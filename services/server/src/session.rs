@@ -16,7 +16,8 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::Shared;
 use crate::fault::{ResetSwitch, Ticket};
-use crate::metrics::{ACK_UNSENT, BINARY_FRAME, DrainOutcome, Refusal};
+use crate::labels::{DrainOutcome, End, Refusal};
+use crate::metrics::{ACK_UNSENT, BINARY_FRAME};
 
 /// Requests a session holds unanswered before it stops reading more.
 const MAX_PENDING_REQUESTS: usize = 1024;
@@ -30,70 +31,6 @@ pub(crate) const MAX_PENDING_BYTES: usize = gsd_protocol::MAX_FRAME_BYTES;
 /// are counted (the metric counts every one) and reported with the next line.
 const LOG_BURST: u32 = 5;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
-
-/// Why a session ended: the `reason` label of
-/// `gsd_server_sessions_closed_total`.
-#[derive(Debug)]
-pub(crate) enum End {
-    /// Every owed frame acknowledged and every request answered.
-    DrainComplete,
-    /// The drain deadline passed first.
-    DrainDeadline,
-    /// The client sent a close frame (with its code, if any).
-    ClientClosed(Option<u16>),
-    /// The connection ended without a close frame.
-    Vanished,
-    /// The client stayed silent for PING_INTERVAL + PING_TIMEOUT.
-    TimedOut,
-    /// The WebSocket layer failed (reset, oversize beyond the hard cap, ...).
-    Failed(String),
-    /// Bad input the session cannot go on after; closed with `code`.
-    Rejected { code: u16, reason: &'static str },
-    /// Over `max_sessions`.
-    Capacity,
-    /// Reset by the server at the signal, with no notice and no close frame
-    /// (FAULT_RESET_AT_SIGTERM).
-    Reset,
-}
-
-impl End {
-    /// One of each kind of end, for the metric's label values.
-    pub(crate) const ALL: [End; 9] = [
-        End::DrainComplete,
-        End::DrainDeadline,
-        End::ClientClosed(None),
-        End::Vanished,
-        End::TimedOut,
-        End::Failed(String::new()),
-        End::Rejected { code: 0, reason: "" },
-        End::Capacity,
-        End::Reset,
-    ];
-
-    /// What the label does not say: the client's close code, the error.
-    fn detail(&self) -> Option<String> {
-        match self {
-            End::ClientClosed(Some(code)) => Some(format!("client close code {code}")),
-            End::Failed(error) => Some(error.clone()),
-            End::Rejected { code, reason } => Some(format!("closed {code}: {reason}")),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn label(&self) -> &'static str {
-        match self {
-            End::DrainComplete => "drain_complete",
-            End::DrainDeadline => "drain_deadline",
-            End::ClientClosed(_) => "client_close",
-            End::Vanished => "vanished",
-            End::TimedOut => "timeout",
-            End::Failed(_) => "error",
-            End::Rejected { .. } => "rejected",
-            End::Capacity => "capacity",
-            End::Reset => "reset",
-        }
-    }
-}
 
 /// The part of a session's state that exists once its drain has begun.
 struct Drain {
