@@ -107,9 +107,14 @@ impl ServerAccount {
             }
         }
         let ended = count(e, names::SERVER_SHUTDOWN_COUNT, &[])? >= 1;
-        let shutdown = e.get(names::SERVER_SHUTDOWN_SUM, &[]).filter(|s| s.is_finite() && *s >= 0.0);
-        if ended && shutdown.is_none() {
-            return Err(AccountError::Missing { series: names::SERVER_SHUTDOWN_SUM.name().to_owned() });
+        let shutdown = e.get(names::SERVER_SHUTDOWN_SUM, &[]);
+        let series = || names::SERVER_SHUTDOWN_SUM.name().to_owned();
+        match shutdown {
+            None if ended => return Err(AccountError::Missing { series: series() }),
+            Some(value) if !(value.is_finite() && value >= 0.0) => {
+                return Err(AccountError::NotACount { series: series(), value });
+            }
+            _ => {}
         }
         Ok(ServerAccount {
             sessions: count(e, names::SERVER_SESSIONS, &[])?,
@@ -123,7 +128,7 @@ impl ServerAccount {
 
     /// Sessions drained, whatever the outcome.
     pub fn drained(&self) -> u64 {
-        self.drains.values().sum()
+        self.drains.values().copied().fold(0, u64::saturating_add)
     }
 
     /// Drained sessions with `outcome`.

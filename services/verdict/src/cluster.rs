@@ -323,7 +323,7 @@ pub fn render(report: &VerdictReport) -> String {
     );
     let (drained, messages, shutdown, outcome) = match &report.server {
         Some(s) => {
-            let short = s.drained() - s.drains("complete") - s.drains("client_left");
+            let short = s.drained().saturating_sub(s.drains("complete")).saturating_sub(s.drains("client_left"));
             let outcome = match (s.shutdown_seconds, short) {
                 (None, _) => "unknown",
                 (Some(_), 0) if s.drained() >= report.held => "complete",
@@ -427,18 +427,24 @@ pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> 
     }
     let before = scrape_clients(&clients, config.client_metrics_port).await?;
 
-    let victim = servers[0].clone();
-    let first = scrape(victim.ip, config.server_metrics_port).await.ok_or_else(|| {
-        VerdictError::Precondition(format!(
-            "server pod {} ({}:{}) does not answer /metrics",
-            victim.name, victim.ip, config.server_metrics_port
-        ))
-    })?;
-    let held = ServerAccount::parse(&first)
-        .map_err(|e| {
-            VerdictError::Precondition(format!("server pod {}: its /metrics is no account: {e}", victim.name))
-        })?
-        .sessions;
+    // The server with the most sessions (the first by name among equals):
+    // a drain of nothing proves nothing.
+    let mut accounts = Vec::new();
+    for pod in &servers {
+        let body = scrape(pod.ip, config.server_metrics_port).await.ok_or_else(|| {
+            VerdictError::Precondition(format!(
+                "server pod {} ({}:{}) does not answer /metrics",
+                pod.name, pod.ip, config.server_metrics_port
+            ))
+        })?;
+        let account = ServerAccount::parse(&body).map_err(|e| {
+            VerdictError::Precondition(format!("server pod {}: its /metrics is no account: {e}", pod.name))
+        })?;
+        accounts.push((pod.clone(), account));
+    }
+    let most = accounts.iter().map(|(_, a)| a.sessions).max().unwrap_or(0);
+    let (victim, server_before) = accounts.into_iter().find(|(_, a)| a.sessions == most).expect("2 servers or more");
+    let held = server_before.sessions;
     let mut report = VerdictReport {
         namespace: namespace.clone(),
         servers: servers.len(),
@@ -491,23 +497,42 @@ pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("verdict: drain of {} over; {:?} for the clients to settle", victim.name, config.settle);
-    tokio::time::sleep(config.settle.min(deadline.saturating_duration_since(Instant::now()))).await;
-
-    let after = scrape_clients(&clients, config.client_metrics_port).await?;
-    let mut reasons = Vec::new();
-    let mut delta = ClientAccount::default();
-    for (pod, now) in &after {
-        match before.get(pod).map(|then| now.since(then)) {
-            Some(Ok(d)) => delta += &d,
-            Some(Err(e)) => reasons.push(Reason::Collector { what: format!("client pod {pod}: {e}") }),
-            None => reasons.push(Reason::Collector {
-                what: format!("client pod {pod} came during the verdict: its account cannot be compared"),
-            }),
+    // The clients: at most `settle` (within the whole bound) for them to
+    // have seen an end of every session the pod drained; the client pods
+    // listed again, so that one that came or went is named, not missed.
+    let drained = match &last {
+        Some(Ok(s)) => s.drained().saturating_sub(server_before.drained()),
+        _ => held,
+    };
+    eprintln!(
+        "verdict: drain of {} over; up to {:?} for the clients to see its {drained} sessions end",
+        victim.name, config.settle
+    );
+    let settle_until = (Instant::now() + config.settle).min(deadline);
+    let (mut delta, mut reasons);
+    loop {
+        let now = ready_pods(&kube.pods(&namespace, &config.client_selector).await?);
+        let after = scrape_clients(&now, config.client_metrics_port).await?;
+        (delta, reasons) = (ClientAccount::default(), Vec::new());
+        for (pod, now) in &after {
+            match before.get(pod).map(|then| now.since(then)) {
+                Some(Ok(d)) => delta += &d,
+                Some(Err(e)) => reasons.push(Reason::Collector { what: format!("client pod {pod}: {e}") }),
+                None => reasons.push(Reason::Collector {
+                    what: format!("client pod {pod} came during the verdict: its account cannot be compared"),
+                }),
+            }
         }
-    }
-    for pod in before.keys().filter(|p| !after.contains_key(*p)) {
-        reasons.push(Reason::Collector { what: format!("client pod {pod} went during the verdict") });
+        for pod in before.keys().filter(|p| !after.contains_key(*p)) {
+            reasons.push(Reason::Collector { what: format!("client pod {pod} went during the verdict") });
+        }
+        let ends = [delta.drains_complete, delta.drains_incomplete, delta.drains_client_left, delta.cut]
+            .into_iter()
+            .fold(0u64, u64::saturating_add);
+        if ends >= drained || Instant::now() >= settle_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     match &last {
         Some(Err(e)) => {
@@ -521,6 +546,7 @@ pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> 
         held,
         ending: Ending::Exited,
         server: report.server.clone(),
+        server_before: Some(server_before),
         clients: Some(delta),
         moved: None,
         grace: victim.grace,
@@ -540,8 +566,23 @@ where
 {
     let config = VerdictConfig::parse_from(args);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = runtime.block_on(run(&config)).map_err(|e| anyhow::anyhow!("verdict: {e}"))?;
+    let report = match runtime.block_on(run(&config)) {
+        Ok(report) => report,
+        Err(e) => {
+            // A CI gate reading --json or --junit sees the failure too,
+            // not a missing file.
+            let failed = VerdictReport::default().decide(vec![Reason::Collector { what: e.to_string() }]);
+            write_outputs(&config, &failed)?;
+            anyhow::bail!("verdict: {e}");
+        }
+    };
     print!("{}", render(&report));
+    write_outputs(&config, &report)?;
+    if report.ok { Ok(()) } else { anyhow::bail!("verdict: FAIL") }
+}
+
+/// `--json` and `--junit`, where asked for.
+fn write_outputs(config: &VerdictConfig, report: &VerdictReport) -> anyhow::Result<()> {
     if let Some(path) = &config.json {
         let text = serde_json::to_string_pretty(&report)? + "\n";
         std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
@@ -549,7 +590,7 @@ where
     if let Some(path) = &config.junit {
         std::fs::write(path, report.junit()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
-    if report.ok { Ok(()) } else { anyhow::bail!("verdict: FAIL") }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,19 @@ pub enum ParseError {
     /// happened to have only comment-like lines).
     #[error("no sample in the body: not a /metrics exposition")]
     Empty,
+    /// The body does not end with a newline, as every exposition does: it
+    /// was cut short, and its last value may be cut too (`12` read as `1`).
+    #[error("the body does not end with a newline: cut short")]
+    Truncated,
+    /// A series given twice (a doubled or spliced body): which value
+    /// counts cannot be told.
+    #[error("line {line}: {series} given a second time")]
+    Duplicate {
+        /// 1-based line number of the second one.
+        line: usize,
+        /// The series.
+        series: String,
+    },
     /// A line that is neither a comment nor a sample.
     #[error("line {line}: {why}: {text:?}")]
     Line {
@@ -49,16 +62,27 @@ impl Exposition {
     /// Parses `body`, refusing the first line that is not an exposition's.
     pub fn parse(body: &str) -> Result<Exposition, ParseError> {
         let mut samples = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, raw) in body.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let bad = |why| ParseError::Line { line: i + 1, why, text: line.chars().take(120).collect() };
-            samples.push(sample(line).map_err(bad)?);
+            let s = sample(line).map_err(bad)?;
+            if !seen.insert((s.name.clone(), s.labels.clone())) {
+                return Err(ParseError::Duplicate {
+                    line: i + 1,
+                    series: line.rsplitn(2, ' ').last().unwrap_or(line).to_owned(),
+                });
+            }
+            samples.push(s);
         }
         if samples.is_empty() {
             return Err(ParseError::Empty);
+        }
+        if !body.ends_with('\n') {
+            return Err(ParseError::Truncated);
         }
         Ok(Exposition { samples })
     }
@@ -193,6 +217,11 @@ mod tests {
                 other => panic!("{body:?}: {other:?}"),
             }
         }
+        assert_eq!(Exposition::parse("x 1\ny 12"), Err(ParseError::Truncated), "cut after `y 12` or `y 1`");
+        assert_eq!(
+            Exposition::parse("x{a=\"1\"} 1\ny 2\nx{a=\"1\"} 3\n"),
+            Err(ParseError::Duplicate { line: 3, series: "x{a=\"1\"}".into() })
+        );
         assert_eq!(Exposition::parse(""), Err(ParseError::Empty));
         assert_eq!(Exposition::parse("# only a comment\n\n"), Err(ParseError::Empty));
     }

@@ -43,6 +43,10 @@ pub struct DrainEvidence {
     /// Its own account from the last scrape after its drain ended; `None`
     /// when no scrape saw the drain end (killed, or gone before a scrape).
     pub server: Option<ServerAccount>,
+    /// Its account just before the termination began: the server's
+    /// counters cover its whole life, and only their change is this
+    /// termination's. `None` reads as all zero (a pod that had just started).
+    pub server_before: Option<ServerAccount>,
     /// What the clients' accounts changed by over this pod's termination,
     /// until its users were back in sessions; `None` when they could not be
     /// read (the reason is then given by whoever collected).
@@ -64,6 +68,10 @@ pub enum Reason {
     NoFinalAccount { pod: String },
     /// It drained fewer sessions than it held.
     DrainedFewer { pod: String, held: u64, drained: u64 },
+    /// The clients saw fewer ends of sessions (drains of any outcome, and
+    /// cuts) than the pod drained: some of its sessions belong to clients
+    /// the collector did not read, whose loss is therefore not counted.
+    ClientsUnseen { pod: String, drained: u64, seen: u64 },
     /// Drains the server itself counts as incomplete (the deadline, bad
     /// input), or ended some other way than complete/client_left/peer_lost.
     ServerDrainsShort { pod: String, outcome: String, sessions: u64 },
@@ -113,6 +121,11 @@ impl std::fmt::Display for Reason {
             Reason::DrainedFewer { pod, held, drained } => {
                 write!(f, "{pod}: drained {drained} of the {held} sessions it held")
             }
+            Reason::ClientsUnseen { pod, drained, seen } => write!(
+                f,
+                "{pod}: drained {drained} sessions but the clients read saw {seen} end: the others' clients were \
+                 not read, and what they lost is not counted"
+            ),
             Reason::ServerDrainsShort { pod, outcome, sessions } => {
                 write!(f, "{pod}: {sessions} drain(s) {outcome} by its own account")
             }
@@ -180,8 +193,17 @@ pub fn judge(e: &DrainEvidence) -> Vec<Reason> {
             None => reasons.push(Reason::NoFinalAccount { pod: pod() }),
             Some(s) if s.shutdown_seconds.is_none() => reasons.push(Reason::NoFinalAccount { pod: pod() }),
             Some(s) => {
-                if s.drained() < e.held {
-                    reasons.push(Reason::DrainedFewer { pod: pod(), held: e.held, drained: s.drained() });
+                let drained = s.drained().saturating_sub(e.server_before.as_ref().map_or(0, ServerAccount::drained));
+                if drained < e.held {
+                    reasons.push(Reason::DrainedFewer { pod: pod(), held: e.held, drained });
+                }
+                if let Some(c) = &e.clients {
+                    let seen = [c.drains_complete, c.drains_incomplete, c.drains_client_left, c.cut]
+                        .into_iter()
+                        .fold(0u64, u64::saturating_add);
+                    if seen < drained {
+                        reasons.push(Reason::ClientsUnseen { pod: pod(), drained, seen });
+                    }
                 }
                 for (outcome, &n) in &s.drains {
                     match outcome.as_str() {
@@ -202,14 +224,15 @@ pub fn judge(e: &DrainEvidence) -> Vec<Reason> {
         }
     }
     if let (Some(s), Some(c)) = (&e.server, &e.clients) {
-        // Each frame the server holds unacknowledged either arrived (the
-        // client holds it unacknowledged) or did not (the client counts it
-        // lost, once announced). Cut sessions are the unknown: the rule
-        // holds only where none was cut.
-        if c.cut == 0 && s.unacked > c.unacked.saturating_add(c.lost) {
+        // Each frame the server left unacknowledged in this termination
+        // either arrived (the client holds it unacknowledged) or did not
+        // (the client counts it lost, once announced). Cut sessions are the
+        // unknown: the rule holds only where none was cut.
+        let unacked = s.unacked.saturating_sub(e.server_before.as_ref().map_or(0, |b| b.unacked));
+        if c.cut == 0 && unacked > c.unacked.saturating_add(c.lost) {
             reasons.push(Reason::UnackedUnexplained {
                 pod: pod(),
-                server_unacked: s.unacked,
+                server_unacked: unacked,
                 client_unacked: c.unacked,
                 client_lost: c.lost,
             });
@@ -267,6 +290,7 @@ mod tests {
             held: 3,
             ending: Ending::Exited,
             server: Some(ServerAccount::parse(&server_body(3, 0, 0)).unwrap()),
+            server_before: None,
             clients: Some(ClientAccount::parse(&client_body(3, 3, 0)).unwrap()),
             moved: Some(3),
             grace: Duration::from_secs(30),
@@ -346,6 +370,23 @@ mod tests {
         reset.drains.insert("reset".into(), 2);
         let e = DrainEvidence { server: Some(reset), ..clean() };
         assert_eq!(judge(&e), [Reason::ServerDrainsShort { pod: pod(), outcome: "reset".into(), sessions: 2 }]);
+    }
+
+    /// The server's counters cover its life: only their change over the
+    /// termination is judged, and every session it drained must have been
+    /// seen ending by the clients read.
+    #[test]
+    fn the_server_side_is_a_change_and_every_drained_session_is_seen_by_a_client() {
+        let mut before = ServerAccount::parse(&server_body(0, 0, 6)).unwrap();
+        before.drains.insert("complete".into(), 2);
+        let after = ServerAccount::parse(&server_body(5, 0, 6)).unwrap();
+        let e = DrainEvidence { server_before: Some(before), server: Some(after), ..clean() };
+        assert_eq!(judge(&e), [], "6 unacked before the termination are not its own; 3 of 5 drains are");
+        let unseen = DrainEvidence {
+            clients: Some(ClientAccount { drains_complete: 1, drains_client_left: 1, ..clean().clients.unwrap() }),
+            ..clean()
+        };
+        assert_eq!(judge(&unseen), [Reason::ClientsUnseen { pod: "pod-0".into(), drained: 3, seen: 2 }]);
     }
 
     #[test]

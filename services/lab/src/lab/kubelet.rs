@@ -16,7 +16,7 @@ use gsd_verdict::Ending;
 
 use super::report::DrainRow;
 use crate::harness::gsd::LastScrape;
-use crate::harness::metrics::{scrape, scrape_until, scrape_value};
+use crate::harness::metrics::{scrape, scrape_until};
 use crate::harness::{Error, Server};
 
 /// How often a terminating pod is scraped.
@@ -49,7 +49,8 @@ impl Lab {
         };
         self.balancer.forget(pod.id());
         let account = seen.account().or(before.as_deref()).unwrap_or_default();
-        self.rows.push(DrainRow::deleted(round, pod.id(), sessions, ending, account, seen.drained.is_some()));
+        let drained = seen.drained.is_some();
+        self.rows.push(DrainRow::terminated(round, pod.id(), sessions, ending, before.as_deref(), account, drained));
         self.open_row = Some(clients_before);
         self.progress.drained();
         Ok(())
@@ -103,7 +104,9 @@ impl Lab {
         let mut pod = self.pods.remove(idx);
         let id = pod.id().to_owned();
         let clients_before = self.clients_account().await;
-        let sessions = scrape_value(pod.admin, "gsd_server_sessions").await.unwrap_or(0.0) as u64;
+        let before = scrape(pod.admin).await;
+        let sessions =
+            before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
         self.progress.set(self.step(round, &format!("partition {id}")));
         self.balancer.partition(&id);
         let cut = Instant::now();
@@ -124,7 +127,7 @@ impl Lab {
         pod.proc.signal(Signal::SIGKILL);
         pod.proc.wait_exit(Duration::from_secs(10)).await;
         self.balancer.forget(&id);
-        self.rows.push(DrainRow::partitioned(round, &id, sessions, freed_after, &body));
+        self.rows.push(DrainRow::partitioned(round, &id, sessions, freed_after, before.as_deref(), &body));
         self.open_row = Some(clients_before);
         self.progress.drained();
         Ok(())

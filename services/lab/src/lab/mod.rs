@@ -201,7 +201,24 @@ impl Lab {
     /// clients' side.
     async fn close_row(&mut self) {
         let Some(before) = self.open_row.take() else { return };
-        let after = self.clients_account().await;
+        // Users back in sessions is not every end counted: a client may learn
+        // that its session was cut after the pod gave it up. Wait, bounded,
+        // until the clients have seen as many ends as the pod held.
+        let held = self.rows.last().map_or(0, |r| r.sessions);
+        let deadline = Instant::now() + self.config.reconnect_timeout;
+        let mut after = self.clients_account().await;
+        while let (Ok(b), Ok(a)) = (&before, &after) {
+            let ends = |d: ClientAccount| {
+                [d.drains_complete, d.drains_incomplete, d.drains_client_left, d.cut]
+                    .into_iter()
+                    .fold(0, u64::saturating_add)
+            };
+            if a.since(b).map_or(true, |d| ends(d) >= held) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            after = self.clients_account().await;
+        }
         let pod = self.rows.last().map(|r| r.pod.clone()).unwrap_or_default();
         match (before, after) {
             (Ok(before), Ok(after)) => match after.since(&before) {

@@ -81,6 +81,10 @@ pub struct DrainRow {
     /// The pod's own final account, as the judge reads it; `None` when it
     /// was killed or its last body was no account (`account_error`).
     pub server: Option<ServerAccount>,
+    /// Its account just before its termination began (its counters cover
+    /// its life; the judge takes their change).
+    #[serde(skip)]
+    pub server_before: Option<ServerAccount>,
     /// Why the pod's last body was refused as an account.
     pub account_error: Option<String>,
     /// What the clients' accounts changed by from just before this pod's
@@ -92,6 +96,19 @@ impl DrainRow {
     /// The row of a deleted pod, from its final `/metrics` account (the
     /// first scrape after its drain, else the last it answered).
     pub fn deleted(round: u32, pod: &str, sessions: u64, ending: Ending, account: &str, drained: bool) -> DrainRow {
+        DrainRow::terminated(round, pod, sessions, ending, None, account, drained)
+    }
+
+    /// The same, with the pod's account from just before its termination.
+    pub fn terminated(
+        round: u32,
+        pod: &str,
+        sessions: u64,
+        ending: Ending,
+        before: Option<&str>,
+        account: &str,
+        drained: bool,
+    ) -> DrainRow {
         let (server, account_error) = match ending {
             Ending::Killed => (None, None),
             _ => match ServerAccount::parse(account) {
@@ -99,12 +116,17 @@ impl DrainRow {
                 Err(e) => (None, Some(e.to_string())),
             },
         };
-        let total = server.as_ref().map_or(0, ServerAccount::drained);
-        let complete = server.as_ref().map_or(0, |s| s.drains("complete"));
+        let server_before = before.and_then(|b| ServerAccount::parse(b).ok());
+        let base = server_before.as_ref();
+        let total =
+            server.as_ref().map_or(0, ServerAccount::drained).saturating_sub(base.map_or(0, ServerAccount::drained));
+        let done = |s: &ServerAccount| s.drains("complete").saturating_add(s.drains("client_left"));
+        let complete = server.as_ref().map_or(0, done).saturating_sub(base.map_or(0, done));
         let outcome = match ending {
             Ending::Killed => Outcome::Killed,
             Ending::GraceRanOut => Outcome::Sigkilled,
             Ending::Partitioned => Outcome::Partitioned,
+            // Drains a leaving client cut short are its choice, not the pod's.
             Ending::Exited if drained && total == complete && total >= sessions => Outcome::Complete,
             Ending::Exited => Outcome::Incomplete,
         };
@@ -119,10 +141,14 @@ impl DrainRow {
             outcome,
             ending,
             sigkilled: ending != Ending::Exited,
-            peer_timeouts: server.as_ref().map_or(0, |s| s.drains("peer_lost")) + timeouts.unwrap_or(0.0) as u64,
+            peer_timeouts: server
+                .as_ref()
+                .map_or(0, |s| s.drains("peer_lost"))
+                .saturating_add(timeouts.unwrap_or(0.0) as u64),
             unacked: server.as_ref().map(|s| s.unacked),
             moved: 0,
             server,
+            server_before,
             account_error,
             clients: None,
         }
@@ -130,8 +156,15 @@ impl DrainRow {
 
     /// The row of a partitioned pod, from its last scrape behind the cut;
     /// `freed_after` is how long it took to give up its sessions.
-    pub fn partitioned(round: u32, pod: &str, sessions: u64, freed_after: Duration, account: &str) -> DrainRow {
-        let mut row = DrainRow::deleted(round, pod, sessions, Ending::Partitioned, account, false);
+    pub fn partitioned(
+        round: u32,
+        pod: &str,
+        sessions: u64,
+        freed_after: Duration,
+        before: Option<&str>,
+        account: &str,
+    ) -> DrainRow {
+        let mut row = DrainRow::terminated(round, pod, sessions, Ending::Partitioned, before, account, false);
         row.drained = 0;
         row.messages = 0;
         row.shutdown_seconds = Some(freed_after.as_secs_f64());
@@ -145,6 +178,7 @@ impl DrainRow {
             held: self.sessions,
             ending: self.ending,
             server: self.server.clone(),
+            server_before: self.server_before.clone(),
             clients: self.clients,
             moved: Some(self.moved),
             grace,
@@ -314,8 +348,12 @@ impl Report {
         };
         let mut reasons = findings.clone();
         reasons.extend(gsd_verdict::judge_all(&evidence, &clients));
-        let unknown_cuts =
-            rows.iter().filter(|r| r.ending == Ending::Partitioned).filter_map(|r| r.clients).map(|c| c.cut).sum();
+        let unknown_cuts = rows
+            .iter()
+            .filter(|r| r.ending == Ending::Partitioned)
+            .filter_map(|r| r.clients)
+            .map(|c| c.cut)
+            .fold(0, u64::saturating_add);
         Report {
             scenario: c.scenario,
             rounds: c.rounds,
@@ -351,7 +389,7 @@ impl Report {
                 reasons: gsd_verdict::judge(&r.evidence(grace)),
             })
             .collect();
-        let attributed = self.drains.iter().filter_map(|r| r.clients).map(|c| c.cut).sum();
+        let attributed = self.drains.iter().filter_map(|r| r.clients).map(|c| c.cut).fold(0, u64::saturating_add);
         let clients = self.clients_account.unwrap_or_default();
         cases.push(Case { name: "clients".into(), reasons: gsd_verdict::judge_clients(&clients, attributed) });
         cases.push(Case { name: "lab".into(), reasons: self.findings.clone() });
@@ -556,7 +594,7 @@ mod tests {
     fn both_sides_are_reconciled_and_each_mismatch_is_named() {
         let mut row = DrainRow::deleted(1, "pod-0", 4, Ending::Exited, &account(3, 0), true);
         row.moved = 4;
-        row.clients = Some(ClientAccount { cut: 1, received: 9, ..ClientAccount::default() });
+        row.clients = Some(ClientAccount { cut: 1, drains_complete: 2, received: 9, ..ClientAccount::default() });
         let clients = ClientAccount { cut: 1, duplicate: 2, ..ClientAccount::default() };
         let report =
             Report::new(&config(), vec![row], ClientTotals::default(), Ok(clients), Vec::new(), Duration::from_secs(1));
