@@ -188,7 +188,13 @@ impl Kube {
         let text = response.text().await.map_err(|e| api(Some(status.as_u16()), causes(&e)))?;
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = json["message"].as_str().map_or_else(|| text.chars().take(300).collect(), str::to_owned);
+            let mut message = json["message"].as_str().map_or_else(|| text.chars().take(300).collect(), str::to_owned);
+            // The why is often in the causes (an eviction's PodDisruptionBudget).
+            for cause in json["details"]["causes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                if let Some(text) = cause["message"].as_str() {
+                    message = format!("{message} {text}");
+                }
+            }
             return Err(api(Some(status.as_u16()), format!("{status}: {message}")));
         }
         Ok(json)
