@@ -184,7 +184,7 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         "ok: rollout restart: 2 replicas drained",
         "ok: helm test gsd",
         "then SIGKILL: exit code 137",
-        "ok: the clean scenarios raised no gsd alert",
+        "ok: the clean scenarios fired no gsd alert",
         "messages lost; the client's /metrics gsd_client_messages_lost_total +",
         "ok: GsdMessagesLost and GsdDrainIncomplete, from the chart's own PrometheusRule, fired and reached Alertmanager",
         "ok: client after SIGKILL: gsd_client_drains_total{outcome=\"incomplete\"} +",
