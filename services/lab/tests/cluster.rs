@@ -90,7 +90,7 @@ fn the_host_snapshot_takes_empty_parts_and_refuses_missing_ones_by_name() {
     }
     let host = snapshot(&[], None).unwrap_or_else(|e| panic!("the host's snapshot was refused: {e}"));
     let names: Vec<&str> = host.lines().filter_map(|l| l.strip_prefix("## ")).collect();
-    assert_eq!(names, ["iptables", "ip6tables", "links", "routes", "mounts", "sysctls"], "{host}");
+    assert_eq!(names, ["iptables", "ip6tables", "links", "routes", "mounts", "paths", "sysctls"], "{host}");
     assert!(part(&host, "links").contains(&"lo"), "{host}");
     assert!(part(&host, "mounts").contains(&"/"), "{host}");
     assert!(part(&host, "sysctls").iter().any(|l| l.starts_with("net.ipv4.ip_forward = ")), "{host}");
@@ -190,7 +190,7 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         "ok: client after SIGKILL: gsd_client_drains_total{outcome=\"incomplete\"} +",
         "ok: GsdDrainIncomplete, from the chart's PrometheusRule, reached Alertmanager",
         "ok: helm uninstall left nothing of the release",
-        "ok: scripts/cluster down left netfilter (rules, chains, policies), links, routes, mounts and sysctls as they were",
+        "ok: scripts/cluster down left netfilter (rules, chains, policies), links, routes, mounts, host paths and sysctls as they were",
         "ok: scripts/cluster down left no process it started",
         "cluster-test: PASS",
     ];
