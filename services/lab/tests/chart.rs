@@ -1045,6 +1045,8 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_kube_apiserver() {
         "ok: an API server certificate from another CA is refused",
         "ok: verdict PASS: it deleted a server pod, followed the drain of its 5 sessions",
         "ok: verdict FAIL when the server drops one owed message per session: 5 messages lost",
+        "ok: verdict FAIL when the server resets 2 of its 5 sessions at SIGTERM",
+        "ok: verdict FAIL when each close says last_seq 2 below its notice's: 10 messages lost",
         "ok: verdict FAIL when a PodDisruptionBudget forbids the eviction: 429 reported, the pod not deleted",
         "ok: 2 server pods and 1 client pod carry the preStop sleep",
         "ok: upgraded: ServiceMonitors, PrometheusRule, NetworkPolicy, PDB",
