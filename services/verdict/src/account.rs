@@ -218,6 +218,13 @@ impl ClientAccount {
         Ok(account)
     }
 
+    /// Ends of sessions this account saw: drains of any outcome, and cuts.
+    pub fn ends(&self) -> u64 {
+        [self.drains_complete, self.drains_incomplete, self.drains_client_left, self.cut]
+            .into_iter()
+            .fold(0, u64::saturating_add)
+    }
+
     /// What happened from `before` to `self`; gauges keep `self`'s value.
     /// A counter that went back means the process restarted.
     pub fn since(&self, before: &ClientAccount) -> Result<ClientAccount, AccountError> {

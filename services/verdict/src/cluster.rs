@@ -532,10 +532,7 @@ pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> 
         for pod in before.keys().filter(|p| !after.contains_key(*p)) {
             reasons.push(Reason::Collector { what: format!("client pod {pod} went during the verdict") });
         }
-        let ends = [delta.drains_complete, delta.drains_incomplete, delta.drains_client_left, delta.cut]
-            .into_iter()
-            .fold(0u64, u64::saturating_add);
-        if ends >= drained || Instant::now() >= settle_until {
+        if delta.ends() >= drained || Instant::now() >= settle_until {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -198,9 +198,7 @@ pub fn judge(e: &DrainEvidence) -> Vec<Reason> {
                     reasons.push(Reason::DrainedFewer { pod: pod(), held: e.held, drained });
                 }
                 if let Some(c) = &e.clients {
-                    let seen = [c.drains_complete, c.drains_incomplete, c.drains_client_left, c.cut]
-                        .into_iter()
-                        .fold(0u64, u64::saturating_add);
+                    let seen = c.ends();
                     if seen < drained {
                         reasons.push(Reason::ClientsUnseen { pod: pod(), drained, seen });
                     }

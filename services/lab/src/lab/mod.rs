@@ -208,12 +208,7 @@ impl Lab {
         let deadline = Instant::now() + self.config.reconnect_timeout;
         let mut after = self.clients_account().await;
         while let (Ok(b), Ok(a)) = (&before, &after) {
-            let ends = |d: ClientAccount| {
-                [d.drains_complete, d.drains_incomplete, d.drains_client_left, d.cut]
-                    .into_iter()
-                    .fold(0, u64::saturating_add)
-            };
-            if a.since(b).map_or(true, |d| ends(d) >= held) || Instant::now() >= deadline {
+            if a.since(b).map_or(true, |d| d.ends() >= held) || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
