@@ -6,21 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 
-/// gsd-lab: rehearse a Kubernetes pod deletion or rolling restart on this
-/// machine, with real gsd-server and gsd-client processes, real signals and
-/// a Service stand-in, then report whether anything was lost.
-///
-/// It stands in for a cluster, not for Kubernetes itself: pods are
-/// processes, the Service is an in-process TCP balancer, the kubelet is a
-/// timer that runs the preStop sleep, SIGTERM and SIGKILL. Exit status 0 means
-/// every drain completed and nothing was lost.
-///
-/// `gsd-lab server ...` and `gsd-lab client ...` run gsd-server and
-/// gsd-client (the lab starts its pods and clients that way).
-#[derive(Debug, Clone, Parser)]
-#[command(name = "gsd-lab", version, about, long_about, args_override_self = true)]
+/// A rehearsal's settings: `gsd-lab [OPTIONS]` (or `gsd-lab rehearse
+/// [OPTIONS]`); the program's help is in [`crate::cli`].
+#[derive(Debug, Clone, Args)]
 pub struct LabConfig {
     /// What to rehearse.
     #[arg(long, value_enum, default_value = "delete-pod")]
@@ -159,6 +149,18 @@ pub enum Affinity {
 }
 
 use gsd_protocol::duration::parse_duration;
+
+impl Default for LabConfig {
+    /// Every setting at its default, as `gsd-lab` alone has them.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: LabConfig,
+        }
+        <Defaults as clap::Parser>::parse_from(["gsd-lab"]).config
+    }
+}
 
 impl LabConfig {
     /// Checks what clap cannot: that the budget makes sense.

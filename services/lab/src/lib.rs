@@ -3,6 +3,7 @@
 //! lost. It stands in for a cluster: see the README's "Local rehearsal".
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod harness;
 pub mod lab;

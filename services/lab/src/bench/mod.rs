@@ -8,7 +8,7 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::Args;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -23,8 +23,7 @@ pub use report::{
 
 /// gsd-lab bench: drain time against sessions, failover, memory per idle
 /// session and steady throughput, on loopback.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "gsd-lab bench", about, long_about = None)]
+#[derive(Debug, Clone, Args)]
 pub struct BenchConfig {
     /// Sessions held by one server in the drain scenario, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]

@@ -542,7 +542,7 @@ mod tests {
     }
 
     fn config() -> LabConfig {
-        <LabConfig as clap::Parser>::parse_from(["gsd-lab"])
+        LabConfig::default()
     }
 
     #[test]
