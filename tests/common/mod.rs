@@ -20,11 +20,13 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// gsd-lab, which is gsd-server as `gsd-lab server` and gsd-client as
-/// `gsd-lab client` (the same `cli::main` the thin binaries call): cargo
-/// always rebuilds it for these tests, so they never run stale code.
+/// gsd-lab as this package builds it (`gsd-tests-lab`, the same
+/// `gsd_lab::cli::main`), which is gsd-server as `... server` and
+/// gsd-client as `... client` (the same `cli::main` the thin binaries
+/// call): cargo always rebuilds it for these tests, so they never run stale
+/// code.
 pub fn lab() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gsd-lab"))
+    PathBuf::from(env!("CARGO_BIN_EXE_gsd-tests-lab"))
 }
 
 /// Starts gsd processes from the gsd-lab under test, each with its own
@@ -276,7 +278,7 @@ pub fn tool(name: &str, env: &str) -> Option<PathBuf> {
 pub fn repo_root() -> PathBuf {
     let manifest_dir =
         std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    manifest_dir.join("../..").canonicalize().unwrap()
+    manifest_dir.join("..").canonicalize().unwrap()
 }
 
 /// Runs `scripts/<name>` with `envs` added to the environment and returns
