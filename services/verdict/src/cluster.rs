@@ -289,6 +289,10 @@ pub struct VerdictReport {
     pub server: Option<ServerAccount>,
     /// What the client pods' accounts changed by over the verdict, summed.
     pub clients: ClientAccount,
+    /// Each client process's accounts as read, before and after (saved
+    /// scrapes only, so that a caller reads every count from the judge).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_scrapes: Vec<ClientScrape>,
     /// From the start of the rehearsal to its verdict.
     pub elapsed_seconds: f64,
     /// Why it failed; empty when it passed.
@@ -299,6 +303,19 @@ pub struct VerdictReport {
     pub reasons_json: Value,
     /// PASS.
     pub ok: bool,
+}
+
+/// One client process's two accounts, as `gsd-verdict judge` read them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientScrape {
+    /// The file read before the termination.
+    pub before_file: String,
+    /// The file read after it.
+    pub after_file: String,
+    /// Its account before.
+    pub before: ClientAccount,
+    /// Its account after.
+    pub after: ClientAccount,
 }
 
 impl VerdictReport {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cluster::{Mode, VerdictReport, client_change, conclude, render, write_outputs};
+use crate::cluster::{ClientScrape, Mode, VerdictReport, client_change, conclude, render, write_outputs};
 use crate::{ClientAccount, Ending, ServerAccount};
 
 /// `gsd-verdict judge`: one pod's termination (or, with no `--pod`, only
@@ -154,11 +154,18 @@ pub fn judge(config: &JudgeConfig) -> Result<VerdictReport, InputError> {
         return Err(InputError::Unpaired { before: config.clients_before.len(), after: config.clients.len() });
     }
     // Each process keyed by its file after the termination, on both sides.
-    let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+    let (mut before, mut after, mut scrapes) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     for (then, now) in config.clients_before.iter().zip(&config.clients) {
         let name = now.display().to_string();
-        before.insert(name.clone(), client(then)?);
-        after.insert(name, client(now)?);
+        let scrape = ClientScrape {
+            before_file: then.display().to_string(),
+            after_file: name.clone(),
+            before: client(then)?,
+            after: client(now)?,
+        };
+        before.insert(name.clone(), scrape.before);
+        after.insert(name, scrape.after);
+        scrapes.push(scrape);
     }
     let server_before = config.server_before.as_deref().map(server).transpose()?;
     let last = config.server.as_deref().map(server).transpose()?;
@@ -167,6 +174,7 @@ pub fn judge(config: &JudgeConfig) -> Result<VerdictReport, InputError> {
         client_pods: after.len(),
         pod: config.pod.clone().unwrap_or_default(),
         held: server_before.as_ref().map_or(0, |s| s.sessions),
+        client_scrapes: scrapes,
         ..VerdictReport::default()
     };
     let (delta, reasons) = client_change(&before, &after);

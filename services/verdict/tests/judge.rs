@@ -174,6 +174,9 @@ fn a_clean_drain_passes_with_its_numbers_in_the_json_and_junit() {
         (Some(5), Some(5), Some(0))
     );
     assert_eq!((c["received"].as_u64(), c["users"].as_u64()), (Some(25), Some(10)), "a change, gauges as after");
+    let read = &json["client_scrapes"][0];
+    assert_eq!((read["before"]["received"].as_u64(), read["after"]["received"].as_u64()), (Some(300), Some(325)));
+    assert_eq!(read["after_file"], ca.display().to_string());
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("<testsuite name=\"gsd-verdict judge\" tests=\"2\" failures=\"0\""), "{xml}");
     assert!(xml.contains("name=\"drain gsd-server-a\"/>"), "{xml}");
