@@ -86,6 +86,12 @@ pub struct ServerAccount {
     /// Signal to last close, in seconds, once the drain ended; `None` while
     /// it has not.
     pub shutdown_seconds: Option<f64>,
+    /// Drains ended (observations of the shutdown duration): 0 while
+    /// serving, 1 once its one drain ended.
+    pub shutdowns: u64,
+    /// Sessions closed, by `reason` (`drain_complete`, `client_close`, ...),
+    /// as many reasons as the body has.
+    pub closed: BTreeMap<String, u64>,
 }
 
 impl ServerAccount {
@@ -106,7 +112,8 @@ impl ServerAccount {
                 slot.insert(n);
             }
         }
-        let ended = count(e, names::SERVER_SHUTDOWN_COUNT, &[])? >= 1;
+        let shutdowns = count(e, names::SERVER_SHUTDOWN_COUNT, &[])?;
+        let ended = shutdowns >= 1;
         let shutdown = e.get(names::SERVER_SHUTDOWN_SUM, &[]);
         let series = || names::SERVER_SHUTDOWN_SUM.name().to_owned();
         match shutdown {
@@ -116,6 +123,11 @@ impl ServerAccount {
             }
             _ => {}
         }
+        let mut closed = BTreeMap::new();
+        for reason in e.by_label(names::SERVER_SESSIONS_CLOSED, "reason").into_keys() {
+            let n = count(e, names::SERVER_SESSIONS_CLOSED, &[("reason", &reason)])?;
+            closed.insert(reason, n);
+        }
         Ok(ServerAccount {
             sessions: count(e, names::SERVER_SESSIONS, &[])?,
             drains,
@@ -123,6 +135,8 @@ impl ServerAccount {
             data_sent: count(e, names::SERVER_MESSAGES_SENT, &[("type", "data")])?,
             unacked: count(e, names::SERVER_DATA_UNACKED, &[])?,
             shutdown_seconds: if ended { shutdown } else { None },
+            shutdowns,
+            closed,
         })
     }
 
@@ -134,6 +148,11 @@ impl ServerAccount {
     /// Drained sessions with `outcome`.
     pub fn drains(&self, outcome: &str) -> u64 {
         self.drains.get(outcome).copied().unwrap_or(0)
+    }
+
+    /// Sessions closed for `reason` (0 when the body has no such series).
+    pub fn closed(&self, reason: &str) -> u64 {
+        self.closed.get(reason).copied().unwrap_or(0)
     }
 }
 
@@ -277,7 +296,8 @@ pub(crate) mod tests {
              gsd_server_messages_sent_total{{type=\"data\"}} 40\n\
              gsd_server_data_unacked_total {unacked}\n\
              gsd_server_shutdown_duration_seconds_count 1\n\
-             gsd_server_shutdown_duration_seconds_sum 0.25\n"
+             gsd_server_shutdown_duration_seconds_sum 0.25\n\
+             gsd_server_sessions_closed_total{{reason=\"drain_complete\"}} {complete}\n"
         )
     }
 
@@ -305,6 +325,7 @@ pub(crate) mod tests {
         let a = ServerAccount::parse(&server_body(3, 1, 2)).unwrap();
         assert_eq!((a.drained(), a.drains("complete"), a.drains("incomplete")), (4, 3, 1));
         assert_eq!((a.drain_messages, a.data_sent, a.unacked, a.shutdown_seconds), (12, 40, 2, Some(0.25)));
+        assert_eq!((a.shutdowns, a.closed("drain_complete"), a.closed("client_close")), (1, 3, 0));
         let extra = server_body(1, 0, 0) + "gsd_server_drains_total{outcome=\"later\"} 2\n";
         assert_eq!(ServerAccount::parse(&extra).unwrap().drained(), 3, "an outcome the judge does not know counts");
         let running = server_body(0, 0, 0).replace("seconds_count 1", "seconds_count 0");

@@ -258,10 +258,23 @@ pub fn ready_pods(list: &Value) -> Vec<ReadyPod> {
     pods
 }
 
+/// Where the verdict's evidence came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The in-cluster run: it evicted the pod and scraped both sides itself.
+    #[default]
+    EvictPod,
+    /// `gsd-verdict judge`: /metrics bodies someone else saved to files.
+    SavedScrapes,
+}
+
 /// What the verdict saw and decided.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VerdictReport {
-    /// The namespace the verdict ran in.
+    /// Where the evidence came from.
+    pub mode: Mode,
+    /// The namespace the verdict ran in (empty for saved scrapes).
     pub namespace: String,
     /// Ready server pods before the eviction.
     pub servers: usize,
@@ -276,6 +289,10 @@ pub struct VerdictReport {
     pub server: Option<ServerAccount>,
     /// What the client pods' accounts changed by over the verdict, summed.
     pub clients: ClientAccount,
+    /// Each client process's accounts as read, before and after (saved
+    /// scrapes only, so that a caller reads every count from the judge).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_scrapes: Vec<ClientScrape>,
     /// From the start of the rehearsal to its verdict.
     pub elapsed_seconds: f64,
     /// Why it failed; empty when it passed.
@@ -288,8 +305,21 @@ pub struct VerdictReport {
     pub ok: bool,
 }
 
+/// One client process's two accounts, as `gsd-verdict judge` read them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientScrape {
+    /// The file read before the termination.
+    pub before_file: String,
+    /// The file read after it.
+    pub after_file: String,
+    /// Its account before.
+    pub before: ClientAccount,
+    /// Its account after.
+    pub after: ClientAccount,
+}
+
 impl VerdictReport {
-    fn decide(mut self, reasons: Vec<Reason>) -> Self {
+    pub(crate) fn decide(mut self, reasons: Vec<Reason>) -> Self {
         self.reasons_json = crate::reasons_json(&reasons);
         self.ok = reasons.is_empty();
         self.reasons = reasons;
@@ -308,21 +338,58 @@ impl VerdictReport {
                     | Reason::SessionsCut { .. }
             )
         });
-        let cases = [
-            Case { name: format!("drain {}", self.pod), reasons: drain },
-            Case { name: "clients".into(), reasons: clients },
-        ];
-        crate::junit(&format!("gsd-verdict {}", self.namespace), &cases, self.elapsed_seconds)
+        let mut cases = vec![Case { name: "clients".into(), reasons: clients }];
+        if !self.pod.is_empty() {
+            cases.insert(0, Case { name: format!("drain {}", self.pod), reasons: drain });
+        }
+        let suite = match self.mode {
+            Mode::EvictPod => format!("gsd-verdict {}", self.namespace),
+            Mode::SavedScrapes => "gsd-verdict judge".to_owned(),
+        };
+        crate::junit(&suite, &cases, self.elapsed_seconds)
     }
 }
 
 /// The report as text, in the shape of gsd-lab's.
 pub fn render(report: &VerdictReport) -> String {
     let t = &report.clients;
-    let mut out = format!(
-        "gsd-verdict: evict-pod | namespace {} | {} ready servers | {} client pod(s)\n\n",
-        report.namespace, report.servers, report.client_pods
+    let mut out = match report.mode {
+        Mode::EvictPod => format!(
+            "gsd-verdict: evict-pod | namespace {} | {} ready servers | {} client pod(s)\n\n",
+            report.namespace, report.servers, report.client_pods
+        ),
+        Mode::SavedScrapes => format!(
+            "gsd-verdict: judge | saved scrapes | {} | {} client process(es)\n\n",
+            if report.pod.is_empty() { "no server pod" } else { "1 server pod" },
+            report.client_pods
+        ),
+    };
+    if !report.pod.is_empty() {
+        out += &pod_rows(report);
+    }
+    out += &format!(
+        "\nclients: {} users | {} reconnects ({} after a drain)\n         drains {} complete, {} incomplete | \
+         messages lost {} | requests lost {} (re-sent {}) | received {}, unacked {} (processed, not lost), \
+         duplicate {}, cut {}\n\n",
+        t.users,
+        t.reconnects,
+        t.reconnects_drain,
+        t.drains_complete,
+        t.drains_incomplete,
+        t.lost,
+        t.requests_lost,
+        t.requests_resent,
+        t.received,
+        t.unacked,
+        t.duplicate,
+        t.cut
     );
+    out + &crate::render_outcome(&report.reasons, 0, report.elapsed_seconds)
+}
+
+/// The drained pod's row and its own account's line.
+fn pod_rows(report: &VerdictReport) -> String {
+    let mut out = String::new();
     out += &format!(
         "{:<32} {:>8} {:>8} {:>9} {:>10}  {:<10}\n",
         "pod", "sessions", "drained", "messages", "shutdown", "outcome"
@@ -358,24 +425,7 @@ pub fn render(report: &VerdictReport) -> String {
             s.unacked
         );
     }
-    out += &format!(
-        "\nclients: {} users | {} reconnects ({} after a drain)\n         drains {} complete, {} incomplete | \
-         messages lost {} | requests lost {} (re-sent {}) | received {}, unacked {} (processed, not lost), \
-         duplicate {}, cut {}\n\n",
-        t.users,
-        t.reconnects,
-        t.reconnects_drain,
-        t.drains_complete,
-        t.drains_incomplete,
-        t.lost,
-        t.requests_lost,
-        t.requests_resent,
-        t.received,
-        t.unacked,
-        t.duplicate,
-        t.cut
-    );
-    out + &crate::render_outcome(&report.reasons, 0, report.elapsed_seconds)
+    out
 }
 
 async fn scrape(ip: IpAddr, port: u16) -> Option<String> {
@@ -519,78 +569,168 @@ pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> 
     loop {
         let now = ready_pods(&kube.pods(&namespace, &config.client_selector).await?);
         let after = scrape_clients(&now, config.client_metrics_port).await?;
-        (delta, reasons) = (ClientAccount::default(), Vec::new());
-        for (pod, now) in &after {
-            match before.get(pod).map(|then| now.since(then)) {
-                Some(Ok(d)) => delta += &d,
-                Some(Err(e)) => reasons.push(Reason::Collector { what: format!("client pod {pod}: {e}") }),
-                None => reasons.push(Reason::Collector {
-                    what: format!("client pod {pod} came during the verdict: its account cannot be compared"),
-                }),
-            }
-        }
-        for pod in before.keys().filter(|p| !after.contains_key(*p)) {
-            reasons.push(Reason::Collector { what: format!("client pod {pod} went during the verdict") });
-        }
+        (delta, reasons) = client_change(&before, &after);
         if delta.ends() >= drained || Instant::now() >= settle_until {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    match &last {
-        Some(Err(e)) => {
-            reasons.push(Reason::Collector { what: format!("{}: its last /metrics is no account: {e}", victim.name) })
-        }
-        Some(Ok(s)) => report.server = Some(s.clone()),
-        None => {}
-    }
-    let evidence = DrainEvidence {
-        pod: victim.name.clone(),
-        held,
-        ending: Ending::Exited,
-        server: report.server.clone(),
-        server_before: Some(server_before),
-        clients: Some(delta),
-        moved: None,
-        grace: victim.grace,
-    };
-    reasons.extend(crate::judge_all(&[evidence], &delta));
-    report.clients = delta;
     report.elapsed_seconds = started.elapsed().as_secs_f64();
-    Ok(report.decide(reasons))
+    Ok(conclude(report, Ending::Exited, victim.grace, Some(server_before), last, delta, reasons))
 }
 
-/// `gsd-verdict [options]`: the report on stdout (and `--json`, `--junit`);
-/// exit 0 only on PASS.
-pub fn main<I, T>(args: I) -> anyhow::Result<()>
+/// What the client processes' accounts changed by, summed, each matched to
+/// itself by name; a process read only once, or whose counters went back
+/// (it restarted), is a [`Reason::Collector`] instead of a number.
+pub fn client_change(
+    before: &BTreeMap<String, ClientAccount>,
+    after: &BTreeMap<String, ClientAccount>,
+) -> (ClientAccount, Vec<Reason>) {
+    let (mut delta, mut reasons) = (ClientAccount::default(), Vec::new());
+    for (pod, now) in after {
+        match before.get(pod).map(|then| now.since(then)) {
+            Some(Ok(d)) => delta += &d,
+            Some(Err(e)) => reasons.push(Reason::Collector { what: format!("client pod {pod}: {e}") }),
+            None => reasons.push(Reason::Collector {
+                what: format!("client pod {pod} came during the verdict: its account cannot be compared"),
+            }),
+        }
+    }
+    for pod in before.keys().filter(|p| !after.contains_key(*p)) {
+        reasons.push(Reason::Collector { what: format!("client pod {pod} went during the verdict") });
+    }
+    (delta, reasons)
+}
+
+/// The verdict on what was collected, the one path from scrapes to
+/// reasons for the in-cluster run and `gsd-verdict judge`: the drained
+/// pod's evidence (`report.pod`, `report.held` and its account before,
+/// the `last` scrape of it, the clients' change) to [`crate::judge_all`];
+/// with no pod (`report.pod` empty) the clients' change alone to
+/// [`crate::judge_clients`]. `reasons`: what the collector found already.
+pub fn conclude(
+    mut report: VerdictReport,
+    ending: Ending,
+    grace: Duration,
+    server_before: Option<ServerAccount>,
+    last: Option<Result<ServerAccount, String>>,
+    delta: ClientAccount,
+    mut reasons: Vec<Reason>,
+) -> VerdictReport {
+    match last {
+        Some(Err(e)) => {
+            reasons.push(Reason::Collector { what: format!("{}: its last /metrics is no account: {e}", report.pod) })
+        }
+        Some(Ok(s)) => report.server = Some(s),
+        None => {}
+    }
+    if report.pod.is_empty() {
+        reasons.extend(crate::judge_clients(&delta, 0));
+    } else {
+        let evidence = DrainEvidence {
+            pod: report.pod.clone(),
+            held: report.held,
+            ending,
+            server: report.server.clone(),
+            server_before,
+            clients: Some(delta),
+            moved: None,
+            grace,
+        };
+        reasons.extend(crate::judge_all(&[evidence], &delta));
+    }
+    report.clients = delta;
+    report.decide(reasons)
+}
+
+/// gsd-verdict: gsd's one judge, from the command line.
+///
+/// With no subcommand (or `run`): evict one gsd-server pod and prove that
+/// its drain completed and that no client lost anything (the chart's
+/// opt-in `helm test` pod; every option can be given as a flag or as the
+/// environment variable named in brackets). `judge`: the same verdict on
+/// /metrics bodies saved to files. Exit 0 on PASS, 1 on FAIL.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "gsd-verdict",
+    version,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// What to do; none is `run`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `run`'s options, given without the word `run`.
+    #[command(flatten)]
+    pub run: Option<VerdictConfig>,
+}
+
+/// gsd-verdict's subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Evict one gsd-server pod and judge its drain from inside the cluster
+    /// (what `gsd-verdict` with no subcommand does).
+    Run(VerdictConfig),
+    /// Judge one pod's termination from /metrics bodies saved to files
+    /// (the pod's before and after, every client's before and after):
+    /// the same accounts, rules and report as the in-cluster run. Exit 0
+    /// PASS, 1 FAIL, 2 when a file is missing or is no account.
+    Judge(crate::offline::JudgeConfig),
+}
+
+/// `gsd-verdict [run] [options]` or `gsd-verdict judge [options]`: the
+/// report on stdout (and `--json`, `--junit`). Exit 0 only on PASS.
+pub fn main<I, T>(args: I) -> std::process::ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let config = VerdictConfig::parse_from(args);
+    let cli = Cli::parse_from(args);
+    let config = match cli.command {
+        Some(Command::Judge(config)) => return crate::offline::main(&config),
+        Some(Command::Run(config)) => config,
+        None => cli.run.expect("clap requires run's options without a subcommand"),
+    };
+    match run_main(&config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The in-cluster run.
+fn run_main(config: &VerdictConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = match runtime.block_on(run(&config)) {
+    let report = match runtime.block_on(run(config)) {
         Ok(report) => report,
         Err(e) => {
             // A CI gate reading --json or --junit sees the failure too,
             // not a missing file.
             let failed = VerdictReport::default().decide(vec![Reason::Collector { what: e.to_string() }]);
-            write_outputs(&config, &failed)?;
+            write_outputs(config.json.as_deref(), config.junit.as_deref(), &failed)?;
             anyhow::bail!("verdict: {e}");
         }
     };
     print!("{}", render(&report));
-    write_outputs(&config, &report)?;
+    write_outputs(config.json.as_deref(), config.junit.as_deref(), &report)?;
     if report.ok { Ok(()) } else { anyhow::bail!("verdict: FAIL") }
 }
 
 /// `--json` and `--junit`, where asked for.
-fn write_outputs(config: &VerdictConfig, report: &VerdictReport) -> anyhow::Result<()> {
-    if let Some(path) = &config.json {
+pub(crate) fn write_outputs(
+    json: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+    report: &VerdictReport,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
         let text = serde_json::to_string_pretty(&report)? + "\n";
         std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
-    if let Some(path) = &config.junit {
+    if let Some(path) = junit {
         std::fs::write(path, report.junit()).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
     Ok(())

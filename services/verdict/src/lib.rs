@@ -10,7 +10,9 @@
 //! - [`report`]: the outcome line, JSON and JUnit for CI gates.
 //!
 //! - [`cluster`]: the in-cluster verdict, the `gsd-verdict` program (the
-//!   chart's opt-in `helm test` pod).
+//!   chart's opt-in `helm test` pod);
+//! - [`offline`]: `gsd-verdict judge`, the same verdict on `/metrics`
+//!   bodies saved to files (scripts/cluster-check asks it for every count).
 //!
 //! gsd-lab and the in-cluster verdict collect; this crate judges. A rule
 //! lives here once, so the two cannot disagree.
@@ -19,6 +21,7 @@ pub mod account;
 pub mod cluster;
 pub mod exposition;
 pub mod names;
+pub mod offline;
 pub mod report;
 pub mod rules;
 

@@ -1,0 +1,199 @@
+//! `gsd-verdict judge`: the verdict on `/metrics` bodies saved to files by
+//! someone else (scripts/cluster-check, which watches a real cluster's pods
+//! and asks here for every count). Each body is read with the strict
+//! parse into the same accounts, and the accounts go through the same
+//! [`conclude`] as the in-cluster run's, so the two cannot judge apart.
+//!
+//! Exit status: 0 PASS, 1 FAIL (the reasons printed, and in `--json`), 2
+//! when the input is bad: a file that cannot be read, or a body that is no
+//! account (garbage, cut short, a series missing), named with its path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cluster::{ClientScrape, Mode, VerdictReport, client_change, conclude, render, write_outputs};
+use crate::{ClientAccount, Ending, ServerAccount};
+
+/// `gsd-verdict judge`: one pod's termination (or, with no `--pod`, only
+/// the clients' change) from saved scrapes.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Example (a pod deleted with `kubectl delete pod`, one client process):\n  \
+    gsd-verdict judge --pod gsd-server-x --server-before x.before.prom --server x.last.prom \\\n    \
+    --clients-before client.before.prom --clients client.after.prom --grace 60 --json verdict.json")]
+pub struct JudgeConfig {
+    /// The terminated server pod, as the report names it. Without it only
+    /// the clients' change is judged (loss, requests, short drains,
+    /// duplicates, cuts).
+    #[arg(long, value_name = "NAME", requires = "server_before")]
+    pub pod: Option<String>,
+
+    /// The pod's /metrics saved just before its termination began: its
+    /// open sessions are the sessions it held, and its counters the zero
+    /// its drain is counted from.
+    #[arg(long, value_name = "FILE", requires = "pod")]
+    pub server_before: Option<PathBuf>,
+
+    /// The pod's last /metrics, saved after its drain ended (during
+    /// METRICS_LINGER). Leave it out when no scrape saw the drain end
+    /// (SIGKILL): for a planned drain the judge then says so.
+    #[arg(long, value_name = "FILE", requires = "pod")]
+    pub server: Option<PathBuf>,
+
+    /// Each client process's /metrics saved before the termination, one
+    /// file each (repeat the flag, or give several files).
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub clients_before: Vec<PathBuf>,
+
+    /// Each client process's /metrics saved once its users were back, in
+    /// the order of --clients-before.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub clients: Vec<PathBuf>,
+
+    /// How the termination ended, as Kubernetes showed it: `exited` (the
+    /// pod exited on its own: a planned drain), `grace-ran-out` (SIGKILLed
+    /// at the grace period, exit code 137), `killed` (SIGKILLed with no
+    /// drain).
+    #[arg(long, value_enum, default_value = "exited", requires = "pod")]
+    pub ending: EndingArg,
+
+    /// The pod's grace period in seconds (`30`, or a duration: `1m`), named
+    /// when the drain outlasted it.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_grace)]
+    pub grace: Duration,
+
+    /// Also write the report as JSON here (every reason with its kind and
+    /// numbers, both sides' accounts).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Also write the verdict as JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// `--ending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndingArg {
+    /// [`Ending::Exited`].
+    Exited,
+    /// [`Ending::GraceRanOut`].
+    GraceRanOut,
+    /// [`Ending::Killed`].
+    Killed,
+}
+
+impl From<EndingArg> for Ending {
+    fn from(e: EndingArg) -> Ending {
+        match e {
+            EndingArg::Exited => Ending::Exited,
+            EndingArg::GraceRanOut => Ending::GraceRanOut,
+            EndingArg::Killed => Ending::Killed,
+        }
+    }
+}
+
+/// Seconds (`60`, `0.5`) or a duration (`1m`).
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        Ok(_) => Err(format!("`{text}` is not a number of seconds")),
+        Err(_) => gsd_protocol::duration::parse_duration(text),
+    }
+}
+
+/// Why the input is bad (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its body is no account.
+    #[error("{}: {source}", path.display())]
+    Account {
+        /// The file.
+        path: PathBuf,
+        /// Why: the line, or the series missing.
+        source: crate::AccountError,
+    },
+    /// The client files do not pair up.
+    #[error(
+        "{before} --clients-before file(s) and {after} --clients file(s): each client process needs one of each, \
+         in the same order"
+    )]
+    Unpaired {
+        /// How many before.
+        before: usize,
+        /// How many after.
+        after: usize,
+    },
+}
+
+fn read(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|source| InputError::Read { path: path.to_owned(), source })
+}
+
+fn server(path: &Path) -> Result<ServerAccount, InputError> {
+    ServerAccount::parse(&read(path)?).map_err(|source| InputError::Account { path: path.to_owned(), source })
+}
+
+fn client(path: &Path) -> Result<ClientAccount, InputError> {
+    ClientAccount::parse(&read(path)?).map_err(|source| InputError::Account { path: path.to_owned(), source })
+}
+
+/// The verdict on the saved scrapes `config` names; an error only for bad
+/// input.
+pub fn judge(config: &JudgeConfig) -> Result<VerdictReport, InputError> {
+    if config.clients_before.len() != config.clients.len() {
+        return Err(InputError::Unpaired { before: config.clients_before.len(), after: config.clients.len() });
+    }
+    // Each process keyed by its file after the termination, on both sides.
+    let (mut before, mut after, mut scrapes) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    for (then, now) in config.clients_before.iter().zip(&config.clients) {
+        let name = now.display().to_string();
+        let scrape = ClientScrape {
+            before_file: then.display().to_string(),
+            after_file: name.clone(),
+            before: client(then)?,
+            after: client(now)?,
+        };
+        before.insert(name.clone(), scrape.before);
+        after.insert(name, scrape.after);
+        scrapes.push(scrape);
+    }
+    let server_before = config.server_before.as_deref().map(server).transpose()?;
+    let last = config.server.as_deref().map(server).transpose()?;
+    let report = VerdictReport {
+        mode: Mode::SavedScrapes,
+        client_pods: after.len(),
+        pod: config.pod.clone().unwrap_or_default(),
+        held: server_before.as_ref().map_or(0, |s| s.sessions),
+        client_scrapes: scrapes,
+        ..VerdictReport::default()
+    };
+    let (delta, reasons) = client_change(&before, &after);
+    Ok(conclude(report, config.ending.into(), config.grace, server_before, last.map(Ok), delta, reasons))
+}
+
+/// `gsd-verdict judge`: the report on stdout; 0 PASS, 1 FAIL, 2 bad input.
+pub fn main(config: &JudgeConfig) -> ExitCode {
+    let report = match judge(config) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("gsd-verdict judge: bad input: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", render(&report));
+    if let Err(e) = write_outputs(config.json.as_deref(), config.junit.as_deref(), &report) {
+        eprintln!("gsd-verdict judge: {e}");
+        return ExitCode::from(2);
+    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

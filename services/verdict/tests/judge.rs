@@ -1,0 +1,362 @@
+//! `gsd-verdict judge` as a process: real files of saved /metrics bodies
+//! in, the report, `--json`, `--junit` and the exit status out (0 PASS,
+//! 1 FAIL naming the numbers, 2 bad input naming the file and what is
+//! wrong). And the in-cluster run is still what `gsd-verdict` with no
+//! subcommand does, options from the environment as the chart gives them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A directory of its own per test, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("gsd-verdict-judge-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn file(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server's /metrics: `sessions` open; `complete`/`incomplete` drains;
+/// `ended`: its drain's shutdown observed.
+fn server(sessions: u64, complete: u64, incomplete: u64, unacked: u64, ended: bool) -> String {
+    let mut body = String::from("# HELP gsd_server_sessions Open sessions.\n# TYPE gsd_server_sessions gauge\n");
+    body += &format!("gsd_server_sessions {sessions}\n");
+    for (outcome, n) in
+        [("complete", complete), ("incomplete", incomplete), ("client_left", 0), ("peer_lost", 0), ("reset", 0)]
+    {
+        body += &format!("gsd_server_drains_total{{outcome=\"{outcome}\"}} {n}\n");
+    }
+    body += &format!("gsd_server_drain_messages_sum {}\n", 5 * (complete + incomplete));
+    body += "gsd_server_messages_sent_total{type=\"data\"} 400\n";
+    body += &format!("gsd_server_data_unacked_total {unacked}\n");
+    body += &format!("gsd_server_shutdown_duration_seconds_count {}\n", u64::from(ended));
+    body += &format!("gsd_server_shutdown_duration_seconds_sum {}\n", if ended { "0.042" } else { "0" });
+    body += &format!("gsd_server_sessions_closed_total{{reason=\"drain_complete\"}} {complete}\n");
+    body += "gsd_server_sessions_closed_total{reason=\"client_close\"} 0\n";
+    body
+}
+
+/// A client's /metrics with these counters.
+#[derive(Clone, Copy, Default)]
+struct Client {
+    users: u64,
+    complete: u64,
+    incomplete: u64,
+    received: u64,
+    lost: u64,
+    unacked: u64,
+    reconnects_drain: u64,
+}
+
+impl Client {
+    fn body(self) -> String {
+        let mut body = format!("gsd_client_users {}\ngsd_client_sessions {}\n", self.users, self.users);
+        for (outcome, n) in [("complete", self.complete), ("incomplete", self.incomplete), ("client_left", 0)] {
+            body += &format!("gsd_client_drains_total{{outcome=\"{outcome}\"}} {n}\n");
+        }
+        body += &format!("gsd_client_messages_received_total{{type=\"data\"}} {}\n", self.received);
+        body += &format!("gsd_client_messages_lost_total {}\n", self.lost);
+        body += &format!("gsd_client_data_unacked_total {}\n", self.unacked);
+        for name in ["messages_skipped", "data_duplicate", "sessions_cut", "requests_lost", "requests_resent"] {
+            body += &format!("gsd_client_{name}_total 0\n");
+        }
+        body += &format!("gsd_client_reconnects_total{{reason=\"drain\"}} {}\n", self.reconnects_drain);
+        body += "gsd_client_reconnects_total{reason=\"error\"} 0\n";
+        body
+    }
+}
+
+/// 10 users; 5 of them on the pod before its termination.
+fn before() -> Client {
+    Client { users: 10, received: 300, ..Client::default() }
+}
+
+fn verdict(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gsd-verdict")).args(args).output().expect("run gsd-verdict")
+}
+
+/// `gsd-verdict judge ARGS`, the output and the `--json` it wrote (if any).
+fn judge(dir: &Dir, args: &[&Path]) -> (Output, Option<Value>) {
+    let json = dir.0.join("verdict.json");
+    let _ = std::fs::remove_file(&json);
+    let mut all: Vec<&std::ffi::OsStr> = vec!["judge".as_ref()];
+    all.extend(args.iter().map(|a| a.as_os_str()));
+    all.extend(["--json".as_ref(), json.as_os_str()]);
+    let out = verdict(&all);
+    let written = std::fs::read_to_string(&json).ok().map(|t| serde_json::from_str(&t).expect("--json is JSON"));
+    (out, written)
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The reason of `kind` in the JSON, if any.
+fn reason<'a>(json: &'a Value, kind: &str) -> Option<&'a Value> {
+    json["reasons"].as_array().unwrap().iter().find(|r| r["kind"] == kind)
+}
+
+/// The files of one termination: the pod's before and last, one client's
+/// before and after.
+fn files(dir: &Dir, server_last: &str, client_after: Client) -> [PathBuf; 4] {
+    [
+        dir.file("server.before.prom", &server(5, 0, 0, 0, false)),
+        dir.file("server.last.prom", server_last),
+        dir.file("client.before.prom", &before().body()),
+        dir.file("client.after.prom", &client_after.body()),
+    ]
+}
+
+fn p(s: &str) -> &Path {
+    Path::new(s)
+}
+
+#[test]
+fn a_clean_drain_passes_with_its_numbers_in_the_json_and_junit() {
+    let dir = Dir::new("clean");
+    let after = Client { complete: 5, reconnects_drain: 5, received: 325, ..before() };
+    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
+    let junit = dir.0.join("verdict.xml");
+    let (out, json) = judge(
+        &dir,
+        &[
+            p("--pod"),
+            p("gsd-server-a"),
+            p("--server-before"),
+            &sb,
+            p("--server"),
+            &sl,
+            p("--clients-before"),
+            &cb,
+            p("--clients"),
+            &ca,
+            p("--grace"),
+            p("60"),
+            p("--junit"),
+            &junit,
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("gsd-verdict: judge | saved scrapes | 1 server pod | 1 client process(es)"), "{stdout}");
+    assert!(
+        stdout.contains("gsd-server-a                            5        5        25     0.042s  complete"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PASS: every drain completed and nothing was lost"), "{stdout}");
+    let json = json.expect("--json written");
+    assert_eq!((json["ok"].as_bool(), json["mode"].as_str()), (Some(true), Some("saved_scrapes")));
+    assert_eq!(json["held"], 5);
+    assert_eq!(json["server"]["drains"]["complete"], 5);
+    assert_eq!(json["server"]["shutdowns"], 1);
+    assert_eq!(json["server"]["closed"]["drain_complete"], 5);
+    assert_eq!(json["server"]["sessions"], 0);
+    let c = &json["clients"];
+    assert_eq!(
+        (c["drains_complete"].as_u64(), c["reconnects_drain"].as_u64(), c["lost"].as_u64()),
+        (Some(5), Some(5), Some(0))
+    );
+    assert_eq!((c["received"].as_u64(), c["users"].as_u64()), (Some(25), Some(10)), "a change, gauges as after");
+    let read = &json["client_scrapes"][0];
+    assert_eq!((read["before"]["received"].as_u64(), read["after"]["received"].as_u64()), (Some(300), Some(325)));
+    assert_eq!(read["after_file"], ca.display().to_string());
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testsuite name=\"gsd-verdict judge\" tests=\"2\" failures=\"0\""), "{xml}");
+    assert!(xml.contains("name=\"drain gsd-server-a\"/>"), "{xml}");
+}
+
+#[test]
+fn lost_messages_fail_naming_their_number() {
+    let dir = Dir::new("lost");
+    // faults.dropOwed=2 with 5 owed frames: every one of the 5 drains
+    // misses 2, and the clients count them lost and the drains incomplete.
+    let after = Client { incomplete: 5, lost: 10, reconnects_drain: 5, received: 315, ..before() };
+    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
+    let args = [
+        p("--pod"),
+        p("x"),
+        p("--server-before"),
+        &sb,
+        p("--server"),
+        &sl,
+        p("--clients-before"),
+        &cb,
+        p("--clients"),
+        &ca,
+    ];
+    let (out, json) = judge(&dir, &args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("FAIL:\n") && stdout.contains("  - 10 messages lost\n"), "{stdout}");
+    assert!(stdout.contains("  - 5 drains incomplete as the clients saw them\n"), "{stdout}");
+    let json = json.expect("--json written on FAIL too");
+    assert_eq!(json["ok"], false);
+    assert_eq!(reason(&json, "messages_lost").unwrap()["messages"], 10);
+    assert_eq!(reason(&json, "client_drains_incomplete").unwrap()["drains"], 5);
+    // The same clients with no pod: the clients' account alone, the same loss.
+    let (out, json) = judge(&dir, &[p("--clients-before"), &cb, p("--clients"), &ca]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
+    let json = json.unwrap();
+    assert_eq!(reason(&json, "messages_lost").unwrap()["messages"], 10);
+    assert!(text(&out).0.contains("no server pod"), "{}", text(&out).0);
+}
+
+#[test]
+fn a_sigkill_at_the_grace_period_is_named_with_the_sessions_and_the_loss() {
+    let dir = Dir::new("sigkill");
+    let after = Client { incomplete: 5, lost: 7, unacked: 3, reconnects_drain: 5, received: 320, ..before() };
+    let [sb, _, cb, ca] = files(&dir, "unused\n", after);
+    let args = [
+        p("--pod"),
+        p("v"),
+        p("--server-before"),
+        &sb,
+        p("--ending"),
+        p("grace-ran-out"),
+        p("--grace"),
+        p("1"),
+        p("--clients-before"),
+        &cb,
+        p("--clients"),
+        &ca,
+    ];
+    let (out, json) = judge(&dir, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
+    let json = json.unwrap();
+    assert_eq!(reason(&json, "grace_ran_out").unwrap()["grace_seconds"], 1.0);
+    assert_eq!(reason(&json, "client_drains_incomplete").unwrap()["drains"], json["held"]);
+    assert_eq!(reason(&json, "messages_lost").unwrap()["messages"], 7);
+    assert!(reason(&json, "no_final_account").is_none(), "a SIGKILLed pod is not expected to have one");
+    // The same scrapes called a planned drain: no scrape saw it end.
+    let planned: Vec<&Path> =
+        args.iter().copied().filter(|a| *a != p("--ending") && *a != p("grace-ran-out")).collect();
+    let (_, json) = judge(&dir, &planned);
+    assert!(reason(&json.unwrap(), "no_final_account").is_some());
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_file_and_what_is_wrong() {
+    let dir = Dir::new("bad");
+    let after = Client { complete: 5, reconnects_drain: 5, ..before() };
+    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
+    let garbage = dir.file("garbage.prom", "<html><body>502 Bad Gateway</body></html>\n");
+    let cut = dir.file("cut.prom", &after.body().replace("gsd_client_data_unacked_total 0\n", ""));
+    let missing = dir.0.join("nowhere.prom");
+    let empty = dir.file("empty.prom", "");
+    let cases: [(Vec<&Path>, Vec<String>); 5] = [
+        (
+            vec![
+                p("--pod"),
+                p("x"),
+                p("--server-before"),
+                &sb,
+                p("--server"),
+                &garbage,
+                p("--clients-before"),
+                &cb,
+                p("--clients"),
+                &ca,
+            ],
+            vec![garbage.display().to_string(), "line 1: no metric name".into()],
+        ),
+        (
+            vec![p("--clients-before"), &cb, p("--clients"), &cut],
+            vec![cut.display().to_string(), "gsd_client_data_unacked_total is missing".into()],
+        ),
+        (
+            vec![
+                p("--pod"),
+                p("x"),
+                p("--server-before"),
+                &missing,
+                p("--server"),
+                &sl,
+                p("--clients-before"),
+                &cb,
+                p("--clients"),
+                &ca,
+            ],
+            vec![missing.display().to_string(), "No such file".into()],
+        ),
+        (
+            vec![p("--clients-before"), &cb, &cb, p("--clients"), &ca],
+            vec!["2 --clients-before file(s) and 1 --clients file(s)".into()],
+        ),
+        (
+            vec![p("--clients-before"), &cb, p("--clients"), &empty],
+            vec!["empty.prom".into(), "no sample in the body".into()],
+        ),
+    ];
+    for (args, says) in cases {
+        let (out, json) = judge(&dir, &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}\n{stderr}");
+        assert!(stdout.is_empty(), "{args:?}: no report for bad input: {stdout}");
+        assert!(json.is_none(), "{args:?}: no --json for bad input");
+        for s in says {
+            assert!(stderr.contains(&s), "{args:?}: {s:?} not in {stderr:?}");
+        }
+    }
+    // Flags clap refuses (also exit 2): a server file without its pod, a bad grace.
+    for args in [
+        vec![p("--server"), &sl, p("--clients-before"), &cb, p("--clients"), &ca],
+        vec![p("--pod"), p("x"), p("--clients-before"), &cb, p("--clients"), &ca],
+        vec![p("--clients-before"), &cb, p("--clients"), &ca, p("--grace"), p("-1")],
+        vec![p("--clients-before"), &cb],
+    ] {
+        let (out, _) = judge(&dir, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}", text(&out));
+    }
+}
+
+#[test]
+fn the_in_cluster_run_stays_the_default_with_its_options_from_the_environment() {
+    let help = verdict(&["--help".as_ref()]);
+    let (stdout, _) = text(&help);
+    assert!(help.status.success(), "{stdout}");
+    for want in ["judge", "run", "--server-selector", "SERVER_SELECTOR"] {
+        assert!(stdout.contains(want), "{want:?} not in --help:\n{stdout}");
+    }
+    let judge_help = verdict(&["judge".as_ref(), "--help".as_ref()]);
+    let (stdout, _) = text(&judge_help);
+    for want in ["--server-before", "--clients-before", "--ending", "--grace", "--json", "--junit"] {
+        assert!(stdout.contains(want), "{want:?} not in judge --help:\n{stdout}");
+    }
+    // As the chart runs it: no argument, everything in the environment.
+    // It gets as far as reading the service account's token.
+    for args in [&[][..], &["run"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gsd-verdict"))
+            .args(args)
+            .env("SERVER_SELECTOR", "app=gsd,component=server")
+            .env("CLIENT_SELECTOR", "app=gsd,component=client")
+            .env("POD_NAMESPACE", "gsd")
+            .env("KUBE_API", "https://127.0.0.1:1")
+            .env("KUBE_TOKEN_FILE", "/nonexistent/token")
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("reading the token /nonexistent/token"), "{args:?}: {stderr}");
+    }
+    // Without its selectors the run refuses to start.
+    let out = Command::new(env!("CARGO_BIN_EXE_gsd-verdict")).env_remove("SERVER_SELECTOR").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("--server-selector"), "{}", text(&out).1);
+}
