@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
+use gsd_telemetry::names;
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -584,7 +585,8 @@ fn alert_rules_pass_promtool_as_rendered_and_follow_the_conventions() {
             }
         }
         assert!(
-            !expr.contains("increase(gsd_server_drains") && !expr.contains("increase(gsd_client_messages"),
+            !expr.contains(&format!("increase({}", names::SERVER_DRAINS))
+                && !expr.contains(&format!("increase({}", names::CLIENT_MESSAGES_LOST)),
             "{name}"
         );
     }
@@ -1104,4 +1106,55 @@ fn tilt_ci_needs_a_cluster_and_says_so() {
     assert!(!out.status.success(), "tilt-ci passed without a cluster");
     assert!(stderr.contains("FAIL: no cluster answers at the current kubeconfig"), "{stderr}");
     assert!(!stderr.contains("go build tilt"), "it built Tilt before checking for a cluster: {stderr}");
+}
+
+/// Outside Rust, metric names are spelled where PromQL or a script needs
+/// them: the chart's rules and dashboards, the dashboards of `dashboards/`,
+/// the scripts and the docs. Each spelling must be a metric gsd exposes
+/// (`gsd_telemetry::names`, a histogram's `_sum`/`_count`/`_bucket`
+/// included), and docs/metrics.md must describe every one, so that a
+/// renamed metric fails here instead of leaving an alert that never fires.
+#[test]
+fn every_metric_named_outside_the_code_is_one_gsd_exposes() {
+    let known: std::collections::BTreeSet<String> = names::ALL
+        .iter()
+        .flat_map(|m| {
+            let name = m.name();
+            [name.to_owned(), format!("{name}_sum"), format!("{name}_count"), format!("{name}_bucket")]
+        })
+        .collect();
+    let mut files = Vec::new();
+    for dir in ["charts/gsd/templates", "charts/gsd/rules", "charts/gsd/dashboards", "dashboards", "scripts", "docs"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.push(root().join("README.md"));
+    let mut seen = 0;
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for (at, _) in text.match_indices("gsd_") {
+            let word: String =
+                text[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            if word.starts_with("gsd_server_") || word.starts_with("gsd_client_") {
+                seen += 1;
+                // A prefix (`gsd_server_(drains_total|...)` in a grep) must
+                // begin some metric's name.
+                let exists = if word.ends_with('_') {
+                    known.iter().any(|k| k.starts_with(&word))
+                } else {
+                    known.contains(&word)
+                };
+                assert!(exists, "{}: {word} is no metric gsd exposes", path.display());
+            }
+        }
+    }
+    assert!(seen > 100, "only {seen} metric names found: the scan is broken");
+    let documented = std::fs::read_to_string(root().join("docs/metrics.md")).unwrap();
+    for metric in names::ALL {
+        assert!(documented.contains(&format!("`{metric}")), "docs/metrics.md does not describe {metric}");
+    }
 }

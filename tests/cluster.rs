@@ -13,6 +13,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gsd_telemetry::names;
+
 /// A tool from KUBE_BIN_DIR (where scripts/tools.sh builds the Kubernetes
 /// components), else from `$env` or PATH.
 fn kube_tool(name: &str, env: &str) -> Option<PathBuf> {
@@ -178,16 +180,16 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         "/readyz 503 from drain_start",
         "final /metrics scraped from the pod IP",
         "users reconnected through the Service's DNS name",
-        "gsd_client_messages_lost_total +0, gsd_client_requests_lost_total +0",
+        &format!("{} +0, {} +0", names::CLIENT_MESSAGES_LOST, names::CLIENT_REQUESTS_LOST),
         "ok: Prometheus discovered and scrapes the 2 server pods and the client pod by role pod",
-        "Prometheus holds its final gsd_server_drains_total",
+        &format!("Prometheus holds its final {}", names::SERVER_DRAINS),
         "ok: rollout restart: 2 replicas drained",
         "ok: helm test gsd",
         "then SIGKILL: exit code 137",
         "ok: the clean scenarios fired no gsd alert",
-        "messages lost; the client's /metrics gsd_client_messages_lost_total +",
+        &format!("messages lost; the client's /metrics {} +", names::CLIENT_MESSAGES_LOST),
         "ok: GsdMessagesLost and GsdDrainIncomplete, from the chart's own PrometheusRule, fired and reached Alertmanager",
-        "ok: client after SIGKILL: gsd_client_drains_total{outcome=\"incomplete\"} +",
+        &format!("ok: client after SIGKILL: {} +", names::CLIENT_DRAINS.at(&[("outcome", "incomplete")])),
         "ok: GsdDrainIncomplete, from the chart's PrometheusRule, reached Alertmanager",
         "ok: helm uninstall left nothing of the release",
         "ok: scripts/cluster down left netfilter (rules, chains, policies), links, routes, mounts, host paths and sysctls as they were",

@@ -5,6 +5,7 @@
 
 mod common;
 
+use gsd_telemetry::names;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -194,7 +195,7 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     // While they dribble (every one accepted), the server holds at most
     // the attackers.
     let admin = server.admin();
-    wait_metric(admin, r#"gsd_server_http_connections{port="ws"}"#, CONNECTIONS as f64).await;
+    wait_metric(admin, names::SERVER_HTTP_CONNECTIONS.at(&[("port", "ws")]), CONNECTIONS as f64).await;
     let during = fds(server.pid());
     let answered = bystander_answers(&mut bystander, 1).await;
 
@@ -210,10 +211,10 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     assert!(longest <= bound, "a slow connection was held {longest:?}, over {bound:?}");
     assert!(during <= baseline_fds + CONNECTIONS as u64 + 8, "fds {during}");
     assert!(answered < Duration::from_secs(2), "the bystander waited {answered:?}");
-    let timeouts = metric(admin, r#"gsd_server_http_timeouts_total{kind="header",port="ws"}"#).await.unwrap();
+    let timeouts = metric(admin, names::SERVER_HTTP_TIMEOUTS.at(&[("kind", "header"), ("port", "ws")])).await.unwrap();
     assert!(timeouts >= CONNECTIONS as f64, "header timeouts counted: {timeouts}");
     eventually("every HTTP connection gone", SAFETY, || async {
-        (metric(admin, r#"gsd_server_http_connections{port="ws"}"#).await == Some(0.0)).then_some(())
+        (metric(admin, names::SERVER_HTTP_CONNECTIONS.at(&[("port", "ws")])).await == Some(0.0)).then_some(())
     })
     .await;
     assert!(bystander_answers(&mut bystander, 2).await < Duration::from_secs(2));
@@ -238,7 +239,7 @@ async fn connections_over_the_cap_get_503_at_once_and_idle_ones_expire() {
         idle.push(stream);
     }
     // Every one of them holds a place under the cap.
-    wait_metric(server.admin(), r#"gsd_server_http_connections{port="ws"}"#, CAP as f64).await;
+    wait_metric(server.admin(), names::SERVER_HTTP_CONNECTIONS.at(&[("port", "ws")]), CAP as f64).await;
 
     // 200 more: each is answered 503 at once, and the descriptors stay bounded.
     let mut slowest = Duration::ZERO;
@@ -264,7 +265,7 @@ async fn connections_over_the_cap_get_503_at_once_and_idle_ones_expire() {
     // The cap, plus refusals in flight (64 at most), plus a little.
     assert!(peak_fds <= baseline_fds + CAP + 64 + 8, "fds peaked at {peak_fds}");
     assert!(answered < Duration::from_secs(2));
-    let counted = metric(server.admin(), r#"gsd_server_http_connections_refused_total{port="ws"}"#).await.unwrap();
+    let counted = metric(server.admin(), names::SERVER_HTTP_CONNECTIONS_REFUSED.at(&[("port", "ws")])).await.unwrap();
     assert_eq!(counted, 200.0);
 
     // The idle ones are closed at HTTP_IDLE_TIMEOUT, and upgrades work again.
@@ -407,7 +408,7 @@ async fn bad_frames_are_answered_and_logged_in_bounded_bytes_and_rate_limited() 
         }
     }
     let counted =
-        metric(server.admin(), r#"gsd_server_protocol_errors_total{kind="malformed"}"#).await.unwrap() as usize;
+        metric(server.admin(), names::SERVER_PROTOCOL_ERRORS.at(&[("kind", "malformed")])).await.unwrap() as usize;
     let logged: Vec<_> = server
         .events("protocol_error")
         .into_iter()
@@ -445,7 +446,7 @@ async fn bad_upgrades_get_400_without_echo_and_the_ws_port_serves_only_ws() {
         assert!(all.len() < 512, "a 400 of {} bytes", all.len());
     }
     let admin = server.admin();
-    let rejected = metric(admin, r#"gsd_server_upgrades_rejected_total{reason="bad_key"}"#).await;
+    let rejected = metric(admin, names::SERVER_UPGRADES_REJECTED.at(&[("reason", "bad_key")])).await;
     assert_eq!(rejected, Some(5.0));
     // The operational endpoints live on the admin port only.
     for path in ["/metrics", "/healthz", "/readyz", "/prestop?sleep=1s"] {
@@ -549,7 +550,8 @@ async fn descriptor_exhaustion_neither_kills_nor_spins_the_server() {
     .await;
     let recovered = started.elapsed();
     assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
-    let errors = metric(server.admin(), r#"gsd_server_accept_errors_total{kind="fd_limit",port="ws"}"#).await.unwrap();
+    let errors =
+        metric(server.admin(), names::SERVER_ACCEPT_ERRORS.at(&[("kind", "fd_limit"), ("port", "ws")])).await.unwrap();
     println!("fd exhaustion: serving again {recovered:?} after the close; {errors} accept errors counted");
     assert!(errors >= 1.0);
     assert!(recovered < Duration::from_secs(5), "took {recovered:?} to serve again");

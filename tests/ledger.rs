@@ -6,6 +6,7 @@
 
 mod common;
 
+use gsd_telemetry::names;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -61,9 +62,9 @@ async fn withheld_frames_are_counted_lost_exactly(fault: &str, event: &str) {
     assert_eq!(server.count(event), users as usize);
 
     client.wait_count("drain_end", users as usize, SAFETY).await;
-    assert_eq!(metric(metrics, "gsd_client_messages_lost_total").await, Some((2 * users) as f64));
-    assert_eq!(metric(metrics, r#"gsd_client_drains_total{outcome="incomplete"}"#).await, Some(users as f64));
-    assert_eq!(metric(metrics, r#"gsd_client_drains_total{outcome="complete"}"#).await, Some(0.0));
+    assert_eq!(metric(metrics, names::CLIENT_MESSAGES_LOST).await, Some((2 * users) as f64));
+    assert_eq!(metric(metrics, names::CLIENT_DRAINS.at(&[("outcome", "incomplete")])).await, Some(users as f64));
+    assert_eq!(metric(metrics, names::CLIENT_DRAINS.at(&[("outcome", "complete")])).await, Some(0.0));
     for drain in client.events("drain_end") {
         assert_eq!((u(&drain, "remaining"), u(&drain, "received"), u(&drain, "missing")), (5, 3, 2), "{drain}");
     }
@@ -140,8 +141,8 @@ async fn sessions_the_server_resets_at_sigterm_end_with_a_reset_and_are_counted_
     assert!(reset.iter().all(|id| first_two.contains(id)), "reset {reset:?}, opened first {first_two:?}");
     // One scrape: the first after the drain ends the linger.
     let account = gsd_lab::harness::metrics::scrape_within(server.admin(), SAFETY).await.expect("a last scrape");
-    assert_eq!(common::sample(&account, r#"gsd_server_drains_total{outcome="reset"}"#), Some(2.0));
-    assert_eq!(common::sample(&account, r#"gsd_server_sessions_closed_total{reason="reset"}"#), Some(2.0));
+    assert_eq!(common::sample(&account, names::SERVER_DRAINS.at(&[("outcome", "reset")])), Some(2.0));
+    assert_eq!(common::sample(&account, names::SERVER_SESSIONS_CLOSED.at(&[("reason", "reset")])), Some(2.0));
     assert!(server.wait_exit(SAFETY).await.success());
 }
 
@@ -198,7 +199,7 @@ async fn a_client_that_leaves_mid_drain_is_its_own_outcome_on_both_sides() {
     assert_eq!(u(&exit, "messages_lost"), 0, "{exit}");
     assert_eq!(exit["level"], "INFO", "leaving is not loss: {exit}");
     assert_eq!(
-        metric(metrics, r#"gsd_client_drains_total{outcome="client_left"}"#).await,
+        metric(metrics, names::CLIENT_DRAINS.at(&[("outcome", "client_left")])).await,
         None,
         "the client has exited"
     );
@@ -265,8 +266,8 @@ async fn a_notice_whose_deadline_passes_is_given_up_and_counted() {
     assert!(waited >= Duration::from_millis(1400), "gave up after {waited:?}, before deadline + margin");
     let drain = client.wait_for("drain_end", |e| e["message"] == "drain_end", SAFETY).await;
     assert_eq!((u(&drain, "missing"), u(&drain, "received")), (3, 0), "{drain}");
-    assert_eq!(metric(metrics, "gsd_client_messages_lost_total").await, Some(3.0));
-    assert_eq!(metric(metrics, r#"gsd_client_drains_total{outcome="incomplete"}"#).await, Some(1.0));
+    assert_eq!(metric(metrics, names::CLIENT_MESSAGES_LOST).await, Some(3.0));
+    assert_eq!(metric(metrics, names::CLIENT_DRAINS.at(&[("outcome", "incomplete")])).await, Some(1.0));
     let exit = client_exit(&mut client).await;
     assert!(u(&exit, "messages_lost") >= 3, "{exit}");
 }
@@ -310,9 +311,9 @@ async fn a_short_close_duplicates_and_unacked_frames_reach_the_exit_ledger_exact
     let drain = client.wait_for("drain_end", |e| e["message"] == "drain_end", SAFETY).await;
     assert_eq!(drain["outcome"], "incomplete", "{drain}");
     assert_eq!((u(&drain, "missing"), u(&drain, "unacked")), (3, 1), "{drain}");
-    assert_eq!(metric(metrics, "gsd_client_messages_lost_total").await, Some(3.0));
-    assert_eq!(metric(metrics, "gsd_client_data_unacked_total").await, Some(1.0));
-    assert_eq!(metric(metrics, "gsd_client_data_duplicate_total").await, Some(1.0));
+    assert_eq!(metric(metrics, names::CLIENT_MESSAGES_LOST).await, Some(3.0));
+    assert_eq!(metric(metrics, names::CLIENT_DATA_UNACKED).await, Some(1.0));
+    assert_eq!(metric(metrics, names::CLIENT_DATA_DUPLICATE).await, Some(1.0));
     let exit = client_exit(&mut client).await;
     let fields = ["messages_lost", "drains_incomplete", "data_received", "data_processed", "data_unacked"];
     assert_eq!(fields.map(|f| u(&exit, f)), [3, 1, 2, 2, 1], "{exit}");
@@ -344,11 +345,11 @@ async fn a_silent_server_is_left_within_the_liveness_bound() {
     assert_eq!(cut["reason"], "timeout", "{cut}");
     // The next session exists, so the reconnect is counted with its reason.
     common::eventually("a reconnect after the timeout", SAFETY, || async {
-        metric(metrics, r#"gsd_client_reconnects_total{reason="timeout"}"#).await.filter(|n| *n >= 1.0)
+        metric(metrics, names::CLIENT_RECONNECTS.at(&[("reason", "timeout")])).await.filter(|n| *n >= 1.0)
     })
     .await;
-    assert!(metric(metrics, "gsd_client_sessions_cut_total").await >= Some(1.0));
-    assert_eq!(metric(metrics, "gsd_client_messages_lost_total").await, Some(0.0), "nothing known was lost");
+    assert!(metric(metrics, names::CLIENT_SESSIONS_CUT).await >= Some(1.0));
+    assert_eq!(metric(metrics, names::CLIENT_MESSAGES_LOST).await, Some(0.0), "nothing known was lost");
     client_exit(&mut client).await;
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use gsd_telemetry::names;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -67,9 +68,9 @@ async fn histograms_match_what_the_drain_did() {
     a.wait_count("session_open", 3, SAFETY).await;
     b.wait_count("session_open", 3, SAFETY).await;
     let before = scrape(a.admin()).await;
-    assert_eq!(sample(&before, "gsd_server_sessions"), Some(3.0));
-    assert_eq!(sample(&before, "gsd_server_draining"), Some(0.0));
-    assert_eq!(sample(&before, "gsd_server_shutdown_duration_seconds_count"), Some(0.0));
+    assert_eq!(sample(&before, names::SERVER_SESSIONS), Some(3.0));
+    assert_eq!(sample(&before, names::SERVER_DRAINING), Some(0.0));
+    assert_eq!(sample(&before, names::SERVER_SHUTDOWN_DURATION_SECONDS_COUNT), Some(0.0));
     promtool_check(&before, "gsd-server /metrics");
 
     // A pod deletion: the endpoint goes, then the SIGTERM.
@@ -87,31 +88,31 @@ async fn histograms_match_what_the_drain_did() {
     let drained: Vec<Value> = a.events("session_drained");
     assert_eq!(drained.len(), 3);
     let sent: u64 = drained.iter().map(|d| u(d, "sent")).sum();
-    assert_eq!(sample(&last, "gsd_server_drain_messages_sum"), Some(sent as f64));
-    assert_eq!(sample(&last, "gsd_server_drain_messages_count"), Some(3.0));
-    assert_eq!(sample(&last, r#"gsd_server_drains_total{outcome="complete"}"#), Some(3.0));
-    assert_eq!(sample(&last, r#"gsd_server_drains_total{outcome="incomplete"}"#), Some(0.0));
-    assert_eq!(sample(&last, "gsd_server_shutdown_duration_seconds_count"), Some(1.0));
-    let duration = sample(&last, "gsd_server_shutdown_duration_seconds_sum").unwrap();
+    assert_eq!(sample(&last, names::SERVER_DRAIN_MESSAGES_SUM), Some(sent as f64));
+    assert_eq!(sample(&last, names::SERVER_DRAIN_MESSAGES_COUNT), Some(3.0));
+    assert_eq!(sample(&last, names::SERVER_DRAINS.at(&[("outcome", "complete")])), Some(3.0));
+    assert_eq!(sample(&last, names::SERVER_DRAINS.at(&[("outcome", "incomplete")])), Some(0.0));
+    assert_eq!(sample(&last, names::SERVER_SHUTDOWN_DURATION_SECONDS_COUNT), Some(1.0));
+    let duration = sample(&last, names::SERVER_SHUTDOWN_DURATION_SECONDS_SUM).unwrap();
     assert!((duration - u(&end, "duration_ms") as f64 / 1000.0).abs() < 0.01, "{duration} vs {end}");
-    assert_eq!(sample(&last, "gsd_server_draining"), Some(1.0));
-    assert_eq!(sample(&last, "gsd_server_sessions"), Some(0.0));
+    assert_eq!(sample(&last, names::SERVER_DRAINING), Some(1.0));
+    assert_eq!(sample(&last, names::SERVER_SESSIONS), Some(0.0));
     promtool_check(&last, "gsd-server /metrics after the drain");
 
     b.wait_count("session_open", 6, SAFETY).await;
     let body = eventually("every user back", SAFETY, || async {
         let body = scrape(client_metrics).await;
-        (sample(&body, "gsd_client_sessions") == Some(6.0)).then_some(body)
+        (sample(&body, names::CLIENT_SESSIONS) == Some(6.0)).then_some(body)
     })
     .await;
     promtool_check(&body, "gsd-client /metrics");
-    assert_eq!(sample(&body, "gsd_client_reconnect_latency_seconds_count"), Some(3.0));
-    assert_eq!(sample(&body, r#"gsd_client_reconnects_total{reason="drain"}"#), Some(3.0));
-    assert_eq!(sample(&body, "gsd_client_drain_messages_sum"), Some(sent as f64));
-    assert_eq!(sample(&body, "gsd_client_drain_messages_count"), Some(3.0));
-    assert_eq!(sample(&body, r#"gsd_client_drains_total{outcome="complete"}"#), Some(3.0));
-    assert_eq!(sample(&body, "gsd_client_messages_lost_total"), Some(0.0));
-    assert_eq!(sample(&body, "gsd_client_requests_lost_total"), Some(0.0));
+    assert_eq!(sample(&body, names::CLIENT_RECONNECT_LATENCY_SECONDS_COUNT), Some(3.0));
+    assert_eq!(sample(&body, names::CLIENT_RECONNECTS.at(&[("reason", "drain")])), Some(3.0));
+    assert_eq!(sample(&body, names::CLIENT_DRAIN_MESSAGES_SUM), Some(sent as f64));
+    assert_eq!(sample(&body, names::CLIENT_DRAIN_MESSAGES_COUNT), Some(3.0));
+    assert_eq!(sample(&body, names::CLIENT_DRAINS.at(&[("outcome", "complete")])), Some(3.0));
+    assert_eq!(sample(&body, names::CLIENT_MESSAGES_LOST), Some(0.0));
+    assert_eq!(sample(&body, names::CLIENT_REQUESTS_LOST), Some(0.0));
     let (status, _) = gsd_telemetry::http_get(&client_metrics.to_string(), "/healthz", SAFETY).await.unwrap();
     assert_eq!(status, 200);
 
@@ -179,13 +180,14 @@ async fn a_real_prometheus_gets_the_terminated_servers_last_scrape() {
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(SAFETY).await.success());
     only(&server, "metrics_scraped_after_drain");
-    let query = format!("gsd_server_shutdown_duration_seconds_count{{instance=\"{admin}\"}}");
+    let instance = admin.to_string();
+    let query = names::SERVER_SHUTDOWN_DURATION_SECONDS_COUNT.at(&[("instance", &instance)]);
     let count = eventually("the shutdown histogram in prometheus", SAFETY, || async {
         prom_query(&web, &query).await.filter(|v| *v > 0.0)
     })
     .await;
     assert_eq!(count, 1.0);
-    let drained = format!("gsd_server_drains_total{{instance=\"{admin}\",outcome=\"complete\"}}");
+    let drained = names::SERVER_DRAINS.at(&[("instance", &instance), ("outcome", "complete")]);
     assert_eq!(prom_query(&web, &drained).await, Some(3.0));
 
     client.signal(Signal::SIGTERM);

@@ -10,6 +10,7 @@
 
 mod common;
 
+use gsd_telemetry::names;
 use std::process::Command;
 use std::time::Duration;
 
@@ -106,14 +107,14 @@ async fn a_partition_mid_session_is_noticed_by_both_sides_and_the_users_move() {
     let users = 6;
     let (mut client, metrics) = Proc::client("client", &service.url(), users, &client_args).await;
     common::eventually("every user connected", SAFETY, || async {
-        metric(metrics, "gsd_client_sessions").await.filter(|n| *n == users as f64)
+        metric(metrics, names::CLIENT_SESSIONS).await.filter(|n| *n == users as f64)
     })
     .await;
-    let on_far = metric(far.admin(), "gsd_server_sessions").await.unwrap_or(0.0) as usize;
+    let on_far = metric(far.admin(), names::SERVER_SESSIONS).await.unwrap_or(0.0) as usize;
     assert!(
         on_far > 0,
         "round robin put no session on the far server: {:?} {}",
-        metric(far.admin(), "gsd_server_sessions").await,
+        metric(far.admin(), names::SERVER_SESSIONS).await,
         far.tail()
     );
 
@@ -130,18 +131,18 @@ async fn a_partition_mid_session_is_noticed_by_both_sides_and_the_users_move() {
     client.wait_count("server_silent", on_far, SAFETY).await;
     assert!(cut.elapsed() < Duration::from_secs(5), "clients noticed after {:?}", cut.elapsed());
     common::eventually("every user back", SAFETY, || async {
-        metric(metrics, r#"gsd_client_reconnects_total{reason="timeout"}"#).await.filter(|n| *n == on_far as f64)
+        metric(metrics, names::CLIENT_RECONNECTS.at(&[("reason", "timeout")])).await.filter(|n| *n == on_far as f64)
     })
     .await;
     common::eventually("every user on a session", SAFETY, || async {
-        metric(metrics, "gsd_client_sessions").await.filter(|n| *n == users as f64)
+        metric(metrics, names::CLIENT_SESSIONS).await.filter(|n| *n == users as f64)
     })
     .await;
-    assert_eq!(metric(near.admin(), "gsd_server_sessions").await, Some(users as f64), "all on the near server now");
+    assert_eq!(metric(near.admin(), names::SERVER_SESSIONS).await, Some(users as f64), "all on the near server now");
     // The ledger: the cut sessions are counted as cut (their loss unknown),
     // nothing known is lost; the far side knows what it sent unacked.
-    assert_eq!(metric(metrics, "gsd_client_sessions_cut_total").await, Some(on_far as f64));
-    assert_eq!(metric(metrics, "gsd_client_messages_lost_total").await, Some(0.0));
+    assert_eq!(metric(metrics, names::CLIENT_SESSIONS_CUT).await, Some(on_far as f64));
+    assert_eq!(metric(metrics, names::CLIENT_MESSAGES_LOST).await, Some(0.0));
     let unacked: u64 = closes.iter().map(|c| u(c, "unacked")).sum();
     let sent: u64 = closes.iter().map(|c| u(c, "data_sent")).sum();
     let acked: u64 = closes.iter().map(|c| u(c, "acked")).sum();
@@ -179,7 +180,7 @@ async fn a_partition_mid_drain_ends_at_the_liveness_bound_not_the_drain_timeout(
     assert_eq!((u(&end, "peer_lost"), u(&end, "incomplete"), u(&end, "complete")), (users as u64, 0, 0), "{end}");
     // The users never saw the notice: their sessions went silent and were cut.
     client.wait_count("server_silent", users as usize, SAFETY).await;
-    assert_eq!(metric(metrics, "gsd_client_sessions_cut_total").await, Some(users as f64));
+    assert_eq!(metric(metrics, names::CLIENT_SESSIONS_CUT).await, Some(users as f64));
     client.signal(Signal::SIGTERM);
     assert!(client.wait_exit(SAFETY).await.success());
     drop(ns);

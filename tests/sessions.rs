@@ -3,6 +3,7 @@
 
 mod common;
 
+use gsd_telemetry::names;
 use std::time::Duration;
 
 use common::{Proc, Raw, Seen, metric, only, traffic_flows, u, wait_metric};
@@ -127,7 +128,7 @@ async fn failover(make_before_break: bool) {
     assert_eq!((u(&end, "complete"), u(&end, "incomplete")), (4, 0), "{end}");
     // Every user that was on `a` is back, on `b`.
     b.wait_count("session_open", 8, SAFETY).await;
-    wait_metric(metrics, "gsd_client_sessions", 8.0).await;
+    wait_metric(metrics, names::CLIENT_SESSIONS, 8.0).await;
     traffic_flows(metrics, 8).await; // and carry on there
 
     client.signal(Signal::SIGTERM);
@@ -294,7 +295,7 @@ async fn one_server_holds_and_drains_a_thousand_sessions() {
     let (mut server, addr) = Proc::server("s0", &["--push-interval", "500ms", "--metrics-linger", "0s"]).await;
     let url = format!("ws://{addr}/ws");
     let (mut client, _) = Proc::client("client", &url, 1000, &["--request-interval", "500ms"]).await;
-    wait_metric(server.admin(), "gsd_server_sessions", 1000.0).await;
+    wait_metric(server.admin(), names::SERVER_SESSIONS, 1000.0).await;
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(SAFETY).await.success());
     let end = only(&server, "drain_end");
@@ -336,7 +337,7 @@ async fn the_client_backs_off_and_retries_until_a_server_appears() {
     let (mut client, metrics) =
         Proc::client("client", &url, 2, &["--reconnect-backoff-base", "20ms", "--reconnect-backoff-cap", "200ms"])
             .await;
-    wait_metric(metrics, r#"gsd_client_connect_failures_total{reason="refused"}"#, 4.0).await;
+    wait_metric(metrics, names::CLIENT_CONNECT_FAILURES.at(&[("reason", "refused")]), 4.0).await;
     let port = port.to_string();
     let (mut server, _) = Proc::server("late", &["--port", &port, "--metrics-linger", "0s"]).await;
     server.wait_count("session_open", 2, SAFETY).await;
@@ -471,12 +472,12 @@ async fn sessions_over_max_sessions_are_refused_with_1013() {
         }
         other => panic!("expected close 1013 before any welcome, got {other:?}"),
     }
-    assert_eq!(metric(server.admin(), r#"gsd_server_upgrades_rejected_total{reason="capacity"}"#).await, Some(1.0));
+    assert_eq!(metric(server.admin(), names::SERVER_UPGRADES_REJECTED.at(&[("reason", "capacity")])).await, Some(1.0));
     // A client that meets the limit counts it and keeps retrying.
     let (mut client, metrics) =
         Proc::client("client", &format!("ws://{addr}/ws"), 1, &["--reconnect-backoff-cap", "200ms"]).await;
     common::eventually("a capacity refusal counted", SAFETY, || async {
-        metric(metrics, r#"gsd_client_connect_failures_total{reason="capacity"}"#).await.filter(|v| *v >= 1.0)
+        metric(metrics, names::CLIENT_CONNECT_FAILURES.at(&[("reason", "capacity")])).await.filter(|v| *v >= 1.0)
     })
     .await;
     client.signal(Signal::SIGTERM);

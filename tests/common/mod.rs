@@ -6,6 +6,7 @@
 //! helpers, and the external tools and scripts some tests run.
 #![allow(dead_code)] // each test binary uses a different part
 
+use gsd_telemetry::names;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -229,7 +230,7 @@ async fn next(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Seen {
 
 /// Scrapes `/metrics` and returns the value of the sample named exactly
 /// `series` (name plus labels as exposed, e.g. `x_total{outcome="complete"}`).
-pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+pub async fn metric(addr: SocketAddr, series: impl AsRef<str>) -> Option<f64> {
     sample(&harness::metrics::scrape_within(addr, Duration::from_secs(10)).await?, series)
 }
 
@@ -237,16 +238,16 @@ pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
 /// carry on: `users` more data frames received and one more request
 /// answered than when called.
 pub async fn traffic_flows(metrics: SocketAddr, users: u32) {
-    let data = r#"gsd_client_messages_received_total{type="data"}"#;
-    let responses = r#"gsd_client_messages_received_total{type="response"}"#;
+    let data = names::CLIENT_MESSAGES_RECEIVED.at(&[("type", "data")]);
+    let responses = names::CLIENT_MESSAGES_RECEIVED.at(&[("type", "response")]);
     let (data_now, responses_now) =
-        (metric(metrics, data).await.unwrap_or(0.0), metric(metrics, responses).await.unwrap_or(0.0));
+        (metric(metrics, &data).await.unwrap_or(0.0), metric(metrics, &responses).await.unwrap_or(0.0));
     wait_metric(metrics, data, data_now + users as f64).await;
     wait_metric(metrics, responses, responses_now + 1.0).await;
 }
 
 /// Waits until `series` at `addr` reaches at least `want`.
-pub async fn wait_metric(addr: SocketAddr, series: &str, want: f64) {
+pub async fn wait_metric(addr: SocketAddr, series: impl AsRef<str>, want: f64) {
     harness::metrics::wait_value(addr, series, want, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -1,6 +1,7 @@
 //! The client's Prometheus metrics; docs/metrics.md describes each one.
 
 use gsd_protocol::{ClientMessage, ServerMessage};
+use gsd_telemetry::names;
 use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, gauge, histogram};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
@@ -53,87 +54,83 @@ pub struct ClientMetrics {
 impl ClientMetrics {
     pub fn new(registry: &Registry) -> Self {
         let m = ClientMetrics {
-            sessions: gauge(registry, "gsd_client_sessions", "Open sessions (welcome received, not ended)."),
-            users: gauge(registry, "gsd_client_users", "Virtual users in this process."),
-            sessions_started: counter(
-                registry,
-                "gsd_client_sessions_started_total",
-                "Sessions started (welcome received).",
-            ),
+            sessions: gauge(registry, names::CLIENT_SESSIONS, "Open sessions (welcome received, not ended)."),
+            users: gauge(registry, names::CLIENT_USERS, "Virtual users in this process."),
+            sessions_started: counter(registry, names::CLIENT_SESSIONS_STARTED, "Sessions started (welcome received)."),
             reconnect_latency: histogram(
                 registry,
-                "gsd_client_reconnect_latency_seconds",
+                names::CLIENT_RECONNECT_LATENCY_SECONDS,
                 "Time from a session's end to the next welcome.",
                 DURATION_BUCKETS,
             ),
             reconnects: counter_vec(
                 registry,
-                "gsd_client_reconnects_total",
+                names::CLIENT_RECONNECTS,
                 "Reconnects, by why the previous session ended.",
                 &["reason"],
             ),
             connect_failures: counter_vec(
                 registry,
-                "gsd_client_connect_failures_total",
+                names::CLIENT_CONNECT_FAILURES,
                 "Failed connection attempts, by cause.",
                 &["reason"],
             ),
             drain_messages: histogram(
                 registry,
-                "gsd_client_drain_messages",
+                names::CLIENT_DRAIN_MESSAGES,
                 "Data frames received between a shutdown notice and its close.",
                 COUNT_BUCKETS,
             ),
-            drains: counter_vec(registry, "gsd_client_drains_total", "Drains seen, by outcome.", &["outcome"]),
+            drains: counter_vec(registry, names::CLIENT_DRAINS, "Drains seen, by outcome.", &["outcome"]),
             messages_lost: counter(
                 registry,
-                "gsd_client_messages_lost_total",
+                names::CLIENT_MESSAGES_LOST,
                 "Data frames the server sent or announced that never arrived (seq gaps, short drains).",
             ),
             messages_skipped: counter(
                 registry,
-                "gsd_client_messages_skipped_total",
+                names::CLIENT_MESSAGES_SKIPPED,
                 "Announced data frames not waited for because this client was leaving.",
             ),
             sessions_cut: counter(
                 registry,
-                "gsd_client_sessions_cut_total",
+                names::CLIENT_SESSIONS_CUT,
                 "Sessions ended with no close frame and no notice (crash, kill, dead network).",
             ),
             data_unacked: counter(
                 registry,
-                "gsd_client_data_unacked_total",
+                names::CLIENT_DATA_UNACKED,
                 "Data frames received whose ack the server never got because the session ended first (processed, not lost).",
             ),
             data_duplicate: counter(
                 registry,
-                "gsd_client_data_duplicate_total",
+                names::CLIENT_DATA_DUPLICATE,
                 "Data frames with a seq below the expected one (duplicate or reorder), ignored.",
             ),
             requests_lost: counter(
                 registry,
-                "gsd_client_requests_lost_total",
+                names::CLIENT_REQUESTS_LOST,
                 "Requests never answered, counted when the client gives up on them at exit.",
             ),
             requests_resent: counter(
                 registry,
-                "gsd_client_requests_resent_total",
+                names::CLIENT_REQUESTS_RESENT,
                 "Requests re-sent on a new session because the old one ended before answering.",
             ),
             duplicate_responses: counter(
                 registry,
-                "gsd_client_duplicate_responses_total",
+                names::CLIENT_DUPLICATE_RESPONSES,
                 "Responses to requests already answered, dropped.",
             ),
             messages_received: counter_vec(
                 registry,
-                "gsd_client_messages_received_total",
+                names::CLIENT_MESSAGES_RECEIVED,
                 "Frames received from servers, by type.",
                 &["type"],
             ),
             messages_sent: counter_vec(
                 registry,
-                "gsd_client_messages_sent_total",
+                names::CLIENT_MESSAGES_SENT,
                 "Frames sent to servers, by type.",
                 &["type"],
             ),

@@ -2,6 +2,7 @@
 //! dashboards and alerts; docs/metrics.md describes each one.
 
 use gsd_protocol::{ClientMessage, DecodeError, ServerMessage};
+use gsd_telemetry::names;
 use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
@@ -84,103 +85,99 @@ pub struct ServerMetrics {
 impl ServerMetrics {
     pub fn new(registry: &Registry, server_id: &str) -> Self {
         let messages_sent =
-            counter_vec(registry, "gsd_server_messages_sent_total", "Frames sent to clients, by type.", &["type"]);
-        let messages_received = counter_vec(
-            registry,
-            "gsd_server_messages_received_total",
-            "Frames received from clients, by type.",
-            &["type"],
-        );
+            counter_vec(registry, names::SERVER_MESSAGES_SENT, "Frames sent to clients, by type.", &["type"]);
+        let messages_received =
+            counter_vec(registry, names::SERVER_MESSAGES_RECEIVED, "Frames received from clients, by type.", &["type"]);
         let m = ServerMetrics {
             sent: frames_sent().map(|kind| (kind, messages_sent.with_label_values(&[kind]))).collect(),
             received: ClientMessage::TYPES
                 .iter()
                 .map(|kind| (*kind, messages_received.with_label_values(&[kind])))
                 .collect(),
-            sessions: gauge(registry, "gsd_server_sessions", "Open WebSocket sessions."),
+            sessions: gauge(registry, names::SERVER_SESSIONS, "Open WebSocket sessions."),
             sessions_opened: counter(
                 registry,
-                "gsd_server_sessions_opened_total",
+                names::SERVER_SESSIONS_OPENED,
                 "Sessions opened (upgraded and admitted).",
             ),
             sessions_closed: counter_vec(
                 registry,
-                "gsd_server_sessions_closed_total",
+                names::SERVER_SESSIONS_CLOSED,
                 "Sessions ended, by reason.",
                 &["reason"],
             ),
-            draining: gauge(registry, "gsd_server_draining", "1 while the server drains after a signal, else 0."),
+            draining: gauge(registry, names::SERVER_DRAINING, "1 while the server drains after a signal, else 0."),
             shutdown_duration: histogram(
                 registry,
-                "gsd_server_shutdown_duration_seconds",
+                names::SERVER_SHUTDOWN_DURATION_SECONDS,
                 "Time from the termination signal to the last session closed.",
                 DURATION_BUCKETS,
             ),
             drain_messages: histogram(
                 registry,
-                "gsd_server_drain_messages",
+                names::SERVER_DRAIN_MESSAGES,
                 "Data frames sent in the drain phase, one observation per drained session.",
                 COUNT_BUCKETS,
             ),
             drain_session_duration: histogram(
                 registry,
-                "gsd_server_drain_session_duration_seconds",
+                names::SERVER_DRAIN_SESSION_DURATION_SECONDS,
                 "Time from a session's shutdown notice to its close.",
                 DURATION_BUCKETS,
             ),
-            drains: counter_vec(registry, "gsd_server_drains_total", "Drained sessions, by outcome.", &["outcome"]),
+            drains: counter_vec(registry, names::SERVER_DRAINS, "Drained sessions, by outcome.", &["outcome"]),
             data_unacked: counter(
                 registry,
-                "gsd_server_data_unacked_total",
+                names::SERVER_DATA_UNACKED,
                 "Data frames sent but not acknowledged when their session ended.",
             ),
             messages_sent,
             messages_received,
             protocol_errors: counter_vec(
                 registry,
-                "gsd_server_protocol_errors_total",
+                names::SERVER_PROTOCOL_ERRORS,
                 "Frames rejected as bad input, by kind.",
                 &["kind"],
             ),
             upgrades_rejected: counter_vec(
                 registry,
-                "gsd_server_upgrades_rejected_total",
+                names::SERVER_UPGRADES_REJECTED,
                 "WebSocket upgrades refused, by reason.",
                 &["reason"],
             ),
             http_connections: gauge_vec(
                 registry,
-                "gsd_server_http_connections",
+                names::SERVER_HTTP_CONNECTIONS,
                 "Open HTTP connections not (yet) upgraded, by port.",
                 &["port"],
             ),
             http_refused: counter_vec(
                 registry,
-                "gsd_server_http_connections_refused_total",
+                names::SERVER_HTTP_CONNECTIONS_REFUSED,
                 "Connections answered 503 because the HTTP connection cap was reached, by port.",
                 &["port"],
             ),
             http_timeouts: counter_vec(
                 registry,
-                "gsd_server_http_timeouts_total",
+                names::SERVER_HTTP_TIMEOUTS,
                 "HTTP connections closed for slowness, by port and kind (header|idle).",
                 &["port", "kind"],
             ),
             accept_errors: counter_vec(
                 registry,
-                "gsd_server_accept_errors_total",
+                names::SERVER_ACCEPT_ERRORS,
                 "Failed accepts (descriptor limit and others), by port and kind.",
                 &["port", "kind"],
             ),
             info: gauge_vec(
                 registry,
-                "gsd_server_info",
+                names::SERVER_INFO,
                 "Always 1; labels name the replica and the build.",
                 &["server_id", "version"],
             ),
             drain_timeout: float_gauge(
                 registry,
-                "gsd_server_drain_timeout_seconds",
+                names::SERVER_DRAIN_TIMEOUT_SECONDS,
                 "The configured drain timeout (DRAIN_TIMEOUT).",
             ),
         };

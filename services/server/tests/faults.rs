@@ -6,6 +6,7 @@
 
 mod common;
 
+use gsd_telemetry::names;
 use std::time::Duration;
 
 use common::{Seen, Server, follow, within};
@@ -45,12 +46,12 @@ async fn reset_at_sigterm_cuts_the_first_n_sessions_and_drains_the_rest() {
     }
 
     // The server's own account says so, under an outcome of its own.
-    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="reset"}"#), 2.0);
-    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="complete"}"#), 3.0);
-    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="incomplete"}"#), 0.0);
-    assert_eq!(server.metric(r#"gsd_server_sessions_closed_total{reason="reset"}"#), 2.0);
-    assert_eq!(server.metric(r#"gsd_server_messages_sent_total{type="shutdown_notice"}"#), 3.0);
-    assert_eq!(server.metric(r#"gsd_server_messages_sent_total{type="close"}"#), 3.0);
+    assert_eq!(server.metric(names::SERVER_DRAINS.at(&[("outcome", "reset")])), 2.0);
+    assert_eq!(server.metric(names::SERVER_DRAINS.at(&[("outcome", "complete")])), 3.0);
+    assert_eq!(server.metric(names::SERVER_DRAINS.at(&[("outcome", "incomplete")])), 0.0);
+    assert_eq!(server.metric(names::SERVER_SESSIONS_CLOSED.at(&[("reason", "reset")])), 2.0);
+    assert_eq!(server.metric(names::SERVER_MESSAGES_SENT.at(&[("type", "shutdown_notice")])), 3.0);
+    assert_eq!(server.metric(names::SERVER_MESSAGES_SENT.at(&[("type", "close")])), 3.0);
     let summary = within(BOUND, server.summary()).await;
     assert_eq!((summary.sessions, summary.reset, summary.complete, summary.incomplete), (5, 2, 3, 0), "{summary:?}");
 }
@@ -62,7 +63,7 @@ async fn without_the_fault_no_session_is_reset() {
     server.drain();
     let seen = within(BOUND, user).await.unwrap();
     assert_eq!(seen.close.map(|(_, code, _)| code), Some(close::GOING_AWAY));
-    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="reset"}"#), 0.0);
+    assert_eq!(server.metric(names::SERVER_DRAINS.at(&[("outcome", "reset")])), 0.0);
     assert_eq!(within(BOUND, server.summary()).await.reset, 0);
 }
 
@@ -120,10 +121,10 @@ async fn close_last_seq_lower_withholds_k_frames_and_says_so_in_the_close() {
     assert_eq!(notices, [8, 6, 5], "3, 1 and 0 pushes before the drain, then 5 owed");
 
     // The server believes every drain complete: the fault is invisible to it.
-    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="complete"}"#), 3.0);
-    assert_eq!(server.metric(r#"gsd_server_messages_sent_total{type="data"}"#), (3 + 1 + 3 * 3) as f64);
-    assert_eq!(server.metric("gsd_server_drain_messages_sum"), 9.0, "5 - K sent per session");
-    assert_eq!(server.metric("gsd_server_data_unacked_total"), 0.0, "every frame sent was acked");
+    assert_eq!(server.metric(names::SERVER_DRAINS.at(&[("outcome", "complete")])), 3.0);
+    assert_eq!(server.metric(names::SERVER_MESSAGES_SENT.at(&[("type", "data")])), (3 + 1 + 3 * 3) as f64);
+    assert_eq!(server.metric(names::SERVER_DRAIN_MESSAGES_SUM), 9.0, "5 - K sent per session");
+    assert_eq!(server.metric(names::SERVER_DATA_UNACKED), 0.0, "every frame sent was acked");
     let summary = within(BOUND, server.summary()).await;
     assert_eq!((summary.complete, summary.incomplete, summary.messages), (3, 0, 9), "{summary:?}");
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use gsd_telemetry::names;
 use std::time::Duration;
 
 use common::{Server, follow, next_message, within};
@@ -35,8 +36,8 @@ async fn a_client_that_never_acks_is_given_up_at_the_drain_deadline() {
     assert_eq!(code, gsd_protocol::close::GOING_AWAY);
     assert!(acked_close - signalled < Duration::from_millis(1), "{acking:?}");
 
-    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="incomplete"}"#), 1.0);
-    assert_eq!(server.metric(r#"gsd_server_drains_total{outcome="complete"}"#), 1.0);
+    assert_eq!(server.metric(names::SERVER_DRAINS.at(&[("outcome", "incomplete")])), 1.0);
+    assert_eq!(server.metric(names::SERVER_DRAINS.at(&[("outcome", "complete")])), 1.0);
     let summary = within(bound, server.summary()).await;
     assert_eq!((summary.sessions, summary.complete, summary.incomplete), (2, 1, 1), "{summary:?}");
     assert_eq!(summary.messages, 6, "{summary:?}");
@@ -76,21 +77,21 @@ async fn a_silent_client_is_pinged_after_the_interval_and_given_up_after_the_tim
     // Connected, then never read again: no pong, no frame of any kind.
     let _silent = server.connect().await;
     let opened = Instant::now();
-    let ping = r#"gsd_server_messages_sent_total{type="ping"}"#;
-    let timed_out = r#"gsd_server_sessions_closed_total{reason="timeout"}"#;
+    let ping = names::SERVER_MESSAGES_SENT.at(&[("type", "ping")]);
+    let timed_out = names::SERVER_SESSIONS_CLOSED.at(&[("reason", "timeout")]);
     let ms = Duration::from_millis(1);
 
     tokio::time::sleep_until(opened + interval - ms).await;
-    assert_eq!(server.metric(ping), 0.0, "pinged before PING_INTERVAL");
+    assert_eq!(server.metric(&ping), 0.0, "pinged before PING_INTERVAL");
     tokio::time::sleep_until(opened + interval + ms).await;
-    assert_eq!(server.metric(ping), 1.0, "no ping at PING_INTERVAL");
+    assert_eq!(server.metric(&ping), 1.0, "no ping at PING_INTERVAL");
 
     tokio::time::sleep_until(opened + interval + timeout - ms).await;
-    assert_eq!(server.metric(timed_out), 0.0, "given up before PING_INTERVAL + PING_TIMEOUT");
-    assert_eq!(server.metric("gsd_server_sessions"), 1.0);
+    assert_eq!(server.metric(&timed_out), 0.0, "given up before PING_INTERVAL + PING_TIMEOUT");
+    assert_eq!(server.metric(names::SERVER_SESSIONS), 1.0);
     tokio::time::sleep_until(opened + interval + timeout + ms).await;
-    assert_eq!(server.metric(timed_out), 1.0, "still open after PING_INTERVAL + PING_TIMEOUT");
-    assert_eq!(server.metric("gsd_server_sessions"), 0.0);
+    assert_eq!(server.metric(&timed_out), 1.0, "still open after PING_INTERVAL + PING_TIMEOUT");
+    assert_eq!(server.metric(names::SERVER_SESSIONS), 0.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -100,7 +101,7 @@ async fn a_client_that_answers_pings_is_never_given_up() {
     // Reading is enough: the WebSocket layer answers every ping with a pong.
     let reader = tokio::spawn(async move { next_message(&mut ws).await });
     tokio::time::sleep(Duration::from_secs(120)).await;
-    assert!(server.metric(r#"gsd_server_messages_sent_total{type="ping"}"#) >= 8.0);
-    assert_eq!(server.metric("gsd_server_sessions"), 1.0);
+    assert!(server.metric(names::SERVER_MESSAGES_SENT.at(&[("type", "ping")])) >= 8.0);
+    assert_eq!(server.metric(names::SERVER_SESSIONS), 1.0);
     reader.abort();
 }

@@ -1,7 +1,7 @@
 //! What every gsd binary shares for being observed: log set-up (`LOG_FORMAT`,
 //! `RUST_LOG`), OTLP trace export (standard `OTEL_*` variables), the Prometheus
 //! text exposition, the histogram buckets, a tiny HTTP GET used by the lab
-//! and the tests to scrape `/metrics` and probe `/readyz`, and the [`app`]
+//! and the tests to scrape `/metrics` and probe `/readyz`, the name of every metric ([`names`]) and the [`app`]
 //! frame each binary runs in (runtime, descriptor limit, signals).
 
 pub mod app;
@@ -9,6 +9,7 @@ mod http;
 mod json;
 mod logs;
 mod metrics;
+pub mod names;
 
 pub use http::{HttpError, http_get, listen, set_tcp_liveness};
 pub use logs::{LogFormat, Telemetry, TelemetryError, init};

@@ -8,6 +8,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, Registry, TextEncoder};
 
+use crate::names::Metric;
+
 /// Buckets for durations, in seconds: sub-millisecond to a minute. Drains of a
 /// healthy session last milliseconds; a stuck one lasts the whole drain
 /// timeout (20 s by default), so the upper buckets must reach past it, with
@@ -60,37 +62,41 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Regis
 }
 
 /// A counter, registered in `registry`.
-pub fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
-    registered(registry, prometheus::IntCounter::new(name, help).expect("valid counter"))
+pub fn counter(registry: &Registry, name: Metric, help: &str) -> prometheus::IntCounter {
+    registered(registry, prometheus::IntCounter::new(name.name(), help).expect("valid counter"))
 }
 
 /// A counter with `labels`, registered in `registry`.
-pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
-    let counter = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels).expect("valid counter");
+pub fn counter_vec(registry: &Registry, name: Metric, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+    let counter =
+        prometheus::IntCounterVec::new(prometheus::Opts::new(name.name(), help), labels).expect("valid counter");
     registered(registry, counter)
 }
 
 /// A histogram with `buckets` ([`DURATION_BUCKETS`] or [`COUNT_BUCKETS`]),
 /// registered in `registry`.
-pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
-    let opts = prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec());
+pub fn histogram(registry: &Registry, name: Metric, help: &str, buckets: &[f64]) -> prometheus::Histogram {
+    let opts = prometheus::HistogramOpts::new(name.name(), help).buckets(buckets.to_vec());
     registered(registry, prometheus::Histogram::with_opts(opts).expect("valid histogram"))
 }
 
 /// A gauge of whole numbers, registered in `registry`.
-pub fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::IntGauge {
-    registered(registry, prometheus::IntGauge::new(name, help).expect("valid gauge"))
+pub fn gauge(registry: &Registry, name: Metric, help: &str) -> prometheus::IntGauge {
+    registered(registry, prometheus::IntGauge::new(name.name(), help).expect("valid gauge"))
 }
 
 /// A gauge of whole numbers with `labels`, registered in `registry`.
-pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
-    registered(registry, prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), labels).expect("valid gauge"))
+pub fn gauge_vec(registry: &Registry, name: Metric, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
+    registered(
+        registry,
+        prometheus::IntGaugeVec::new(prometheus::Opts::new(name.name(), help), labels).expect("valid gauge"),
+    )
 }
 
 /// A gauge of fractional values (a configured duration in seconds, say),
 /// registered in `registry`.
-pub fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
-    registered(registry, prometheus::Gauge::new(name, help).expect("valid gauge"))
+pub fn float_gauge(registry: &Registry, name: Metric, help: &str) -> prometheus::Gauge {
+    registered(registry, prometheus::Gauge::new(name.name(), help).expect("valid gauge"))
 }
 
 /// The registry in the Prometheus text exposition format (version 0.0.4).
@@ -109,7 +115,8 @@ pub fn metrics_response(registry: &Registry) -> Response {
 
 /// The value of the sample named exactly `series` (metric name plus labels
 /// as exposed, e.g. `x_total{outcome="complete"}`) in a text exposition.
-pub fn sample(body: &str, series: &str) -> Option<f64> {
+pub fn sample(body: &str, series: impl AsRef<str>) -> Option<f64> {
+    let series = series.as_ref();
     body.lines().find_map(|line| {
         let (name, value) = line.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok()).flatten()

@@ -53,11 +53,7 @@ pub const CLIENT_DRAIN_OUTCOMES: [&str; 3] = ["complete", "incomplete", "client_
 
 /// `metric{labels}` as text, for errors.
 fn series(metric: Metric, labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return metric.name().to_owned();
-    }
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    format!("{metric}{{{}}}", labels.join(","))
+    metric.at(labels)
 }
 
 /// A count: present, finite, whole and not negative.
@@ -112,10 +108,10 @@ impl ServerAccount {
                 slot.insert(n);
             }
         }
-        let shutdowns = count(e, names::SERVER_SHUTDOWN_COUNT, &[])?;
+        let shutdowns = count(e, names::SERVER_SHUTDOWN_DURATION_SECONDS_COUNT, &[])?;
         let ended = shutdowns >= 1;
-        let shutdown = e.get(names::SERVER_SHUTDOWN_SUM, &[]);
-        let series = || names::SERVER_SHUTDOWN_SUM.name().to_owned();
+        let shutdown = e.get(names::SERVER_SHUTDOWN_DURATION_SECONDS_SUM, &[]);
+        let series = || names::SERVER_SHUTDOWN_DURATION_SECONDS_SUM.name().to_owned();
         match shutdown {
             None if ended => return Err(AccountError::Missing { series: series() }),
             Some(value) if !(value.is_finite() && value >= 0.0) => {
@@ -201,12 +197,12 @@ fn client_counters(a: &mut ClientAccount) -> [Counter<'_>; 12] {
         (&mut a.drains_complete, names::CLIENT_DRAINS, Some(("outcome", "complete"))),
         (&mut a.drains_incomplete, names::CLIENT_DRAINS, Some(("outcome", "incomplete"))),
         (&mut a.drains_client_left, names::CLIENT_DRAINS, Some(("outcome", "client_left"))),
-        (&mut a.received, names::CLIENT_RECEIVED, Some(("type", "data"))),
-        (&mut a.lost, names::CLIENT_LOST, None),
-        (&mut a.skipped, names::CLIENT_SKIPPED, None),
-        (&mut a.unacked, names::CLIENT_UNACKED, None),
-        (&mut a.duplicate, names::CLIENT_DUPLICATE, None),
-        (&mut a.cut, names::CLIENT_CUT, None),
+        (&mut a.received, names::CLIENT_MESSAGES_RECEIVED, Some(("type", "data"))),
+        (&mut a.lost, names::CLIENT_MESSAGES_LOST, None),
+        (&mut a.skipped, names::CLIENT_MESSAGES_SKIPPED, None),
+        (&mut a.unacked, names::CLIENT_DATA_UNACKED, None),
+        (&mut a.duplicate, names::CLIENT_DATA_DUPLICATE, None),
+        (&mut a.cut, names::CLIENT_SESSIONS_CUT, None),
         (&mut a.requests_lost, names::CLIENT_REQUESTS_LOST, None),
         (&mut a.requests_resent, names::CLIENT_REQUESTS_RESENT, None),
         (&mut a.reconnects_drain, names::CLIENT_RECONNECTS, Some(("reason", "drain"))),
@@ -283,41 +279,17 @@ impl std::ops::AddAssign<&ClientAccount> for ClientAccount {
 pub(crate) mod tests {
     use super::*;
 
+    use crate::fixture::{ClientBody, ServerBody};
+
     /// A server body with `complete` and `incomplete` drains, ended.
     pub(crate) fn server_body(complete: u64, incomplete: u64, unacked: u64) -> String {
-        format!(
-            "gsd_server_sessions 0\n\
-             gsd_server_drains_total{{outcome=\"complete\"}} {complete}\n\
-             gsd_server_drains_total{{outcome=\"incomplete\"}} {incomplete}\n\
-             gsd_server_drains_total{{outcome=\"client_left\"}} 0\n\
-             gsd_server_drains_total{{outcome=\"peer_lost\"}} 0\n\
-             gsd_server_drains_total{{outcome=\"reset\"}} 0\n\
-             gsd_server_drain_messages_sum 12\n\
-             gsd_server_messages_sent_total{{type=\"data\"}} 40\n\
-             gsd_server_data_unacked_total {unacked}\n\
-             gsd_server_shutdown_duration_seconds_count 1\n\
-             gsd_server_shutdown_duration_seconds_sum 0.25\n\
-             gsd_server_sessions_closed_total{{reason=\"drain_complete\"}} {complete}\n"
-        )
+        ServerBody { unacked, ..ServerBody::ended(complete, incomplete, 12) }.render()
     }
 
     /// A client body; `lost` frames lost, everything else 0 but the users.
     pub(crate) fn client_body(users: u64, complete: u64, lost: u64) -> String {
-        let mut body = format!("gsd_client_users {users}\ngsd_client_sessions {users}\n");
-        for (outcome, n) in [("complete", complete), ("incomplete", 0), ("client_left", 0)] {
-            body += &format!("gsd_client_drains_total{{outcome=\"{outcome}\"}} {n}\n");
-        }
-        body += &format!(
-            "gsd_client_messages_received_total{{type=\"data\"}} 100\ngsd_client_messages_lost_total {lost}\n"
-        );
-        for name in
-            ["messages_skipped", "data_unacked", "data_duplicate", "sessions_cut", "requests_lost", "requests_resent"]
-        {
-            body += &format!("gsd_client_{name}_total 0\n");
-        }
-        body += &format!("gsd_client_reconnects_total{{reason=\"drain\"}} {complete}\n");
-        body += "gsd_client_reconnects_total{reason=\"error\"} 1\n";
-        body
+        let reconnects = ClientBody { reconnects_drain: complete, reconnects_error: 1, ..ClientBody::default() };
+        ClientBody { users, complete, received: 100, lost, ..reconnects }.render()
     }
 
     #[test]
@@ -326,7 +298,7 @@ pub(crate) mod tests {
         assert_eq!((a.drained(), a.drains("complete"), a.drains("incomplete")), (4, 3, 1));
         assert_eq!((a.drain_messages, a.data_sent, a.unacked, a.shutdown_seconds), (12, 40, 2, Some(0.25)));
         assert_eq!((a.shutdowns, a.closed("drain_complete"), a.closed("client_close")), (1, 3, 0));
-        let extra = server_body(1, 0, 0) + "gsd_server_drains_total{outcome=\"later\"} 2\n";
+        let extra = server_body(1, 0, 0) + &names::SERVER_DRAINS.at(&[("outcome", "later")]) + " 2\n";
         assert_eq!(ServerAccount::parse(&extra).unwrap().drained(), 3, "an outcome the judge does not know counts");
         let running = server_body(0, 0, 0).replace("seconds_count 1", "seconds_count 0");
         assert_eq!(ServerAccount::parse(&running).unwrap().shutdown_seconds, None);
@@ -335,27 +307,25 @@ pub(crate) mod tests {
     #[test]
     fn a_missing_series_or_a_forged_count_is_refused_by_name() {
         let body = server_body(3, 0, 0);
-        let without = body.replace("gsd_server_drains_total{outcome=\"peer_lost\"} 0\n", "");
-        assert_eq!(
-            ServerAccount::parse(&without),
-            Err(AccountError::Missing { series: "gsd_server_drains_total{outcome=\"peer_lost\"}".into() })
-        );
+        let peer_lost = names::SERVER_DRAINS.at(&[("outcome", "peer_lost")]);
+        let without = body.replace(&format!("{peer_lost} 0\n"), "");
+        assert_eq!(ServerAccount::parse(&without), Err(AccountError::Missing { series: peer_lost }));
         for (value, shown) in [("-1", -1.0), ("2.5", 2.5), ("NaN", f64::NAN), ("+Inf", f64::INFINITY)] {
-            let forged =
-                body.replace("gsd_server_data_unacked_total 0", &format!("gsd_server_data_unacked_total {value}"));
+            let unacked = names::SERVER_DATA_UNACKED;
+            let forged = body.replace(&format!("{unacked} 0"), &format!("{unacked} {value}"));
             match ServerAccount::parse(&forged) {
                 Err(AccountError::NotACount { series, value }) => {
-                    assert_eq!(series, "gsd_server_data_unacked_total");
+                    assert_eq!(series, names::SERVER_DATA_UNACKED.name());
                     assert!(value == shown || (value.is_nan() && shown.is_nan()), "{value}");
                 }
                 other => panic!("{value}: {other:?}"),
             }
         }
         assert!(matches!(ServerAccount::parse("502 Bad Gateway"), Err(AccountError::Parse(_))));
-        let client = client_body(5, 0, 0).replace("gsd_client_data_unacked_total 0\n", "");
+        let client = client_body(5, 0, 0).replace(&format!("{} 0\n", names::CLIENT_DATA_UNACKED), "");
         assert_eq!(
             ClientAccount::parse(&client),
-            Err(AccountError::Missing { series: "gsd_client_data_unacked_total".into() })
+            Err(AccountError::Missing { series: names::CLIENT_DATA_UNACKED.at(&[]) })
         );
     }
 
@@ -371,7 +341,7 @@ pub(crate) mod tests {
         assert_eq!(
             before.since(&after),
             Err(AccountError::WentBack {
-                series: "gsd_client_drains_total{outcome=\"complete\"}".into(),
+                series: names::CLIENT_DRAINS.at(&[("outcome", "complete")]),
                 before: 7,
                 after: 2
             })

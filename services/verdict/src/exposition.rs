@@ -184,11 +184,16 @@ mod tests {
 
     #[test]
     fn samples_are_read_with_their_labels_comments_skipped() {
-        let body = "# HELP gsd_server_drains_total Drained sessions.\n# TYPE gsd_server_drains_total counter\n\
-                    gsd_server_drains_total{outcome=\"complete\"} 3\n\
-                    gsd_server_drains_total{outcome=\"incomplete\"} 0\n\
-                    gsd_server_sessions 7 1700000000000\n\
-                    x{a=\"q\\\"uote\\\\d\\n\",b=\"\"} NaN\n";
+        let drains = names::SERVER_DRAINS;
+        let body = format!(
+            "# HELP {drains} Drained sessions.\n# TYPE {drains} counter\n\
+             {} 3\n{} 0\n{} 7 1700000000000\n\
+             x{{a=\"q\\\"uote\\\\d\\n\",b=\"\"}} NaN\n",
+            drains.at(&[("outcome", "complete")]),
+            drains.at(&[("outcome", "incomplete")]),
+            names::SERVER_SESSIONS,
+        );
+        let body = body.as_str();
         let e = Exposition::parse(body).unwrap();
         assert_eq!(e.get(names::SERVER_DRAINS, &[("outcome", "complete")]), Some(3.0));
         assert_eq!(e.get(names::SERVER_SESSIONS, &[]), Some(7.0));
@@ -202,8 +207,8 @@ mod tests {
     fn garbage_is_refused_with_its_line() {
         for (body, line, why) in [
             ("<html><body>502 Bad Gateway</body></html>", 1, "no metric name"),
-            ("gsd_server_sessions 3\ngsd_server_sessions three\n", 2, "the value is not a number"),
-            ("gsd_server_sessions\n", 1, "no value"),
+            ("sessions 3\nsessions three\n", 2, "the value is not a number"),
+            ("sessions\n", 1, "no value"),
             ("x{a=\"1\" 2\n", 1, "labels not separated by `,`"),
             ("x{a=1} 2\n", 1, "a label value without quotes"),
             ("x{a=\"1\",a=\"2\"} 2\n", 1, "a label given twice"),

@@ -1,6 +1,6 @@
 //! gsd-verdict: the one place that decides whether a drain lost anything.
 //!
-//! - [`names`]: the metric names the judge reads, typed;
+//! - [`names`]: the metric names (gsd-telemetry's), typed;
 //! - [`exposition`]: a strict parse of a `/metrics` body (garbage is an
 //!   error that names the line, never a silent zero);
 //! - [`account`]: a server pod's drain account and a client process's
@@ -20,7 +20,10 @@
 pub mod account;
 pub mod cluster;
 pub mod exposition;
-pub mod names;
+pub mod fixture;
+/// The metric names, typed: gsd-telemetry owns them, the server and the
+/// client register them, the judge reads them.
+pub use gsd_telemetry::names;
 pub mod offline;
 pub mod report;
 pub mod rules;

@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use gsd_verdict::fixture::{ClientBody, ServerBody};
+use gsd_verdict::names;
+
 /// 2026-12-02T10:00:00Z, the deletion.
 const T: f64 = 1_796_205_600.0;
 
@@ -65,35 +68,14 @@ fn klog(s: f64) -> String {
 }
 
 fn server(sessions: u64, complete: u64, ended: bool) -> String {
-    let mut body = format!("gsd_server_sessions {sessions}\n");
-    for (outcome, n) in [("complete", complete), ("incomplete", 0), ("client_left", 0), ("peer_lost", 0), ("reset", 0)]
-    {
-        body += &format!("gsd_server_drains_total{{outcome=\"{outcome}\"}} {n}\n");
-    }
-    body += &format!("gsd_server_drain_messages_sum {}\n", 5 * complete);
-    body += "gsd_server_messages_sent_total{type=\"data\"} 400\ngsd_server_data_unacked_total 0\n";
-    body += &format!(
-        "gsd_server_shutdown_duration_seconds_count {}\ngsd_server_shutdown_duration_seconds_sum {}\n",
-        u64::from(ended),
-        if ended { "0.1" } else { "0" }
-    );
-    body += &format!("gsd_server_sessions_closed_total{{reason=\"drain_complete\"}} {complete}\n");
-    body
+    let ended = ended.then_some(0.1);
+    ServerBody { sessions, data_sent: 400, shutdown_seconds: ended, ..ServerBody::ended(complete, 0, 5 * complete) }
+        .render()
 }
 
 fn client(complete: u64, incomplete: u64, lost: u64) -> String {
-    let mut body = "gsd_client_users 10\ngsd_client_sessions 10\n".to_owned();
-    for (outcome, n) in [("complete", complete), ("incomplete", incomplete), ("client_left", 0)] {
-        body += &format!("gsd_client_drains_total{{outcome=\"{outcome}\"}} {n}\n");
-    }
-    body +=
-        &format!("gsd_client_messages_received_total{{type=\"data\"}} 100\ngsd_client_messages_lost_total {lost}\n");
-    for name in
-        ["messages_skipped", "data_unacked", "data_duplicate", "sessions_cut", "requests_lost", "requests_resent"]
-    {
-        body += &format!("gsd_client_{name}_total 0\n");
-    }
-    body + &format!("gsd_client_reconnects_total{{reason=\"drain\"}} {}\n", complete + incomplete)
+    let drains = ClientBody { complete, incomplete, reconnects_drain: complete + incomplete, ..ClientBody::default() };
+    ClientBody { users: 10, received: 100, lost, ..drains }.render()
 }
 
 /// One pod's drain of `sessions` (its log says `logged`), as the files say.
@@ -195,10 +177,17 @@ fn a_clean_drain_is_proven_with_the_judges_counts() {
         "EndpointSlice ready=false",
         "/readyz 503 from drain_start",
         "ok: gsd-server-a: 5/5 sessions drained complete in 90 ms",
-        "final /metrics scraped from the pod IP 0.15 s after drain_end (in METRICS_LINGER): \
-         gsd_server_drains_total{outcome=\"complete\"} 5, incomplete 0, gsd_server_shutdown_duration_seconds_count 1 \
-         (sum 0.100 s)",
-        "gsd_client_messages_lost_total +0, gsd_client_requests_lost_total +0, reconnects{reason=\"drain\"} +5",
+        &format!(
+            "final /metrics scraped from the pod IP 0.15 s after drain_end (in METRICS_LINGER): \
+             {} 5, incomplete 0, {} 1 (sum 0.100 s)",
+            names::SERVER_DRAINS.at(&[("outcome", "complete")]),
+            names::SERVER_SHUTDOWN_DURATION_SECONDS_COUNT
+        ),
+        &format!(
+            "{} +0, {} +0, reconnects{{reason=\"drain\"}} +5",
+            names::CLIENT_MESSAGES_LOST,
+            names::CLIENT_REQUESTS_LOST
+        ),
     ] {
         assert!(all.contains(want), "{want:?} not in:\n{all}");
     }

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use gsd_verdict::fixture::{ClientBody, ServerBody};
+use gsd_verdict::names;
 use serde_json::Value;
 
 /// A directory of its own per test, removed at the end.
@@ -34,58 +36,25 @@ impl Drop for Dir {
 }
 
 /// A server's /metrics: `sessions` open; `complete`/`incomplete` drains;
-/// `ended`: its drain's shutdown observed.
+/// `ended`: its drain's shutdown observed. With the HELP and TYPE comments
+/// a real exposition has, which the parser skips.
 fn server(sessions: u64, complete: u64, incomplete: u64, unacked: u64, ended: bool) -> String {
-    let mut body = String::from("# HELP gsd_server_sessions Open sessions.\n# TYPE gsd_server_sessions gauge\n");
-    body += &format!("gsd_server_sessions {sessions}\n");
-    for (outcome, n) in
-        [("complete", complete), ("incomplete", incomplete), ("client_left", 0), ("peer_lost", 0), ("reset", 0)]
-    {
-        body += &format!("gsd_server_drains_total{{outcome=\"{outcome}\"}} {n}\n");
-    }
-    body += &format!("gsd_server_drain_messages_sum {}\n", 5 * (complete + incomplete));
-    body += "gsd_server_messages_sent_total{type=\"data\"} 400\n";
-    body += &format!("gsd_server_data_unacked_total {unacked}\n");
-    body += &format!("gsd_server_shutdown_duration_seconds_count {}\n", u64::from(ended));
-    body += &format!("gsd_server_shutdown_duration_seconds_sum {}\n", if ended { "0.042" } else { "0" });
-    body += &format!("gsd_server_sessions_closed_total{{reason=\"drain_complete\"}} {complete}\n");
-    body += "gsd_server_sessions_closed_total{reason=\"client_close\"} 0\n";
-    body
-}
-
-/// A client's /metrics with these counters.
-#[derive(Clone, Copy, Default)]
-struct Client {
-    users: u64,
-    complete: u64,
-    incomplete: u64,
-    received: u64,
-    lost: u64,
-    unacked: u64,
-    reconnects_drain: u64,
-}
-
-impl Client {
-    fn body(self) -> String {
-        let mut body = format!("gsd_client_users {}\ngsd_client_sessions {}\n", self.users, self.users);
-        for (outcome, n) in [("complete", self.complete), ("incomplete", self.incomplete), ("client_left", 0)] {
-            body += &format!("gsd_client_drains_total{{outcome=\"{outcome}\"}} {n}\n");
-        }
-        body += &format!("gsd_client_messages_received_total{{type=\"data\"}} {}\n", self.received);
-        body += &format!("gsd_client_messages_lost_total {}\n", self.lost);
-        body += &format!("gsd_client_data_unacked_total {}\n", self.unacked);
-        for name in ["messages_skipped", "data_duplicate", "sessions_cut", "requests_lost", "requests_resent"] {
-            body += &format!("gsd_client_{name}_total 0\n");
-        }
-        body += &format!("gsd_client_reconnects_total{{reason=\"drain\"}} {}\n", self.reconnects_drain);
-        body += "gsd_client_reconnects_total{reason=\"error\"} 0\n";
-        body
-    }
+    let sessions_metric = names::SERVER_SESSIONS;
+    let comments = format!("# HELP {sessions_metric} Open sessions.\n# TYPE {sessions_metric} gauge\n");
+    let body = ServerBody {
+        sessions,
+        data_sent: 400,
+        unacked,
+        shutdown_seconds: ended.then_some(0.042),
+        closed: vec![("drain_complete", complete), ("client_close", 0)],
+        ..ServerBody::ended(complete, incomplete, 5 * (complete + incomplete))
+    };
+    comments + &body.render()
 }
 
 /// 10 users; 5 of them on the pod before its termination.
-fn before() -> Client {
-    Client { users: 10, received: 300, ..Client::default() }
+fn before() -> ClientBody {
+    ClientBody { users: 10, received: 300, ..ClientBody::default() }
 }
 
 fn verdict(args: &[&std::ffi::OsStr]) -> Output {
@@ -115,12 +84,12 @@ fn reason<'a>(json: &'a Value, kind: &str) -> Option<&'a Value> {
 
 /// The files of one termination: the pod's before and last, one client's
 /// before and after.
-fn files(dir: &Dir, server_last: &str, client_after: Client) -> [PathBuf; 4] {
+fn files(dir: &Dir, server_last: &str, client_after: ClientBody) -> [PathBuf; 4] {
     [
         dir.file("server.before.prom", &server(5, 0, 0, 0, false)),
         dir.file("server.last.prom", server_last),
-        dir.file("client.before.prom", &before().body()),
-        dir.file("client.after.prom", &client_after.body()),
+        dir.file("client.before.prom", &before().render()),
+        dir.file("client.after.prom", &client_after.render()),
     ]
 }
 
@@ -131,7 +100,7 @@ fn p(s: &str) -> &Path {
 #[test]
 fn a_clean_drain_passes_with_its_numbers_in_the_json_and_junit() {
     let dir = Dir::new("clean");
-    let after = Client { complete: 5, reconnects_drain: 5, received: 325, ..before() };
+    let after = ClientBody { complete: 5, reconnects_drain: 5, received: 325, ..before() };
     let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
     let junit = dir.0.join("verdict.xml");
     let (out, json) = judge(
@@ -187,7 +156,7 @@ fn lost_messages_fail_naming_their_number() {
     let dir = Dir::new("lost");
     // faults.dropOwed=2 with 5 owed frames: every one of the 5 drains
     // misses 2, and the clients count them lost and the drains incomplete.
-    let after = Client { incomplete: 5, lost: 10, reconnects_drain: 5, received: 315, ..before() };
+    let after = ClientBody { incomplete: 5, lost: 10, reconnects_drain: 5, received: 315, ..before() };
     let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
     let args = [
         p("--pod"),
@@ -221,7 +190,7 @@ fn lost_messages_fail_naming_their_number() {
 #[test]
 fn a_sigkill_at_the_grace_period_is_named_with_the_sessions_and_the_loss() {
     let dir = Dir::new("sigkill");
-    let after = Client { incomplete: 5, lost: 7, unacked: 3, reconnects_drain: 5, received: 320, ..before() };
+    let after = ClientBody { incomplete: 5, lost: 7, unacked: 3, reconnects_drain: 5, received: 320, ..before() };
     let [sb, _, cb, ca] = files(&dir, "unused\n", after);
     let args = [
         p("--pod"),
@@ -254,10 +223,10 @@ fn a_sigkill_at_the_grace_period_is_named_with_the_sessions_and_the_loss() {
 #[test]
 fn bad_input_exits_2_naming_the_file_and_what_is_wrong() {
     let dir = Dir::new("bad");
-    let after = Client { complete: 5, reconnects_drain: 5, ..before() };
+    let after = ClientBody { complete: 5, reconnects_drain: 5, ..before() };
     let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
     let garbage = dir.file("garbage.prom", "<html><body>502 Bad Gateway</body></html>\n");
-    let cut = dir.file("cut.prom", &after.body().replace("gsd_client_data_unacked_total 0\n", ""));
+    let cut = dir.file("cut.prom", &after.render().replace(&format!("{} 0\n", names::CLIENT_DATA_UNACKED), ""));
     let missing = dir.0.join("nowhere.prom");
     let empty = dir.file("empty.prom", "");
     let cases: [(Vec<&Path>, Vec<String>); 5] = [
@@ -278,7 +247,7 @@ fn bad_input_exits_2_naming_the_file_and_what_is_wrong() {
         ),
         (
             vec![p("--clients-before"), &cb, p("--clients"), &cut],
-            vec![cut.display().to_string(), "gsd_client_data_unacked_total is missing".into()],
+            vec![cut.display().to_string(), format!("{} is missing", names::CLIENT_DATA_UNACKED)],
         ),
         (
             vec![

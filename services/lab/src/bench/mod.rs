@@ -5,6 +5,7 @@
 mod callgrind;
 mod report;
 
+use gsd_telemetry::names;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -161,7 +162,7 @@ impl Bench {
         // alone, not also 503s to users reconnecting to the draining server.
         let patient = ["--request-interval", "1s", "--reconnect-jitter", "10s", "--reconnect-backoff-base", "10s"];
         let mut client = self.client(&server.url(), sessions, &patient).await?;
-        wait_value(server.admin, "gsd_server_sessions", sessions as f64, Duration::from_secs(180)).await?;
+        wait_value(server.admin, names::SERVER_SESSIONS, sessions as f64, Duration::from_secs(180)).await?;
         tokio::time::sleep(SETTLE).await;
         let callgrind = self.callgrind.clone().map(|dir| Callgrind::start(dir, &[&server.proc, &client.proc]));
         let cpu_before = (server.proc.cpu_seconds(), client.proc.cpu_seconds());
@@ -180,7 +181,7 @@ impl Bench {
         server.proc.wait_exit(Duration::from_secs(10)).await;
         let exit = signalled.elapsed();
         let totals = client.stop(Duration::from_secs(60)).await?;
-        let v = |series: &str| gsd_telemetry::sample(seen.account().unwrap_or_default(), series).unwrap_or(f64::NAN);
+        let v = |series: String| gsd_telemetry::sample(seen.account().unwrap_or_default(), series).unwrap_or(f64::NAN);
         let (cpu_server, cpu_client) = cpu_after.unwrap_or((f64::NAN, f64::NAN));
         let per_session = |cpu: f64| cpu * 1e6 / sessions.max(1) as f64;
         if let Some(callgrind) = callgrind {
@@ -188,11 +189,11 @@ impl Bench {
         }
         Ok(DrainResult {
             sessions,
-            shutdown_seconds: v("gsd_server_shutdown_duration_seconds_sum"),
+            shutdown_seconds: v(names::SERVER_SHUTDOWN_DURATION_SECONDS_SUM.at(&[])),
             exit_seconds: exit.as_secs_f64(),
-            complete: v(r#"gsd_server_drains_total{outcome="complete"}"#) as u64,
-            incomplete: v(r#"gsd_server_drains_total{outcome="incomplete"}"#) as u64,
-            messages_drained: v("gsd_server_drain_messages_sum") as u64,
+            complete: v(names::SERVER_DRAINS.at(&[("outcome", "complete")])) as u64,
+            incomplete: v(names::SERVER_DRAINS.at(&[("outcome", "incomplete")])) as u64,
+            messages_drained: v(names::SERVER_DRAIN_MESSAGES_SUM.at(&[])) as u64,
             messages_lost: totals.n("messages_lost"),
             server_cpu_us_per_session: per_session(cpu_server - cpu_before.0),
             client_cpu_us_per_session: per_session(cpu_client - cpu_before.1),
@@ -216,7 +217,7 @@ impl Bench {
         let mut args = vec!["--request-interval", "1s"];
         args.extend_from_slice(client_args);
         let mut client = self.client(&balancer.url(), users, &args).await?;
-        wait_value(client.metrics, "gsd_client_sessions", users as f64, Duration::from_secs(180)).await?;
+        wait_value(client.metrics, names::CLIENT_SESSIONS, users as f64, Duration::from_secs(180)).await?;
         tokio::time::sleep(SETTLE).await;
 
         // A pod deletion with the endpoint already gone: SIGTERM, drain, and
@@ -225,8 +226,8 @@ impl Bench {
         let signalled = Instant::now();
         a.proc.signal(Signal::SIGTERM);
         let all_back = |body: &str| {
-            let value = |series: &str| gsd_telemetry::sample(body, series).unwrap_or(0.0);
-            value("gsd_client_reconnect_latency_seconds_count") > 0.0 && value("gsd_client_sessions") >= users as f64
+            let value = |series: names::Metric| gsd_telemetry::sample(body, series).unwrap_or(0.0);
+            value(names::CLIENT_RECONNECT_LATENCY_SECONDS_COUNT) > 0.0 && value(names::CLIENT_SESSIONS) >= users as f64
         };
         let until = Instant::now() + Duration::from_secs(120);
         let body = scrape_until(client.metrics, until, Duration::from_millis(10), all_back).await;
@@ -258,12 +259,12 @@ impl Bench {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let server_idle = server.proc.rss_kib();
         let mut one = self.client(&server.url(), 1, &["--request-interval", "0s"]).await?;
-        wait_value(one.metrics, "gsd_client_sessions", 1.0, Duration::from_secs(30)).await?;
+        wait_value(one.metrics, names::CLIENT_SESSIONS, 1.0, Duration::from_secs(30)).await?;
         tokio::time::sleep(SETTLE).await;
         let client_one = one.proc.rss_kib();
         one.stop(Duration::from_secs(60)).await?;
         let mut many = self.client(&server.url(), sessions, &["--request-interval", "0s"]).await?;
-        wait_value(many.metrics, "gsd_client_sessions", sessions as f64, Duration::from_secs(180)).await?;
+        wait_value(many.metrics, names::CLIENT_SESSIONS, sessions as f64, Duration::from_secs(180)).await?;
         tokio::time::sleep(SETTLE).await;
         let server_loaded = server.proc.rss_kib();
         let client_loaded = many.proc.rss_kib();
@@ -290,13 +291,14 @@ impl Bench {
             .await?;
         let mut client =
             self.client(&server.url(), sessions, &["--request-interval", "10ms", "--processing-time", "0s"]).await?;
-        wait_value(server.admin, "gsd_server_sessions", sessions as f64, Duration::from_secs(120)).await?;
+        wait_value(server.admin, names::SERVER_SESSIONS, sessions as f64, Duration::from_secs(120)).await?;
         tokio::time::sleep(SETTLE).await;
         let frames = |body: &str| -> f64 {
             body.lines()
                 .filter(|l| {
-                    l.starts_with("gsd_server_messages_sent_total{")
-                        || l.starts_with("gsd_server_messages_received_total{")
+                    [names::SERVER_MESSAGES_SENT, names::SERVER_MESSAGES_RECEIVED]
+                        .iter()
+                        .any(|m| l.strip_prefix(m.name()).is_some_and(|rest| rest.starts_with('{')))
                 })
                 .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
                 .sum()

@@ -4,6 +4,7 @@
 //! the JSON log captured; and what a client says when it leaves
 //! (`client_exit`, `reconnected`), parsed once.
 
+use gsd_telemetry::names;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -158,7 +159,7 @@ impl Server {
         while self.proc.try_status().is_none() && tokio::time::Instant::now() < until {
             if let Some(body) = scrape(self.admin).await {
                 if seen.drained.is_none()
-                    && gsd_telemetry::sample(&body, "gsd_server_shutdown_duration_seconds_count") == Some(1.0)
+                    && gsd_telemetry::sample(&body, names::SERVER_SHUTDOWN_DURATION_SECONDS_COUNT) == Some(1.0)
                 {
                     at_drain_end(&self.proc);
                     seen.drained = Some(body.clone());

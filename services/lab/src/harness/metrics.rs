@@ -26,7 +26,8 @@ pub async fn scrape_within(addr: SocketAddr, timeout: Duration) -> Option<String
 
 /// The sample named exactly `series` (name and labels as exposed, e.g.
 /// `gsd_server_drains_total{outcome="complete"}`), if `addr` answers.
-pub async fn scrape_value(addr: SocketAddr, series: &str) -> Option<f64> {
+pub async fn scrape_value(addr: SocketAddr, series: impl AsRef<str>) -> Option<f64> {
+    let series = series.as_ref();
     gsd_telemetry::sample(&scrape(addr).await?, series)
 }
 
@@ -50,7 +51,8 @@ pub async fn poll<T, F: Future<Output = Option<T>>>(
 }
 
 /// Waits until `series` at `addr` reaches at least `want`.
-pub async fn wait_value(addr: SocketAddr, series: &str, want: f64, timeout: Duration) -> Result<(), Error> {
+pub async fn wait_value(addr: SocketAddr, series: impl AsRef<str>, want: f64, timeout: Duration) -> Result<(), Error> {
+    let series = series.as_ref();
     let reached = |value: f64| value >= want;
     let found = poll(timeout, Duration::from_millis(100), || async {
         scrape_value(addr, series).await.filter(|v| reached(*v))

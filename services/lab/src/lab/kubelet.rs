@@ -6,6 +6,7 @@
 //! replacement; and, for a partition, a node that vanishes. Each ends in a
 //! [`DrainRow`] built from the pod's own last `/metrics`.
 
+use gsd_telemetry::names;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -31,7 +32,7 @@ impl Lab {
         let clients_before = self.clients_account().await;
         let before = scrape(pod.admin).await;
         let sessions =
-            before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
+            before.as_deref().and_then(|b| gsd_telemetry::sample(b, names::SERVER_SESSIONS)).unwrap_or(0.0) as u64;
         let deleted = Instant::now();
         self.remove_endpoint_later(pod.id());
         if replace {
@@ -106,7 +107,7 @@ impl Lab {
         let clients_before = self.clients_account().await;
         let before = scrape(pod.admin).await;
         let sessions =
-            before.as_deref().and_then(|b| gsd_telemetry::sample(b, "gsd_server_sessions")).unwrap_or(0.0) as u64;
+            before.as_deref().and_then(|b| gsd_telemetry::sample(b, names::SERVER_SESSIONS)).unwrap_or(0.0) as u64;
         self.progress.set(self.step(round, &format!("partition {id}")));
         self.balancer.partition(&id);
         let cut = Instant::now();
@@ -114,11 +115,11 @@ impl Lab {
         self.start_pod().await?;
         // The pod is alive behind the cut; the lab reads it directly.
         let bound = c.ping_interval + c.ping_timeout;
-        let freed = |body: &str| gsd_telemetry::sample(body, "gsd_server_sessions") == Some(0.0);
+        let freed = |body: &str| gsd_telemetry::sample(body, names::SERVER_SESSIONS) == Some(0.0);
         let body = scrape_until(pod.admin, cut + bound + Duration::from_secs(10), SCRAPE_EVERY, freed).await;
         let freed_after = cut.elapsed();
         let body = body.unwrap_or_default();
-        let open = gsd_telemetry::sample(&body, "gsd_server_sessions").unwrap_or(0.0) as u64;
+        let open = gsd_telemetry::sample(&body, names::SERVER_SESSIONS).unwrap_or(0.0) as u64;
         if open > 0 {
             self.findings.push(format!(
                 "{id}: {open} of its {sessions} sessions still open {freed_after:.1?} after the cut (bound {bound:?})"

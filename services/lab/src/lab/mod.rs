@@ -13,6 +13,7 @@ mod progress;
 pub mod report;
 mod scenarios;
 
+use gsd_telemetry::names;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -172,7 +173,7 @@ impl Lab {
         let sessions = || async {
             let mut sessions = 0.0;
             for addr in self.progress.clients() {
-                sessions += scrape_value(addr, "gsd_client_sessions").await.unwrap_or(0.0);
+                sessions += scrape_value(addr, names::CLIENT_SESSIONS).await.unwrap_or(0.0);
             }
             sessions
         };

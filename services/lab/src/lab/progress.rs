@@ -2,6 +2,7 @@
 //! clients and drains say meanwhile, so a user watching a rehearsal of a
 //! minute or more sees it move.
 
+use gsd_telemetry::names;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,8 +60,8 @@ async fn draw(progress: Arc<Progress>, started: Instant) {
         let (mut sessions, mut lost) = (0.0, 0.0);
         for addr in progress.clients() {
             if let Some(body) = scrape(addr).await {
-                sessions += gsd_telemetry::sample(&body, "gsd_client_sessions").unwrap_or(0.0);
-                lost += gsd_telemetry::sample(&body, "gsd_client_messages_lost_total").unwrap_or(0.0);
+                sessions += gsd_telemetry::sample(&body, names::CLIENT_SESSIONS).unwrap_or(0.0);
+                lost += gsd_telemetry::sample(&body, names::CLIENT_MESSAGES_LOST).unwrap_or(0.0);
             }
         }
         let step = progress.step.lock().unwrap().clone();

@@ -3,6 +3,7 @@
 //! and the text on stdout. Nothing here runs a process; it reads what the
 //! lab collected.
 
+use gsd_telemetry::names;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -130,7 +131,7 @@ impl DrainRow {
             Ending::Exited if drained && total == complete && total >= sessions => Outcome::Complete,
             Ending::Exited => Outcome::Incomplete,
         };
-        let timeouts = gsd_telemetry::sample(account, r#"gsd_server_sessions_closed_total{reason="timeout"}"#);
+        let timeouts = gsd_telemetry::sample(account, names::SERVER_SESSIONS_CLOSED.at(&[("reason", "timeout")]));
         DrainRow {
             round,
             pod: pod.to_owned(),
@@ -523,22 +524,11 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gsd_verdict::fixture::ServerBody;
 
     /// A final `/metrics` account with `complete` and `incomplete` drains.
     fn account(complete: u64, incomplete: u64) -> String {
-        format!(
-            "gsd_server_sessions 0\n\
-             gsd_server_drains_total{{outcome=\"complete\"}} {complete}\n\
-             gsd_server_drains_total{{outcome=\"incomplete\"}} {incomplete}\n\
-             gsd_server_drains_total{{outcome=\"client_left\"}} 0\n\
-             gsd_server_drains_total{{outcome=\"peer_lost\"}} 0\n\
-             gsd_server_drains_total{{outcome=\"reset\"}} 0\n\
-             gsd_server_drain_messages_sum 12\n\
-             gsd_server_messages_sent_total{{type=\"data\"}} 40\n\
-             gsd_server_shutdown_duration_seconds_count 1\n\
-             gsd_server_shutdown_duration_seconds_sum 0.25\n\
-             gsd_server_data_unacked_total 0\n"
-        )
+        ServerBody { closed: Vec::new(), ..ServerBody::ended(complete, incomplete, 12) }.render()
     }
 
     fn config() -> LabConfig {

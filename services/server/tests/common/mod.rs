@@ -119,7 +119,7 @@ impl Server {
     }
 
     /// The value of one series of the server's metrics (0 when absent).
-    pub fn metric(&self, series: &str) -> f64 {
+    pub fn metric(&self, series: impl AsRef<str>) -> f64 {
         gsd_telemetry::sample(&gsd_telemetry::render(&self.registry), series).unwrap_or(0.0)
     }
 }
