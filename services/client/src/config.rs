@@ -131,8 +131,14 @@ pub fn parse_url(text: &str) -> Result<String, String> {
 pub use gsd_protocol::duration::{MAX_DURATION, parse_duration, parse_positive_duration};
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// gsd-client's configuration from `flags` (no program name), which
+    /// must be valid.
+    pub(crate) fn parse(flags: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("gsd-client").chain(flags.iter().copied())).expect("valid flags")
+    }
 
     #[test]
     fn urls_are_checked() {

@@ -9,9 +9,12 @@
 
 pub mod cli;
 pub mod config;
+mod connect;
 mod labels;
 pub mod ledger;
 pub mod metrics;
+mod session;
+mod shared;
 mod user;
 
 use std::future::{Future, IntoFuture};
@@ -37,7 +40,7 @@ pub enum ClientError {
 /// `--check`: one connection to `config.server_url`; the welcome's server and
 /// session ids, or why there was none.
 pub async fn check(config: &Config) -> Result<(String, String), String> {
-    user::check(config).await
+    connect::check(config).await
 }
 
 /// Runs the virtual users until `shutdown` resolves; returns the summed ledger.
@@ -59,7 +62,7 @@ pub async fn run(
     let http = tokio::spawn(axum::serve(listener, app).into_future());
     info!(target: "gsd_client::lifecycle", %metrics_addr, server_url = %config.server_url, clients = config.clients, "metrics_listening");
 
-    let shared = Arc::new(user::Shared { config, metrics, shutdown: CancellationToken::new() });
+    let shared = Arc::new(shared::Shared { config, metrics, shutdown: CancellationToken::new() });
     let mut users = JoinSet::new();
     for user in 0..shared.config.clients {
         users.spawn(user::run(user, shared.clone()));
