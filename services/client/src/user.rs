@@ -23,7 +23,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     let mut book = Book { next_id: 1, ..Default::default() };
     let config = &shared.config;
     if !config.ramp_up.is_zero() {
-        let offset = config.ramp_up.mul_f64(user as f64 / config.clients as f64);
+        let offset = config.ramp_up.mul_f64(user as f64 / config.users as f64);
         tokio::select! {
             _ = tokio::time::sleep(offset) => {}
             _ = shared.shutdown.cancelled() => {}
