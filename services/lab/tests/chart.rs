@@ -765,6 +765,17 @@ fn client_users_and_their_deprecated_name_clients() {
     assert_eq!(default, "10");
     assert_eq!(users(&["client.users=50"]).unwrap(), "50");
     assert_eq!(users(&["client.users=1000000"]).unwrap(), "1000000");
+    // From a values file the number is a float: still written in digits
+    // (`1e+06` would be refused by the client).
+    let dir = tempdir("gsd-users");
+    let values = dir.join("values.yaml");
+    std::fs::write(&values, "client:\n  users: 1000000\n").unwrap();
+    let chart = chart();
+    let args = ["template", "gsd", chart.to_str().unwrap(), "--kube-version", "1.31.0", "-f", values.to_str().unwrap()];
+    let (ok, stdout, stderr) = helm(&args).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("- name: USERS\n              value: \"1000000\"\n"), "{stdout}");
     // The old name is still honoured, beside the default users too.
     assert_eq!(users(&["client.clients=7"]).unwrap(), "7");
     assert_eq!(users(&["client.clients=7", "client.users=10"]).unwrap(), "7");
