@@ -1,8 +1,10 @@
 //! What one virtual user saw, kept so that loss is counted, never hidden.
 //!
 //! docs/protocol.md ("What lost means") defines each count for every way a
-//! session can end. Counts saturate rather than wrap: a hostile server that
-//! sends seq 2^64-1 must not turn a huge loss into a small one.
+//! session can end; [`Ledger::settle`] applies those rules to a session that
+//! ended, and the [`Book`] keeps the requests that outlive their session.
+//! Counts saturate rather than wrap: a hostile server that sends seq 2^64-1
+//! must not turn a huge loss into a small one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::AddAssign;
