@@ -185,6 +185,10 @@ fn garbage_values_are_refused_with_a_clear_error() {
         ("faults.resetAtSigterm=-1", "faults/resetAtSigterm"),
         ("faults.closeLastSeqLower=two", "faults/closeLastSeqLower"),
         ("faults.dropOwed=4294967296", "faults/dropOwed"),
+        ("client.users=0", "client/users"),
+        ("client.users=many", "client/users"),
+        ("client.clients=0", "client/clients"),
+        ("client.clients=many", "client/clients"),
     ];
     for (set, needle) in cases {
         refused(&[set], needle);
@@ -726,6 +730,75 @@ fn the_readme_walkthrough_is_what_the_chart_renders() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// NOTES.txt rendered with `sets`; None when Helm is missing. `helm
+/// template` leaves the notes out and `helm install --dry-run` wants a
+/// cluster, so a copy of the chart gets a ConfigMap that includes them.
+fn notes(sets: &[&str]) -> Option<String> {
+    let dir = tempdir("gsd-notes");
+    let copy = dir.join("gsd");
+    assert!(Command::new("cp").arg("-r").arg(chart()).arg(&copy).status().unwrap().success());
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: |\n\
+                    {{ include \"gsd/templates/NOTES.txt\" . | indent 4 }}\n";
+    std::fs::write(copy.join("templates/notes-under-test.yaml"), template).unwrap();
+    let mut args = vec!["template", "gsd", copy.to_str().unwrap(), "--namespace", "shop", "--kube-version", "1.31.0"];
+    args.extend(["--show-only", "templates/notes-under-test.yaml"]);
+    let sets = set_args(sets);
+    args.extend(sets.iter().map(String::as_str));
+    let out = helm(&args);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (ok, stdout, stderr) = out?;
+    assert!(ok, "helm template {sets:?}: {stderr}");
+    let doc: Value = serde_norway::from_str(&stdout).unwrap();
+    Some(doc["data"]["notes"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn client_users_and_their_deprecated_name_clients() {
+    // USERS as the client Deployment sets it; it never sets CLIENTS.
+    let users = |sets: &[&str]| {
+        let docs = render(sets, "1.31.0")?;
+        let c = &find(&docs, "Deployment", "gsd-client")["spec"]["template"]["spec"]["containers"][0];
+        assert!(c["env"].as_array().unwrap().iter().all(|e| e["name"] != "CLIENTS"), "{c}");
+        Some(env(c, "USERS")["value"].clone())
+    };
+    let Some(default) = users(&[]) else { return };
+    assert_eq!(default, "10");
+    assert_eq!(users(&["client.users=50"]).unwrap(), "50");
+    assert_eq!(users(&["client.users=1000000"]).unwrap(), "1000000");
+    // From a values file the number is a float: still written in digits
+    // (`1e+06` would be refused by the client).
+    let dir = tempdir("gsd-users");
+    let values = dir.join("values.yaml");
+    std::fs::write(&values, "client:\n  users: 1000000\n").unwrap();
+    let chart = chart();
+    let args = ["template", "gsd", chart.to_str().unwrap(), "--kube-version", "1.31.0", "-f", values.to_str().unwrap()];
+    let (ok, stdout, stderr) = helm(&args).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("- name: USERS\n              value: \"1000000\"\n"), "{stdout}");
+    // The old name is still honoured, beside the default users too.
+    assert_eq!(users(&["client.clients=7"]).unwrap(), "7");
+    assert_eq!(users(&["client.clients=7", "client.users=10"]).unwrap(), "7");
+    // Beside another number of users, which one was meant cannot be told.
+    refused(
+        &["client.clients=7", "client.users=20"],
+        "client.clients (7) is the deprecated name of client.users (20): set only client.users",
+    );
+    // The extraEnv may not pass the old variable either.
+    refused(
+        &["client.extraEnv[0].name=CLIENTS", "client.extraEnv[0].value=x"],
+        "client.extraEnv: CLIENTS is set by the chart",
+    );
+    // The notes count the users, and warn about the old name only when it is set.
+    let plain = notes(&["client.users=12"]).unwrap();
+    assert!(plain.contains("1 client pod(s) with 12 virtual users each"), "{plain}");
+    assert!(!plain.contains("deprecated"), "{plain}");
+    let old = notes(&["client.clients=7"]).unwrap();
+    assert!(old.contains("1 client pod(s) with 7 virtual users each"), "{old}");
+    assert!(old.contains("WARNING: client.clients is deprecated"), "{old}");
+    assert!(old.contains("set client.users instead (--set client.users=7)"), "{old}");
 }
 
 #[test]

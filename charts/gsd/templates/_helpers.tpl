@@ -96,6 +96,9 @@ crash loop), checked here with the server's own rules.
 {{- fail (printf "faults.%s (%d) sets %s, FAULT INJECTION that makes the servers lose messages or cut sessions on purpose: set faults.enabled=true to allow it" $key $n $variable) }}
 {{- end }}
 {{- end }}
+{{- if and (include "gsd.deprecatedClients" .) (ne (int .Values.client.users) 10) }}
+{{- fail (printf "client.clients (%d) is the deprecated name of client.users (%d): set only client.users" (int .Values.client.clients) (int .Values.client.users)) }}
+{{- end }}
 {{- include "gsd.checkExtraEnv" (dict "env" $s.extraEnv "owned" (include "gsd.serverEnvNames" .) "key" "server.extraEnv") }}
 {{- include "gsd.checkExtraEnv" (dict "env" .Values.client.extraEnv "owned" (include "gsd.clientEnvNames" .) "key" "client.extraEnv") }}
 {{- if .Values.monitoring.prometheusRule.enabled }}
@@ -124,8 +127,25 @@ resetAtSigterm: FAULT_RESET_AT_SIGTERM
 closeLastSeqLower: FAULT_CLOSE_LAST_SEQ_LOWER
 {{- end }}
 
+{{/*
+"true" when client.clients, the deprecated name of client.users, is set
+(still honoured in this release, with a warning in NOTES.txt), else "".
+Beside a client.users other than its default of 10 it fails (gsd.validate):
+which of the two was meant cannot be told. (A client.users set to 10 itself
+cannot be told from the default: then client.clients wins, and the notes
+say so.)
+*/}}
+{{- define "gsd.deprecatedClients" -}}
+{{- if and (hasKey .Values.client "clients") (not (kindIs "invalid" .Values.client.clients)) }}true{{ end }}
+{{- end }}
+
+{{/* USERS: client.users, or the deprecated client.clients when it is set. */}}
+{{- define "gsd.clientUsers" -}}
+{{- int (ternary .Values.client.clients .Values.client.users (eq (include "gsd.deprecatedClients" .) "true")) }}
+{{- end }}
+
 {{- define "gsd.clientEnvNames" -}}
-SERVER_URL CLIENTS REQUEST_INTERVAL PROCESSING_TIME MAKE_BEFORE_BREAK RECONNECT_JITTER RECONNECT_BACKOFF_BASE RECONNECT_BACKOFF_CAP PING_INTERVAL PING_TIMEOUT METRICS_PORT LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT
+SERVER_URL USERS CLIENTS REQUEST_INTERVAL PROCESSING_TIME MAKE_BEFORE_BREAK RECONNECT_JITTER RECONNECT_BACKOFF_BASE RECONNECT_BACKOFF_CAP PING_INTERVAL PING_TIMEOUT METRICS_PORT LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT
 {{- end }}
 
 {{/* Fails on an extraEnv entry whose name the chart owns, or that is given twice. */}}

@@ -2,9 +2,8 @@
 //! virtual users until SIGTERM/SIGINT, close every session with 1000, exit 0.
 
 use crate::Config;
-use clap::Parser;
 use gsd_telemetry::app::{App, Signals};
-use tracing::info;
+use tracing::{info, warn};
 
 /// The whole program: `args` as from `std::env::args_os()` (the first is the
 /// program name). Shared by the thin binary and by gsd-lab, which re-executes
@@ -20,8 +19,11 @@ where
     if args.get(1).is_some_and(|a| a == "verdict") {
         anyhow::bail!("the in-cluster verdict is its own program now: gsd-verdict, with the same options");
     }
-    let config = Config::parse_from(args);
+    let (config, deprecated) = Config::from_args(args).unwrap_or_else(|e| e.exit());
     if config.check {
+        for old in &deprecated {
+            eprintln!("gsd-client: warning: {old}");
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         return match runtime.block_on(crate::check(&config)) {
             Ok((server_id, session_id)) => {
@@ -34,6 +36,9 @@ where
     App::service(config.log_format, "gsd-client").run(|nofile| async move {
         let mut signals = Signals::install()?;
         info!(version = env!("CARGO_PKG_VERSION"), nofile, "start");
+        for old in &deprecated {
+            warn!(given = old.given, use_instead = old.use_instead, "deprecated_setting");
+        }
         let shutdown = async move {
             let name = signals.recv().await;
             info!(signal = name, "signal_received");

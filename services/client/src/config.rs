@@ -23,8 +23,13 @@ pub struct Config {
     pub server_url: String,
 
     /// Concurrent virtual users in this process.
-    #[arg(long, env = "CLIENTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub clients: u32,
+    #[arg(long, env = "USERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_USERS))]
+    pub users: u32,
+
+    /// Deprecated: the old name of --users (USERS), accepted in this release
+    /// with a warning and removed in the next. Giving both is an error.
+    #[arg(long = "clients", env = "CLIENTS", value_name = "CLIENTS", value_parser = clap::value_parser!(u32).range(1..=MAX_USERS))]
+    clients_deprecated: Option<u32>,
 
     /// Interval between requests on each session; 0s sends none.
     #[arg(long, env = "REQUEST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
@@ -96,7 +101,68 @@ pub struct Config {
     pub check: bool,
 }
 
+/// The most virtual users one process runs.
+const MAX_USERS: i64 = 1_000_000;
+
+/// A deprecated spelling that was given, and its new name: the program warns
+/// about each (see [`Config::from_args`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deprecated {
+    /// What was given: a flag (`--clients`) or a variable (`CLIENTS`).
+    pub given: &'static str,
+    /// What to give instead.
+    pub use_instead: &'static str,
+}
+
+impl std::fmt::Display for Deprecated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is deprecated and will be removed in the next release: use {} (the same number of virtual users)",
+            self.given, self.use_instead
+        )
+    }
+}
+
 impl Config {
+    /// Parses `args` (the program name first) and folds the deprecated
+    /// `--clients`/`CLIENTS` into `users`; returns the configuration and the
+    /// deprecated spellings that were given, for the caller to warn about.
+    /// Both the old and the new name at once is an error: which one was meant
+    /// cannot be told.
+    pub fn from_args<I, T>(args: I) -> Result<(Config, Vec<Deprecated>), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Config::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        // How `id` was given: its flag, its variable, or not at all.
+        let spelled = |id: &str, flag: &'static str, variable: &'static str| match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Some(flag),
+            Some(ValueSource::EnvVariable) => Some(variable),
+            _ => None,
+        };
+        let mut config = Config::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let mut deprecated = Vec::new();
+        if let Some(given) = spelled("clients_deprecated", "--clients", "CLIENTS") {
+            if let Some(new) = spelled("users", "--users", "USERS") {
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{given} is the deprecated name of {new}: give only {new}"),
+                ));
+            }
+            let use_instead = if given == "--clients" { "--users" } else { "USERS" };
+            deprecated.push(Deprecated { given, use_instead });
+        }
+        if let Some(users) = config.clients_deprecated.take() {
+            config.users = users;
+        }
+        Ok((config, deprecated))
+    }
+
     /// The liveness settings of every session.
     pub fn liveness(&self) -> gsd_protocol::Liveness {
         gsd_protocol::Liveness { interval: self.ping_interval, timeout: self.ping_timeout }
@@ -131,8 +197,14 @@ pub fn parse_url(text: &str) -> Result<String, String> {
 pub use gsd_protocol::duration::{MAX_DURATION, parse_duration, parse_positive_duration};
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// gsd-client's configuration from `flags` (no program name), which
+    /// must be valid.
+    pub(crate) fn parse(flags: &[&str]) -> Config {
+        Config::from_args(std::iter::once("gsd-client").chain(flags.iter().copied())).expect("valid flags").0
+    }
 
     #[test]
     fn urls_are_checked() {
@@ -156,8 +228,12 @@ mod tests {
     #[test]
     fn garbage_flags_are_refused() {
         for args in [
-            &["gsd-client", "--clients", "0"][..],
+            &["gsd-client", "--users", "0"][..],
+            &["gsd-client", "--users", "many"],
+            &["gsd-client", "--users", "1000001"],
+            &["gsd-client", "--clients", "0"],
             &["gsd-client", "--clients", "many"],
+            &["gsd-client", "--clients", "1000001"],
             &["gsd-client", "--request-interval", "soon"],
             &["gsd-client", "--reconnect-backoff-base", "0s"],
             &["gsd-client", "--make-before-break", "maybe"],
@@ -166,8 +242,36 @@ mod tests {
             &["gsd-client", "--ping-timeout", "0s"],
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?} was accepted");
+            assert!(Config::from_args(args).is_err(), "{args:?} was accepted");
         }
         let c = Config::try_parse_from(["gsd-client", "--make-before-break"]).unwrap();
         assert!(c.make_before_break);
+    }
+
+    #[test]
+    fn users_default_to_one_and_the_new_flag_is_not_deprecated() {
+        let (config, deprecated) = Config::from_args(["gsd-client"]).unwrap();
+        assert_eq!((config.users, deprecated), (1, vec![]));
+        let (config, deprecated) = Config::from_args(["gsd-client", "--users", "40"]).unwrap();
+        assert_eq!((config.users, deprecated), (40, vec![]));
+    }
+
+    #[test]
+    fn the_deprecated_clients_flag_still_sets_the_users_and_is_reported() {
+        let (config, deprecated) = Config::from_args(["gsd-client", "--clients", "7"]).unwrap();
+        assert_eq!(config.users, 7);
+        assert_eq!(deprecated, [Deprecated { given: "--clients", use_instead: "--users" }]);
+        let warning = deprecated[0].to_string();
+        assert!(warning.contains("--clients is deprecated") && warning.contains("use --users"), "{warning}");
+    }
+
+    #[test]
+    fn the_old_and_the_new_flag_together_are_refused() {
+        for args in [["gsd-client", "--users", "2", "--clients", "3"], ["gsd-client", "--clients", "3", "--users", "3"]]
+        {
+            let e = Config::from_args(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{args:?}");
+            assert!(e.to_string().contains("--clients is the deprecated name of --users: give only --users"), "{e}");
+        }
     }
 }

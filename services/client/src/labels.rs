@@ -1,7 +1,7 @@
 //! The labelled enums of the client's metrics, in a module of their own:
-//! the sessions ([`crate::user`]) produce them and the metrics
-//! ([`crate::metrics`]) register one series per value, and neither imports
-//! the other for them.
+//! the connections and sessions ([`crate::connect`], [`crate::session`])
+//! produce them and the metrics ([`crate::metrics`]) register one series per
+//! value, and neither imports the other for them.
 
 /// Why a connection attempt failed; the label is the metric's `reason`.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,18 @@
 //! What one virtual user saw, kept so that loss is counted, never hidden.
 //!
 //! docs/protocol.md ("What lost means") defines each count for every way a
-//! session can end. Counts saturate rather than wrap: a hostile server that
-//! sends seq 2^64-1 must not turn a huge loss into a small one.
+//! session can end; [`Ledger::settle`] applies those rules to a session that
+//! ended, and the [`Book`] keeps the requests that outlive their session.
+//! Counts saturate rather than wrap: a hostile server that sends seq 2^64-1
+//! must not turn a huge loss into a small one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::AddAssign;
 use std::time::Duration;
+
+use gsd_protocol::close;
+
+use crate::labels::{DrainOutcome, EndReason};
 
 /// One virtual user's account of its sessions. Summed over users it is the
 /// process's account ([`AddAssign`]).
@@ -77,6 +83,123 @@ impl Ledger {
     /// Whether anything was lost or any drain fell short.
     pub fn clean(&self) -> bool {
         self.messages_lost == 0 && self.requests_lost == 0 && self.drains_incomplete == 0
+    }
+}
+
+/// Requests survive sessions: unanswered ones are re-sent under the same id.
+#[derive(Default)]
+pub(crate) struct Book {
+    /// Requests sent and not yet answered, by id, with their payloads: what
+    /// the next session re-sends, and what is lost if the user stops first.
+    pub(crate) outstanding: BTreeMap<u64, String>,
+    /// Id of the next new request; ids below it have been used, so a response
+    /// to one no longer outstanding is a duplicate.
+    pub(crate) next_id: u64,
+}
+
+/// How one session ended, as much of it as its account needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionEnd {
+    /// Why it ended.
+    pub(crate) reason: EndReason,
+    /// The server's close code, when a close frame came.
+    pub(crate) close_code: Option<u16>,
+    /// The `last_seq` of the drain's shutdown notice, when one came.
+    pub(crate) notice_last_seq: Option<u64>,
+    /// The `last_seq` in the server's close reason, when it gave one.
+    pub(crate) close_last_seq: Option<u64>,
+    /// The seq of the last data frame received in order (0: none).
+    pub(crate) received_up_to: u64,
+    /// Frames received and not acked when it ended (processed all the same).
+    pub(crate) unacked: u64,
+    /// Requests unanswered when it ended (the next session re-sends them).
+    pub(crate) unanswered: u64,
+}
+
+/// A close whose `last_seq` is below its notice's: it tries to take back
+/// frames the notice announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Regression {
+    pub(crate) notice_last_seq: u64,
+    pub(crate) close_last_seq: u64,
+}
+
+/// What [`Ledger::settle`] counted for one session, for the metrics and
+/// the log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settlement {
+    /// Announced frames that never arrived, the user staying.
+    pub(crate) lost: u64,
+    /// Announced frames the user did not wait for because it was leaving.
+    pub(crate) skipped: u64,
+    /// The close contradicted the notice.
+    pub(crate) regression: Option<Regression>,
+    /// How the drain ended, when the session had one (a notice came).
+    pub(crate) drain: Option<DrainOutcome>,
+    /// Neither a close nor a notice: what followed is unknown.
+    pub(crate) cut: bool,
+}
+
+impl Settlement {
+    /// Announced frames that never arrived, lost or skipped.
+    pub(crate) fn missing(&self) -> u64 {
+        self.lost.saturating_add(self.skipped)
+    }
+}
+
+impl Ledger {
+    /// Counts a session that ended as `end` says, by the rules of
+    /// docs/protocol.md ("What lost means"), and returns what it counted.
+    pub(crate) fn settle(&mut self, end: &SessionEnd) -> Settlement {
+        // Frames received and not acked are processed and counted unacked:
+        // the client holds them, so they are not lost.
+        add(&mut self.data_processed, end.unacked);
+        add(&mut self.data_unacked, end.unacked);
+        let leaving = end.reason == EndReason::Shutdown;
+        // A frame is owed once any notice or close announced it: the highest
+        // last_seq either gave (`None` is below any `Some`). A close cannot
+        // take back what the notice announced.
+        let last_seq = end.notice_last_seq.max(end.close_last_seq);
+        // The close takes back frames the notice announced (sends the drain
+        // deadline cut short, or a forged account): they stay owed, and the
+        // drain cannot be complete.
+        let regression = match (end.notice_last_seq, end.close_last_seq) {
+            (Some(notice_last_seq), Some(close_last_seq)) if close_last_seq < notice_last_seq => {
+                Some(Regression { notice_last_seq, close_last_seq })
+            }
+            _ => None,
+        };
+        let missing = last_seq.map_or(0, |last| last.saturating_sub(end.received_up_to));
+        let (lost, skipped) = if leaving { (0, missing) } else { (missing, 0) };
+        add(&mut self.messages_lost, lost);
+        add(&mut self.messages_skipped, skipped);
+        let drain = end.notice_last_seq.map(|_| {
+            if leaving {
+                DrainOutcome::ClientLeft
+            } else if end.close_code == Some(close::GOING_AWAY)
+                && missing == 0
+                && end.unacked == 0
+                && end.unanswered == 0
+                && regression.is_none()
+            {
+                DrainOutcome::Complete
+            } else {
+                DrainOutcome::Incomplete
+            }
+        });
+        match drain {
+            Some(DrainOutcome::Complete) => add(&mut self.drains_complete, 1),
+            Some(DrainOutcome::Incomplete) => add(&mut self.drains_incomplete, 1),
+            Some(DrainOutcome::ClientLeft) => add(&mut self.drains_client_left, 1),
+            None => {}
+        }
+        let cut = matches!(end.reason, EndReason::Error | EndReason::Timeout)
+            && end.close_code.is_none()
+            && last_seq.is_none();
+        if cut {
+            add(&mut self.sessions_cut, 1);
+        }
+        Settlement { lost, skipped, regression, drain, cut }
     }
 }
 
@@ -160,5 +283,70 @@ mod tests {
         let mut total = Ledger { data_processed: 1, data_unacked: 1, ..Default::default() };
         total += &ledger;
         assert_eq!((total.data_processed, total.data_unacked, total.data_duplicate), (1, 4, 4));
+    }
+
+    fn end(
+        reason: EndReason,
+        close_code: Option<u16>,
+        notice: Option<u64>,
+        close: Option<u64>,
+        got: u64,
+    ) -> SessionEnd {
+        SessionEnd {
+            reason,
+            close_code,
+            notice_last_seq: notice,
+            close_last_seq: close,
+            received_up_to: got,
+            unacked: 0,
+            unanswered: 0,
+        }
+    }
+
+    #[test]
+    fn a_drain_is_complete_only_with_close_1001_and_nothing_owed() {
+        let mut ledger = Ledger::default();
+        let going_away = Some(close::GOING_AWAY);
+        let settled = ledger.settle(&end(EndReason::Drain, going_away, Some(5), Some(5), 5));
+        assert_eq!(settled.drain, Some(DrainOutcome::Complete));
+        assert_eq!((settled.missing(), settled.cut, settled.regression), (0, false, None));
+        // One frame short, one unacked, one unanswered, or another close code: incomplete.
+        let short = end(EndReason::Drain, going_away, Some(5), Some(5), 4);
+        let unacked = SessionEnd { unacked: 1, ..end(EndReason::Drain, going_away, Some(5), Some(5), 5) };
+        let unanswered = SessionEnd { unanswered: 1, ..end(EndReason::Drain, going_away, Some(5), Some(5), 5) };
+        let normal = end(EndReason::Drain, Some(close::NORMAL), Some(5), Some(5), 5);
+        for case in [short, unacked, unanswered, normal] {
+            assert_eq!(ledger.settle(&case).drain, Some(DrainOutcome::Incomplete), "{case:?}");
+        }
+        assert_eq!((ledger.drains_complete, ledger.drains_incomplete, ledger.messages_lost), (1, 4, 1));
+        assert_eq!((ledger.data_unacked, ledger.data_processed), (1, 1));
+    }
+
+    #[test]
+    fn a_close_cannot_take_back_what_the_notice_announced() {
+        let mut ledger = Ledger::default();
+        let settled = ledger.settle(&end(EndReason::Drain, Some(close::GOING_AWAY), Some(5), Some(2), 2));
+        assert_eq!(settled.regression, Some(Regression { notice_last_seq: 5, close_last_seq: 2 }));
+        assert_eq!((settled.lost, settled.skipped, settled.drain), (3, 0, Some(DrainOutcome::Incomplete)));
+        assert_eq!((ledger.messages_lost, ledger.drains_incomplete), (3, 1));
+        // Without a notice, the close's last_seq alone says what was owed.
+        let settled = ledger.settle(&end(EndReason::GoingAway, Some(close::GOING_AWAY), None, Some(9), 7));
+        assert_eq!((settled.lost, settled.drain, settled.regression), (2, None, None));
+    }
+
+    #[test]
+    fn a_leaving_user_skips_what_it_did_not_wait_for_and_only_silence_is_a_cut() {
+        let mut ledger = Ledger::default();
+        let settled = ledger.settle(&end(EndReason::Shutdown, None, Some(6), None, 2));
+        assert_eq!((settled.lost, settled.skipped, settled.drain), (0, 4, Some(DrainOutcome::ClientLeft)));
+        assert_eq!((ledger.messages_skipped, ledger.messages_lost, ledger.drains_client_left), (4, 0, 1));
+        assert!(ledger.clean());
+        for (reason, cut) in [(EndReason::Error, true), (EndReason::Timeout, true), (EndReason::ServerClose, false)] {
+            assert_eq!(ledger.settle(&end(reason, None, None, None, 3)).cut, cut, "{reason:?}");
+        }
+        // A close code or a notice says what the server sent: not a cut.
+        assert!(!ledger.settle(&end(EndReason::Error, Some(1011), None, None, 3)).cut);
+        assert!(!ledger.settle(&end(EndReason::Timeout, None, Some(3), None, 3)).cut);
+        assert_eq!(ledger.sessions_cut, 2);
     }
 }

@@ -9,9 +9,12 @@
 
 pub mod cli;
 pub mod config;
+mod connect;
 mod labels;
 pub mod ledger;
 pub mod metrics;
+mod session;
+mod shared;
 mod user;
 
 use std::future::{Future, IntoFuture};
@@ -37,7 +40,7 @@ pub enum ClientError {
 /// `--check`: one connection to `config.server_url`; the welcome's server and
 /// session ids, or why there was none.
 pub async fn check(config: &Config) -> Result<(String, String), String> {
-    user::check(config).await
+    connect::check(config).await
 }
 
 /// Runs the virtual users until `shutdown` resolves; returns the summed ledger.
@@ -47,7 +50,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Ledger, ClientError> {
     let metrics = ClientMetrics::new(&registry);
-    metrics.users.set(config.clients as i64);
+    metrics.users.set(config.users as i64);
 
     let addr = std::net::SocketAddr::new(config.metrics_bind, config.metrics_port);
     let listener =
@@ -57,11 +60,11 @@ pub async fn run(
         .route("/metrics", get(move || async move { gsd_telemetry::metrics_response(&registry) }))
         .route("/healthz", get(|| async { "ok\n" }));
     let http = tokio::spawn(axum::serve(listener, app).into_future());
-    info!(target: "gsd_client::lifecycle", %metrics_addr, server_url = %config.server_url, clients = config.clients, "metrics_listening");
+    info!(target: "gsd_client::lifecycle", %metrics_addr, server_url = %config.server_url, users = config.users, "metrics_listening");
 
-    let shared = Arc::new(user::Shared { config, metrics, shutdown: CancellationToken::new() });
+    let shared = Arc::new(shared::Shared { config, metrics, shutdown: CancellationToken::new() });
     let mut users = JoinSet::new();
-    for user in 0..shared.config.clients {
+    for user in 0..shared.config.users {
         users.spawn(user::run(user, shared.clone()));
     }
     shutdown.await;
@@ -80,7 +83,7 @@ pub async fn run(
         ($level:ident) => {
             $level!(
                 target: "gsd_client::lifecycle",
-                users = shared.config.clients,
+                users = shared.config.users,
                 sessions = total.sessions,
                 reconnects = total.reconnects,
                 reconnect_latency_max_ms = total.reconnect_latency_max.as_millis() as u64,

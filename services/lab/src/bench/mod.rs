@@ -19,7 +19,7 @@ use crate::harness::metrics::{scrape, scrape_until, wait_value};
 use crate::harness::{Balancer, Client, Error, Launcher, Reaper, Server};
 use callgrind::Callgrind;
 pub use report::{
-    BenchReport, DrainResult, FailoverResult, InstructionsResult, MemoryResult, ThroughputResult, render,
+    BenchReport, DrainResult, Failover, FailoverResult, InstructionsResult, MemoryResult, ThroughputResult, render,
 };
 
 /// gsd-lab bench: drain time against sessions, failover, memory per idle
@@ -78,28 +78,8 @@ pub enum Scenario {
     Instructions,
 }
 
-/// How the failover scenario varies the reconnects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failover {
-    NoJitter,
-    DefaultJitter,
-    DrainPacing,
-    MakeBeforeBreak,
-}
-
+/// How each failover variant runs its server and its client.
 impl Failover {
-    const ALL: [Failover; 4] =
-        [Failover::NoJitter, Failover::DefaultJitter, Failover::DrainPacing, Failover::MakeBeforeBreak];
-
-    fn label(self) -> &'static str {
-        match self {
-            Failover::NoJitter => "no jitter",
-            Failover::DefaultJitter => "jitter 100ms (default)",
-            Failover::DrainPacing => "jitter 100ms + drain pacing 1s",
-            Failover::MakeBeforeBreak => "make-before-break",
-        }
-    }
-
     /// Extra server and client arguments.
     fn args(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
@@ -239,7 +219,7 @@ impl Bench {
         let q = |q: f64| percentile(&latencies, q).unwrap_or(f64::NAN);
         b.stop(STOP_TIMEOUT).await;
         Ok(FailoverResult {
-            variant: variant.label().to_owned(),
+            variant,
             users,
             reconnects: latencies.len() as u64,
             p50_ms: q(0.5),

@@ -41,12 +41,45 @@ pub struct InstructionsResult {
     pub client_instructions_per_session: f64,
 }
 
+/// How the failover scenario varies the reconnects: the `variant` of its
+/// results, serialised as its [`Failover::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Failover {
+    /// RECONNECT_JITTER 0s: every user of the drained pod reconnects at once.
+    #[serde(rename = "no jitter")]
+    NoJitter,
+    /// The defaults: RECONNECT_JITTER 100ms.
+    #[serde(rename = "jitter 100ms (default)")]
+    DefaultJitter,
+    /// The default jitter, and the server spreading its notices over 1 s.
+    #[serde(rename = "jitter 100ms + drain pacing 1s")]
+    DrainPacing,
+    /// The next session opened at the notice.
+    #[serde(rename = "make-before-break")]
+    MakeBeforeBreak,
+}
+
+impl Failover {
+    pub(super) const ALL: [Failover; 4] =
+        [Failover::NoJitter, Failover::DefaultJitter, Failover::DrainPacing, Failover::MakeBeforeBreak];
+
+    /// How the report names it (the same words as its JSON).
+    pub fn label(self) -> &'static str {
+        match self {
+            Failover::NoJitter => "no jitter",
+            Failover::DefaultJitter => "jitter 100ms (default)",
+            Failover::DrainPacing => "jitter 100ms + drain pacing 1s",
+            Failover::MakeBeforeBreak => "make-before-break",
+        }
+    }
+}
+
 /// Two servers behind the Service stand-in, one terminated, in one way of
 /// spreading the reconnects.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailoverResult {
     /// Which way (jitter, drain pacing, make-before-break).
-    pub variant: String,
+    pub variant: Failover,
     /// Virtual users, half of them on the terminated server.
     pub users: u32,
     /// Reconnects the client logged.
@@ -157,7 +190,7 @@ pub fn render(r: &BenchReport) -> String {
         for f in &r.failover {
             out += &format!(
                 "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3} s | {} / {} | {} / {} |\n",
-                f.variant,
+                f.variant.label(),
                 f.users,
                 f.reconnects,
                 f.p50_ms,
@@ -199,4 +232,19 @@ pub fn render(r: &BenchReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failover_variant_is_written_as_its_label_in_json_and_markdown() {
+        // docs/benchmarks.json holds these words: the enum must not change them.
+        let words = ["no jitter", "jitter 100ms (default)", "jitter 100ms + drain pacing 1s", "make-before-break"];
+        for (variant, words) in Failover::ALL.into_iter().zip(words) {
+            assert_eq!(serde_json::to_value(variant).unwrap(), words);
+            assert_eq!(variant.label(), words);
+        }
+    }
 }

@@ -98,7 +98,7 @@ impl Launcher {
     ) -> Result<Client, ProcError> {
         let users = users.to_string();
         let mut all: Vec<&str> =
-            vec!["--server-url", url, "--clients", &users, "--metrics-bind", "127.0.0.1", "--metrics-port", "0"];
+            vec!["--server-url", url, "--users", &users, "--metrics-bind", "127.0.0.1", "--metrics-port", "0"];
         all.extend(args.iter().map(|a| a.as_ref()));
         let mut proc = self.spawn("client", &all, envs, name)?;
         let listening = proc.wait_event("metrics_listening", self.start_timeout).await?;

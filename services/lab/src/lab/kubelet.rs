@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::Lab;
 use gsd_verdict::Ending;
 
-use super::report::DrainRow;
+use super::report::{Drain, DrainRow};
 use crate::harness::gsd::LastScrape;
 use crate::harness::metrics::{scrape, scrape_until};
 use crate::harness::{Error, Server};
@@ -23,11 +23,36 @@ use crate::harness::{Error, Server};
 /// How often a terminating pod is scraped.
 const SCRAPE_EVERY: Duration = Duration::from_millis(50);
 
+/// How a deleted pod is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// As the kubelet terminates a pod: preStop, SIGTERM, and SIGKILL only
+    /// if the grace period runs out.
+    Terminate,
+    /// SIGKILL at once: no preStop, no grace.
+    Kill,
+}
+
+/// When the ReplicaSet's replacement of a deleted pod starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replacement {
+    /// With the deletion, as a ReplicaSet does.
+    StartNow,
+    /// It was started and ready before (a rolling update's surge pod).
+    AlreadyStarted,
+}
+
 impl Lab {
     /// Deletes pod `idx`: the endpoint goes after the propagation delay;
-    /// meanwhile the ReplicaSet's replacement starts (when `replace`) and
-    /// the pod is terminated, or SIGKILLed at once when `kill`.
-    pub(super) async fn delete(&mut self, idx: usize, round: u32, kill: bool, replace: bool) -> Result<(), Error> {
+    /// meanwhile the ReplicaSet's replacement starts (unless it already
+    /// has) and the pod is stopped as `stop` says.
+    pub(super) async fn delete(
+        &mut self,
+        idx: usize,
+        round: u32,
+        stop: Stop,
+        replacement: Replacement,
+    ) -> Result<(), Error> {
         let mut pod = self.pods.remove(idx);
         let clients_before = self.clients_account().await;
         let before = scrape(pod.admin).await;
@@ -35,12 +60,12 @@ impl Lab {
             before.as_deref().and_then(|b| gsd_telemetry::sample(b, names::SERVER_SESSIONS)).unwrap_or(0.0) as u64;
         let deleted = Instant::now();
         self.remove_endpoint_later(pod.id());
-        if replace {
+        if replacement == Replacement::StartNow {
             self.start_pod().await?;
         }
         let deletion = format!("{} {}", self.config.scenario_verb(), pod.id());
         let step = |what: &str| self.step(round, &format!("{deletion}: {what}"));
-        let (ending, seen) = if kill {
+        let (ending, seen) = if stop == Stop::Kill {
             self.progress.set(step("SIGKILL"));
             pod.proc.signal(Signal::SIGKILL);
             pod.proc.wait_exit(Duration::from_secs(10)).await;
@@ -50,8 +75,8 @@ impl Lab {
         };
         self.balancer.forget(pod.id());
         let account = seen.account().or(before.as_deref()).unwrap_or_default();
-        let drained = seen.drained.is_some();
-        self.rows.push(DrainRow::terminated(round, pod.id(), sessions, ending, before.as_deref(), account, drained));
+        let drain = if seen.drained.is_some() { Drain::Finished } else { Drain::Unfinished };
+        self.rows.push(DrainRow::terminated(round, pod.id(), sessions, ending, before.as_deref(), account, drain));
         self.open_row = Some(clients_before);
         self.progress.drained();
         Ok(())

@@ -93,11 +93,21 @@ pub struct DrainRow {
     pub clients: Option<ClientAccount>,
 }
 
+/// Whether a terminated pod's account says its drain finished: the body
+/// that carried its shutdown histogram, or only an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// The pod's final account of its drain was read.
+    Finished,
+    /// The pod never showed its drain over (killed, cut, or stuck).
+    Unfinished,
+}
+
 impl DrainRow {
     /// The row of a deleted pod, from its final `/metrics` account (the
     /// first scrape after its drain, else the last it answered).
-    pub fn deleted(round: u32, pod: &str, sessions: u64, ending: Ending, account: &str, drained: bool) -> DrainRow {
-        DrainRow::terminated(round, pod, sessions, ending, None, account, drained)
+    pub fn deleted(round: u32, pod: &str, sessions: u64, ending: Ending, account: &str, drain: Drain) -> DrainRow {
+        DrainRow::terminated(round, pod, sessions, ending, None, account, drain)
     }
 
     /// The same, with the pod's account from just before its termination.
@@ -108,8 +118,9 @@ impl DrainRow {
         ending: Ending,
         before: Option<&str>,
         account: &str,
-        drained: bool,
+        drain: Drain,
     ) -> DrainRow {
+        let drained = drain == Drain::Finished;
         let (server, account_error) = match ending {
             Ending::Killed => (None, None),
             _ => match ServerAccount::parse(account) {
@@ -165,7 +176,8 @@ impl DrainRow {
         before: Option<&str>,
         account: &str,
     ) -> DrainRow {
-        let mut row = DrainRow::terminated(round, pod, sessions, Ending::Partitioned, before, account, false);
+        let mut row =
+            DrainRow::terminated(round, pod, sessions, Ending::Partitioned, before, account, Drain::Unfinished);
         row.drained = 0;
         row.messages = 0;
         row.shutdown_seconds = Some(freed_after.as_secs_f64());
@@ -537,28 +549,28 @@ mod tests {
 
     #[test]
     fn a_row_is_complete_only_when_the_pod_drained_every_session_and_exited() {
-        let row = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), true);
+        let row = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), Drain::Finished);
         assert_eq!((row.outcome, row.drained, row.messages), (Outcome::Complete, 3, 12));
         assert_eq!(row.shutdown_seconds, Some(0.25));
         assert!(!row.sigkilled);
-        let partial = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(2, 1), true);
+        let partial = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(2, 1), Drain::Finished);
         assert_eq!(partial.outcome, Outcome::Incomplete);
-        let fewer = DrainRow::deleted(1, "pod-0", 4, Ending::Exited, &account(3, 0), true);
+        let fewer = DrainRow::deleted(1, "pod-0", 4, Ending::Exited, &account(3, 0), Drain::Finished);
         assert_eq!(fewer.outcome, Outcome::Incomplete, "3 drained of 4 held is not complete");
-        let unfinished = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), false);
+        let unfinished = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, &account(3, 0), Drain::Unfinished);
         assert_eq!((unfinished.outcome, unfinished.shutdown_seconds), (Outcome::Incomplete, None));
-        let late = DrainRow::deleted(1, "pod-0", 3, Ending::GraceRanOut, &account(3, 0), true);
+        let late = DrainRow::deleted(1, "pod-0", 3, Ending::GraceRanOut, &account(3, 0), Drain::Finished);
         assert_eq!((late.outcome, late.sigkilled), (Outcome::Sigkilled, true));
-        let killed = DrainRow::deleted(1, "pod-0", 3, Ending::Killed, "", false);
+        let killed = DrainRow::deleted(1, "pod-0", 3, Ending::Killed, "", Drain::Unfinished);
         assert_eq!((killed.outcome, killed.unacked), (Outcome::Killed, None));
-        let garbage = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, "<html>502</html>", true);
+        let garbage = DrainRow::deleted(1, "pod-0", 3, Ending::Exited, "<html>502</html>", Drain::Finished);
         assert_eq!((garbage.outcome, garbage.server.is_none()), (Outcome::Incomplete, true));
         assert!(garbage.account_error.as_deref().unwrap().contains("line 1"), "{garbage:?}");
     }
 
     #[test]
     fn users_that_moved_are_counted_on_the_pod_they_left_and_only_moves_pass() {
-        let mut rows = vec![DrainRow::deleted(1, "pod-0", 2, Ending::Exited, &account(2, 0), true)];
+        let mut rows = vec![DrainRow::deleted(1, "pod-0", 2, Ending::Exited, &account(2, 0), Drain::Finished)];
         let reconnect = |from: &str, to: &str, ms: f64| Reconnect {
             reason: "drain".into(),
             latency_ms: ms,
@@ -582,7 +594,7 @@ mod tests {
     /// numbers, in the text, the JSON and the JUnit alike.
     #[test]
     fn both_sides_are_reconciled_and_each_mismatch_is_named() {
-        let mut row = DrainRow::deleted(1, "pod-0", 4, Ending::Exited, &account(3, 0), true);
+        let mut row = DrainRow::deleted(1, "pod-0", 4, Ending::Exited, &account(3, 0), Drain::Finished);
         row.moved = 4;
         row.clients = Some(ClientAccount { cut: 1, drains_complete: 2, received: 9, ..ClientAccount::default() });
         let clients = ClientAccount { cut: 1, duplicate: 2, ..ClientAccount::default() };

@@ -7,6 +7,7 @@
 //! settle.
 
 use super::Lab;
+use super::kubelet::{Replacement, Stop};
 use crate::config::Scenario;
 use crate::harness::Error;
 
@@ -33,8 +34,8 @@ impl Lab {
         for round in 1..=c.rounds {
             match c.scenario {
                 Scenario::Partition => self.partition(0, round).await?,
-                Scenario::DeletePod => self.delete(0, round, false, true).await?,
-                Scenario::Kill => self.delete(0, round, true, true).await?,
+                Scenario::DeletePod => self.delete(0, round, Stop::Terminate, Replacement::StartNow).await?,
+                Scenario::Kill => self.delete(0, round, Stop::Kill, Replacement::StartNow).await?,
                 Scenario::RollingRestart => self.roll(round).await?,
             }
             if c.scenario != Scenario::RollingRestart {
@@ -57,7 +58,7 @@ impl Lab {
             let new = self.start_pod().await?;
             self.balancer.wait_ready(&new, super::START_TIMEOUT).await?;
             let idx = self.pods.iter().position(|p| p.id() == id).expect("old pod still there");
-            self.delete(idx, round, false, false).await?;
+            self.delete(idx, round, Stop::Terminate, Replacement::AlreadyStarted).await?;
             self.wait_users_back(&format!("round {round}: users back")).await;
             self.close_row().await;
         }
