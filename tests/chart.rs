@@ -640,16 +640,17 @@ fn kube_prometheus_stack_selects_every_monitor_and_rule() {
     assert_eq!(find(&docs, "PodMonitor", "gsd-server")["metadata"]["labels"]["release"], "b");
 }
 
-/// The first ```lang block after the README line `heading`.
-fn readme_block(heading: &str, lang: &str) -> String {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let rest = &readme[readme.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("README has no {heading}"))..];
+/// The first ```lang block after the line `heading` of the Markdown file
+/// `page` (relative to the repository).
+fn doc_block(page: &str, heading: &str, lang: &str) -> String {
+    let text = std::fs::read_to_string(root().join(page)).unwrap();
+    let rest = &text[text.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("{page} has no {heading}"))..];
     let start = rest.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
     rest[start..start + rest[start..].find("```").unwrap()].to_owned()
 }
 
-/// The `--set` values of a README command (continuation lines joined).
-fn readme_sets(block: &str, command: &str) -> Vec<String> {
+/// The `--set` values of a documented command (continuation lines joined).
+fn doc_sets(block: &str, command: &str) -> Vec<String> {
     let joined = block.replace("\\\n", " ");
     let line = joined.lines().find(|l| l.starts_with(command)).unwrap_or_else(|| panic!("no `{command}` in {block}"));
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -657,9 +658,9 @@ fn readme_sets(block: &str, command: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_readme_walkthrough_is_what_the_chart_renders() {
+fn the_documented_walkthrough_is_what_the_chart_renders() {
     // The kind path: the image built, loaded and installed is one and the same.
-    let kind = readme_block("## Kubernetes", "sh");
+    let kind = doc_block("docs/kubernetes.md", "## Install", "sh");
     let lines: Vec<&str> = kind.lines().collect();
     assert_eq!(lines.len(), 5, "the five-line kind path: {kind}");
     let image = lines[0].strip_prefix("docker build -t ").unwrap().strip_suffix(" .").unwrap();
@@ -667,19 +668,35 @@ fn the_readme_walkthrough_is_what_the_chart_renders() {
     assert_eq!(lines[2], format!("kind load docker-image {image} --name gsd"));
     assert!(lines[3].starts_with("helm install gsd charts/gsd ") && lines[3].ends_with(" --wait"));
     assert_eq!(lines[4], "helm test gsd --logs");
-    let sets = readme_sets(&kind, "helm install");
+    let sets = doc_sets(&kind, "helm install");
     let Some(docs) = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0") else { return };
     for d in docs.iter().filter(|d| d["kind"] == "Deployment") {
         assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], image, "{}", d["metadata"]["name"]);
     }
     assert_eq!(find(&docs, "Pod", "gsd-test-connection")["spec"]["containers"][0]["image"], image);
     // k3d's equivalent names the same image.
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    assert!(readme.contains(&format!("`k3d image import {image} --cluster gsd`")));
+    let page = std::fs::read_to_string(root().join("docs/kubernetes.md")).unwrap();
+    assert!(page.contains(&format!("`k3d image import {image} --cluster gsd`")));
+
+    // The README's short path: the same image, then the verdict's test.
+    let short = doc_block("README.md", "## On Kubernetes", "sh");
+    let lines: Vec<&str> = short.lines().collect();
+    assert_eq!(lines.len(), 5, "{short}");
+    assert_eq!(lines[0], format!("docker build -t {image} ."));
+    assert_eq!(lines[1], format!("kind create cluster --name gsd && kind load docker-image {image} --name gsd"));
+    assert!(lines[2].starts_with("helm install gsd charts/gsd ") && lines[2].ends_with(" --wait"));
+    assert!(lines[4].starts_with("helm test gsd --logs --timeout 5m"));
+    let install = doc_sets(lines[2], "helm install");
+    let Some(docs) = render(&install.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0") else { return };
+    assert_eq!(find(&docs, "Pod", "gsd-test-connection")["spec"]["containers"][0]["image"], image);
+    let mut upgraded = install.clone();
+    upgraded.extend(doc_sets(lines[3], "helm upgrade gsd charts/gsd --reuse-values"));
+    let docs = render(&upgraded.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
+    assert_eq!(find(&docs, "Pod", "gsd-verdict")["spec"]["containers"][0]["image"], image);
 
     // kube-prometheus-stack: its line puts `release` on every monitor and rule.
-    let kps = readme_block("### Monitoring: kube-prometheus-stack, or a plain Prometheus", "sh");
-    let sets = readme_sets(&kps, "helm upgrade gsd charts/gsd --reuse-values");
+    let kps = doc_block("docs/kubernetes.md", "## Monitoring: kube-prometheus-stack, or a plain Prometheus", "sh");
+    let sets = doc_sets(&kps, "helm upgrade gsd charts/gsd --reuse-values");
     assert!(sets.contains(&"monitoring.labels.release=kube-prometheus-stack".to_owned()), "{sets:?}");
     let docs = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
     let monitored: Vec<&Value> =
@@ -691,14 +708,14 @@ fn the_readme_walkthrough_is_what_the_chart_renders() {
     assert_eq!(find(&docs, "ConfigMap", "gsd-dashboards")["metadata"]["labels"]["grafana_dashboard"], "1");
 
     // The verdict's line adds the verdict pod.
-    let verdict = readme_block("### The verdict, inside the cluster", "sh");
-    let sets = readme_sets(&verdict, "helm upgrade");
+    let verdict = doc_block("docs/kubernetes.md", "## The verdict, inside the cluster", "sh");
+    let sets = doc_sets(&verdict, "helm upgrade");
     let docs = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
     find(&docs, "Pod", "gsd-verdict");
     assert!(verdict.contains("helm test gsd --logs"));
 
     // The plain Prometheus job is a valid configuration that keeps the labels the alerts route on.
-    let config = readme_block("### Monitoring: kube-prometheus-stack, or a plain Prometheus", "yaml");
+    let config = doc_block("docs/kubernetes.md", "## Monitoring: kube-prometheus-stack, or a plain Prometheus", "yaml");
     let parsed: Value = serde_norway::from_str(&config).unwrap();
     let targets: Vec<&str> = parsed["scrape_configs"][0]["relabel_configs"]
         .as_array()

@@ -1,6 +1,6 @@
 //! gsd-lab: a Kubernetes pod deletion, rolling restart or kill rehearsed on
 //! one machine with real processes and signals, and a report of what was
-//! lost. It stands in for a cluster: see the README's "Local rehearsal".
+//! lost. It stands in for a cluster: see docs/lab.md.
 
 pub mod bench;
 pub mod cli;
