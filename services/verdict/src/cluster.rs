@@ -570,7 +570,7 @@ pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> 
         let now = ready_pods(&kube.pods(&namespace, &config.client_selector).await?);
         let after = scrape_clients(&now, config.client_metrics_port).await?;
         (delta, reasons) = client_change(&before, &after);
-        if delta.ends() >= drained || Instant::now() >= settle_until {
+        if all_back(&delta, drained) || Instant::now() >= settle_until {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -600,6 +600,23 @@ pub fn client_change(
         reasons.push(Reason::Collector { what: format!("client pod {pod} went during the verdict") });
     }
     (delta, reasons)
+}
+
+/// How many of the `held` users of the drained pod are back on another:
+/// the clients' reconnects over the window (a user of the drained pod
+/// reconnects exactly once, to a pod that is not draining), less the users
+/// holding no session at the end. The clients cannot say which pod a user
+/// was on, so a reconnect of another pod's user in the window counts too;
+/// a user left without a session never does.
+fn users_back(delta: &ClientAccount, held: u64) -> u64 {
+    let without_session = delta.users.saturating_sub(delta.sessions);
+    delta.reconnects.min(held.saturating_sub(without_session))
+}
+
+/// Whether the clients have seen the end of every one of the `drained`
+/// sessions and every user holds a session again.
+fn all_back(delta: &ClientAccount, drained: u64) -> bool {
+    delta.ends() >= drained && users_back(delta, drained) >= drained
 }
 
 /// The verdict on what was collected, the one path from scrapes to
@@ -634,7 +651,7 @@ pub fn conclude(
             server: report.server.clone(),
             server_before,
             clients: Some(delta),
-            moved: None,
+            moved: Some(users_back(&delta, report.held)),
             grace,
         };
         reasons.extend(crate::judge_all(&[evidence], &delta));
@@ -696,7 +713,7 @@ where
     match run_main(&config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:?}");
+            eprintln!("Error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

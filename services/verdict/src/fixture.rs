@@ -69,8 +69,10 @@ impl ServerBody {
 /// A client process's /metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClientBody {
-    /// Virtual users, each holding a session.
+    /// Virtual users.
     pub users: u64,
+    /// Users holding no session (the rest hold one).
+    pub without_session: u64,
     /// Drains seen complete.
     pub complete: u64,
     /// Drains seen incomplete.
@@ -92,7 +94,7 @@ impl ClientBody {
     pub fn render(&self) -> String {
         let mut body = String::new();
         line(&mut body, names::CLIENT_USERS, &[], self.users);
-        line(&mut body, names::CLIENT_SESSIONS, &[], self.users);
+        line(&mut body, names::CLIENT_SESSIONS, &[], self.users.saturating_sub(self.without_session));
         for outcome in CLIENT_DRAIN_OUTCOMES {
             let n = match outcome {
                 "complete" => self.complete,

@@ -152,6 +152,52 @@ fn a_clean_drain_passes_with_its_numbers_in_the_json_and_junit() {
 }
 
 #[test]
+fn users_of_the_drained_pod_that_did_not_come_back_fail_by_number() {
+    let dir = Dir::new("not-back");
+    // A clean drain of 5 on the server's side, but only 3 users reconnected
+    // and 2 hold no session at the end.
+    let after = ClientBody { complete: 5, reconnects_drain: 3, without_session: 2, received: 325, ..before() };
+    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
+    let args = [
+        p("--pod"),
+        p("x"),
+        p("--server-before"),
+        &sb,
+        p("--server"),
+        &sl,
+        p("--clients-before"),
+        &cb,
+        p("--clients"),
+        &ca,
+    ];
+    let (out, json) = judge(&dir, &args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("x: only 3 of its 5 users reconnected to another pod"), "{stdout}");
+    let json = json.expect("--json written");
+    let not_moved = reason(&json, "users_not_moved").unwrap_or_else(|| panic!("{json}"));
+    assert_eq!((not_moved["held"].as_u64(), not_moved["moved"].as_u64()), (Some(5), Some(3)));
+    // Every user back, 2 of them without a session at the end: still 3.
+    let after = ClientBody { complete: 5, reconnects_drain: 5, without_session: 2, received: 325, ..before() };
+    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
+    let args = [
+        p("--pod"),
+        p("x"),
+        p("--server-before"),
+        &sb,
+        p("--server"),
+        &sl,
+        p("--clients-before"),
+        &cb,
+        p("--clients"),
+        &ca,
+    ];
+    let (out, json) = judge(&dir, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
+    assert_eq!(reason(&json.unwrap(), "users_not_moved").unwrap()["moved"], 3);
+}
+
+#[test]
 fn lost_messages_fail_naming_their_number() {
     let dir = Dir::new("lost");
     // faults.dropOwed=2 with 5 owed frames: every one of the 5 drains
