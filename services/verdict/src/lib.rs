@@ -18,6 +18,7 @@
 //! lives here once, so the two cannot disagree.
 
 pub mod account;
+pub mod cli;
 pub mod cluster;
 pub mod exposition;
 pub mod fixture;

@@ -1,6 +1,5 @@
-//! The `gsd-verdict` binary; everything is in [`gsd_verdict::cluster`]
-//! (the in-cluster run) and [`gsd_verdict::offline`] (`gsd-verdict judge`).
+//! The `gsd-verdict` binary; everything is in [`gsd_verdict::cli`].
 
 fn main() -> std::process::ExitCode {
-    gsd_verdict::cluster::main(std::env::args_os())
+    gsd_verdict::cli::main(std::env::args_os())
 }
