@@ -97,6 +97,24 @@ fn p(s: &str) -> &Path {
     Path::new(s)
 }
 
+/// `gsd-verdict judge` on one pod's termination: `pod`, and the files of
+/// [`files`].
+fn judge_drain(dir: &Dir, pod: &str, [sb, sl, cb, ca]: &[PathBuf; 4]) -> (Output, Option<Value>) {
+    let args = [
+        p("--pod"),
+        p(pod),
+        p("--server-before"),
+        sb,
+        p("--server"),
+        sl,
+        p("--clients-before"),
+        cb,
+        p("--clients"),
+        ca,
+    ];
+    judge(dir, &args)
+}
+
 #[test]
 fn a_clean_drain_passes_with_its_numbers_in_the_json_and_junit() {
     let dir = Dir::new("clean");
@@ -157,20 +175,7 @@ fn users_of_the_drained_pod_that_did_not_come_back_fail_by_number() {
     // A clean drain of 5 on the server's side, but only 3 users reconnected
     // and 2 hold no session at the end.
     let after = ClientBody { complete: 5, reconnects_drain: 3, without_session: 2, received: 325, ..before() };
-    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
-    let args = [
-        p("--pod"),
-        p("x"),
-        p("--server-before"),
-        &sb,
-        p("--server"),
-        &sl,
-        p("--clients-before"),
-        &cb,
-        p("--clients"),
-        &ca,
-    ];
-    let (out, json) = judge(&dir, &args);
+    let (out, json) = judge_drain(&dir, "x", &files(&dir, &server(0, 5, 0, 0, true), after));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("x: only 3 of its 5 users reconnected to another pod"), "{stdout}");
@@ -179,20 +184,7 @@ fn users_of_the_drained_pod_that_did_not_come_back_fail_by_number() {
     assert_eq!((not_moved["held"].as_u64(), not_moved["moved"].as_u64()), (Some(5), Some(3)));
     // Every user back, 2 of them without a session at the end: still 3.
     let after = ClientBody { complete: 5, reconnects_drain: 5, without_session: 2, received: 325, ..before() };
-    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
-    let args = [
-        p("--pod"),
-        p("x"),
-        p("--server-before"),
-        &sb,
-        p("--server"),
-        &sl,
-        p("--clients-before"),
-        &cb,
-        p("--clients"),
-        &ca,
-    ];
-    let (out, json) = judge(&dir, &args);
+    let (out, json) = judge_drain(&dir, "x", &files(&dir, &server(0, 5, 0, 0, true), after));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
     assert_eq!(reason(&json.unwrap(), "users_not_moved").unwrap()["moved"], 3);
 }
@@ -203,20 +195,8 @@ fn lost_messages_fail_naming_their_number() {
     // faults.dropOwed=2 with 5 owed frames: every one of the 5 drains
     // misses 2, and the clients count them lost and the drains incomplete.
     let after = ClientBody { incomplete: 5, lost: 10, reconnects_drain: 5, received: 315, ..before() };
-    let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
-    let args = [
-        p("--pod"),
-        p("x"),
-        p("--server-before"),
-        &sb,
-        p("--server"),
-        &sl,
-        p("--clients-before"),
-        &cb,
-        p("--clients"),
-        &ca,
-    ];
-    let (out, json) = judge(&dir, &args);
+    let drain = files(&dir, &server(0, 5, 0, 0, true), after);
+    let (out, json) = judge_drain(&dir, "x", &drain);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("FAIL:\n") && stdout.contains("  - 10 messages lost\n"), "{stdout}");
@@ -226,7 +206,8 @@ fn lost_messages_fail_naming_their_number() {
     assert_eq!(reason(&json, "messages_lost").unwrap()["messages"], 10);
     assert_eq!(reason(&json, "client_drains_incomplete").unwrap()["drains"], 5);
     // The same clients with no pod: the clients' account alone, the same loss.
-    let (out, json) = judge(&dir, &[p("--clients-before"), &cb, p("--clients"), &ca]);
+    let [_, _, cb, ca] = &drain;
+    let (out, json) = judge(&dir, &[p("--clients-before"), cb, p("--clients"), ca]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
     let json = json.unwrap();
     assert_eq!(reason(&json, "messages_lost").unwrap()["messages"], 10);
