@@ -252,14 +252,15 @@ get it OOM-killed.
 {{/*
 The test pods' hook-delete-policy. A succeeded test pod should go, so that
 `helm uninstall` leaves nothing of the release (Helm never deletes hook
-resources itself). Helm 4 deletes it only after `helm test --logs` has read
-its log; Helm 3 deletes it first, and `--logs` then fails with "pods ... not
-found" (helm/helm#9098). So on Helm 3 a test pod stays until the next
+resources itself). Helm 4.1 and later delete it only after `helm test
+--logs` has read its log (helm/helm#31579; 4.0.x lacks it); earlier Helm
+deletes it first, and `--logs` then fails with "pods ... not found"
+(helm/helm#9098). So before Helm 4.1 a test pod stays until the next
 `helm test` replaces it (NOTES.txt gives the command that removes it);
 a failed one stays on both, for its log.
 */}}
 {{- define "gsd.testDeletePolicy" -}}
-{{- if semverCompare ">=4.0.0-0" .Capabilities.HelmVersion.Version -}}
+{{- if semverCompare ">=4.1.0-0" .Capabilities.HelmVersion.Version -}}
 before-hook-creation,hook-succeeded
 {{- else -}}
 before-hook-creation

@@ -133,6 +133,13 @@ pub enum InputError {
         /// How many after.
         after: usize,
     },
+    /// One client file given twice: two processes would be read as one,
+    /// and one's counts would go missing from the sum.
+    #[error("{path}: given twice as --clients; each client process needs its own file")]
+    Twice {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 fn read(path: &Path) -> Result<String, InputError> {
@@ -157,6 +164,9 @@ pub fn judge(config: &JudgeConfig) -> Result<VerdictReport, InputError> {
     let (mut before, mut after, mut scrapes) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     for (then, now) in config.clients_before.iter().zip(&config.clients) {
         let name = now.display().to_string();
+        if after.contains_key(&name) {
+            return Err(InputError::Twice { path: now.clone() });
+        }
         let scrape = ClientScrape {
             before_file: then.display().to_string(),
             after_file: name.clone(),

@@ -256,7 +256,7 @@ fn bad_input_exits_2_naming_the_file_and_what_is_wrong() {
     let cut = dir.file("cut.prom", &after.render().replace(&format!("{} 0\n", names::CLIENT_DATA_UNACKED), ""));
     let missing = dir.0.join("nowhere.prom");
     let empty = dir.file("empty.prom", "");
-    let cases: [(Vec<&Path>, Vec<String>); 5] = [
+    let cases: [(Vec<&Path>, Vec<String>); 6] = [
         (
             vec![
                 p("--pod"),
@@ -298,6 +298,10 @@ fn bad_input_exits_2_naming_the_file_and_what_is_wrong() {
         (
             vec![p("--clients-before"), &cb, p("--clients"), &empty],
             vec!["empty.prom".into(), "no sample in the body".into()],
+        ),
+        (
+            vec![p("--clients-before"), &cb, &cb, p("--clients"), &ca, &ca],
+            vec![ca.display().to_string(), "given twice as --clients".into()],
         ),
     ];
     for (args, says) in cases {
