@@ -187,6 +187,35 @@ need_registry() {
         "the distribution registry v3.1.2"
 }
 
+# Traefik v3.6.12 (MIT), a proxy in front of gsd's WebSockets: built once
+# from the Go module proxy through scripts/tools/traefik/go.mod, which
+# repeats Traefik's own replace lines (forks of three modules) that
+# `go install traefik@v3.6.12` refuses. Stamped with the version, codename
+# and release date, as Traefik's Makefile does; a module build would say
+# "dev". The module carries no web dashboard assets (webui/static holds only
+# a placeholder): the build and the proxy run without them, with the API and
+# dashboard left off.
+need_traefik() {
+    TRAEFIK_BIN="${TRAEFIK_BIN:-$tools_dir/bin/traefik}"
+    local pkg=github.com/traefik/traefik/v3/pkg/version
+    go_build_pinned traefik "$TRAEFIK_BIN" github.com/traefik/traefik/v3/cmd/traefik "traefik v3.6.12" \
+        "-X $pkg.Version=v3.6.12 -X $pkg.Codename=ramequin -X $pkg.BuildDate=2026-03-26T00:00:00Z"
+}
+
+# Envoy Gateway v1.9.0 (Apache-2.0), the Gateway API control plane for
+# Envoy: built once from the Go module proxy through
+# scripts/tools/envoy-gateway/go.mod (it has no replace lines; the pinning
+# module fixes every version). The one binary is the controller
+# (`server`), the certificate Job (`certgen`) and the Envoy pod's
+# shutdown manager (`envoy shutdown-manager`). Its version is stamped as its
+# release build does; the Gateway API version it prints comes from the
+# build information.
+need_envoy_gateway() {
+    ENVOY_GATEWAY_BIN="${ENVOY_GATEWAY_BIN:-$tools_dir/bin/envoy-gateway}"
+    go_build_pinned envoy-gateway "$ENVOY_GATEWAY_BIN" github.com/envoyproxy/gateway/cmd/envoy-gateway \
+        "envoy gateway v1.9.0" "-X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=v1.9.0"
+}
+
 # A cargo subcommand from crates.io at a pinned version, built once into the
 # tools cache (its build directory too, outside the work tree).
 need_cargo_tool() {
