@@ -1265,3 +1265,82 @@ fn every_metric_named_outside_the_code_is_one_gsd_exposes() {
         assert!(documented.contains(&format!("`{metric}")), "docs/metrics.md does not describe {metric}");
     }
 }
+
+/// The path real traffic takes: an HTTPRoute and an Ingress that send /ws
+/// to the server Service, off by default; the route's timeouts off unless
+/// set (a WebSocket session is one long request); and what a Gateway or an
+/// ingress controller would refuse is refused at render, with its reason.
+#[test]
+fn the_route_and_the_ingress_take_ws_to_the_server_service() {
+    let Some(plain) = render(&[], "1.31.0") else { return };
+    assert!(!kinds(&plain).iter().any(|k| k == "HTTPRoute" || k == "Ingress"), "{:?}", kinds(&plain));
+
+    let sets = [
+        "gateway.httpRoute.enabled=true",
+        "gateway.httpRoute.parentRefs[0].name=web",
+        "gateway.httpRoute.parentRefs[0].namespace=gateways",
+        "gateway.httpRoute.hostnames[0]=ws.example.test",
+        "ingress.enabled=true",
+        "ingress.className=traefik",
+        "ingress.host=ws.example.test",
+        "ingress.tlsSecretName=ws-tls",
+        "service.port=8443",
+    ];
+    let docs = render(&sets, "1.31.0").unwrap();
+    let route = find(&docs, "HTTPRoute", "gsd");
+    assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+    let spec = &route["spec"];
+    assert_eq!(spec["parentRefs"][0]["name"], "web");
+    assert_eq!(spec["parentRefs"][0]["namespace"], "gateways");
+    assert_eq!(spec["hostnames"][0], "ws.example.test");
+    let rule = &spec["rules"][0];
+    assert_eq!(rule["matches"][0]["path"]["value"], "/ws");
+    assert_eq!(rule["backendRefs"][0]["name"], "gsd");
+    assert_eq!(rule["backendRefs"][0]["port"], 8443);
+    assert_eq!(
+        (rule["timeouts"]["request"].as_str(), rule["timeouts"]["backendRequest"].as_str()),
+        (Some("0s"), Some("0s"))
+    );
+
+    let ingress = find(&docs, "Ingress", "gsd");
+    let spec = &ingress["spec"];
+    assert_eq!(spec["ingressClassName"], "traefik");
+    assert_eq!(spec["tls"][0]["secretName"], "ws-tls");
+    assert_eq!(spec["tls"][0]["hosts"][0], "ws.example.test");
+    assert_eq!(spec["rules"][0]["host"], "ws.example.test");
+    let path = &spec["rules"][0]["http"]["paths"][0];
+    assert_eq!((path["path"].as_str(), path["pathType"].as_str()), (Some("/ws"), Some("Prefix")));
+    assert_eq!(path["backend"]["service"]["name"], "gsd");
+    assert_eq!(path["backend"]["service"]["port"]["number"], 8443);
+
+    // Set timeouts are written as given.
+    let timed = render(
+        &[
+            "gateway.httpRoute.enabled=true",
+            "gateway.httpRoute.parentRefs[0].name=web",
+            "gateway.httpRoute.requestTimeout=1h",
+        ],
+        "1.31.0",
+    )
+    .unwrap();
+    assert_eq!(find(&timed, "HTTPRoute", "gsd")["spec"]["rules"][0]["timeouts"]["request"], "1h");
+
+    // The client and the connection test can be sent through the proxy.
+    let via = render(&["client.serverUrl=ws://ws.example.test/ws"], "1.31.0").unwrap();
+    let client = &find(&via, "Deployment", "gsd-client")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(client, "SERVER_URL")["value"], "ws://ws.example.test/ws");
+    let test = &find(&via, "Pod", "gsd-test-connection")["spec"]["containers"][0];
+    assert_eq!(env(test, "SERVER_URL")["value"], "ws://ws.example.test/ws");
+    refused(&["client.serverUrl=http://ws.example.test/ws"], "client/serverUrl");
+    refused(&["client.serverUrl=ws://ws.example.test"], "client/serverUrl");
+
+    refused(&["gateway.httpRoute.enabled=true"], "gateway.httpRoute.enabled needs gateway.httpRoute.parentRefs");
+    refused(&["gateway.httpRoute.requestTimeout=forever"], "gateway/httpRoute/requestTimeout");
+    refused(&["gateway.httpRoute.requestTimeout=1.5s"], "gateway/httpRoute/requestTimeout");
+    refused(&["gateway.httpRoute.hostnames[0]=Not_A_Host"], "gateway/httpRoute/hostnames/0");
+    refused(&["gateway.httpRoute.parentRefs[0].namespace=gateways"], "missing property 'name'");
+    refused(&["gateway.httpRoute.parentRef=web"], "additional properties 'parentRef' not allowed");
+    refused(&["ingress.enabled=true", "ingress.tlsSecretName=ws-tls"], "ingress.tlsSecretName needs ingress.host");
+    refused(&["ingress.host=WS.example.test"], "ingress/host");
+    refused(&["ingress.className=Traefik Ingress"], "ingress/className");
+}

@@ -53,8 +53,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "gsd.fullname" . }}
 {{- end }}
 
+{{/* The client's SERVER_URL: client.serverUrl (a proxy) or the server Service. */}}
 {{- define "gsd.serverUrl" -}}
+{{- if .Values.client.serverUrl }}
+{{- .Values.client.serverUrl }}
+{{- else }}
 {{- printf "ws://%s.%s.svc.%s:%v/ws" (include "gsd.serverService" .) .Release.Namespace .Values.clusterDomain .Values.service.port }}
+{{- end }}
 {{- end }}
 
 {{/*
