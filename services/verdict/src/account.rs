@@ -51,16 +51,11 @@ pub const SERVER_DRAIN_OUTCOMES: [&str; 5] = ["complete", "incomplete", "client_
 /// The outcomes every client exports from start-up.
 pub const CLIENT_DRAIN_OUTCOMES: [&str; 3] = ["complete", "incomplete", "client_left"];
 
-/// `metric{labels}` as text, for errors.
-fn series(metric: Metric, labels: &[(&str, &str)]) -> String {
-    metric.at(labels)
-}
-
 /// A count: present, finite, whole and not negative.
 fn count(e: &Exposition, metric: Metric, labels: &[(&str, &str)]) -> Result<u64, AccountError> {
-    let value = e.get(metric, labels).ok_or_else(|| AccountError::Missing { series: series(metric, labels) })?;
+    let value = e.get(metric, labels).ok_or_else(|| AccountError::Missing { series: metric.at(labels) })?;
     if !(value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < u64::MAX as f64) {
-        return Err(AccountError::NotACount { series: series(metric, labels), value });
+        return Err(AccountError::NotACount { series: metric.at(labels), value });
     }
     Ok(value as u64)
 }
@@ -248,7 +243,7 @@ impl ClientAccount {
         let pairs = client_counters(&mut delta).into_iter().zip(client_counters(&mut earlier));
         for ((after, metric, label), (before, ..)) in pairs {
             *after = after.checked_sub(*before).ok_or(AccountError::WentBack {
-                series: series(metric, label.as_slice()),
+                series: metric.at(label.as_slice()),
                 before: *before,
                 after: *after,
             })?;

@@ -11,31 +11,11 @@ use std::process::{Command, Output};
 use gsd_verdict::fixture::{ClientBody, ServerBody};
 use gsd_verdict::names;
 
+mod common;
+use common::Dir;
+
 /// 2026-12-02T10:00:00Z, the deletion.
 const T: f64 = 1_796_205_600.0;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("gsd-cluster-check-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn file(&self, name: &str, body: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, body).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster-check")
@@ -87,7 +67,7 @@ struct Drain {
 impl Drain {
     /// `exit_code` 0: a clean drain; 137: SIGKILLed at a 1 s grace period.
     fn new(name: &str, logged: u64, exit_code: u32, client_after: &str) -> Drain {
-        let dir = Dir::new(name);
+        let dir = Dir::new("cluster-check", name);
         let pod = "gsd-server-a";
         let ev =
             |t: f64, msg: &str, extra: &str| format!("{{\"timestamp\":\"{}\",\"message\":\"{msg}\"{extra}}}\n", at(t));
@@ -252,9 +232,9 @@ fn a_sigkill_is_the_judges_fail_and_its_numbers_are_read_from_its_json() {
 
 #[test]
 fn the_clients_alone_pass_with_exact_drains_or_fail() {
-    let dir = Dir::new("clients");
-    let before = dir.file("b.prom", &client(0, 0, 0));
-    let after = dir.file("a.prom", &client(4, 0, 0));
+    let dir = Dir::new("cluster-check", "clients");
+    let before = dir.file("b.prom", &client(0, 0, 0)).display().to_string();
+    let after = dir.file("a.prom", &client(4, 0, 0)).display().to_string();
     let json = dir.0.join("v.json").display().to_string();
     let out = check(&["clients", &before, &after, "4", &json]);
     assert!(out.status.success(), "{}", text(&out));
@@ -262,7 +242,7 @@ fn the_clients_alone_pass_with_exact_drains_or_fail() {
     let out = check(&["clients", &before, &after, "5", &json]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("4 complete drains and 4 drain reconnects, expected 5 each"), "{}", text(&out));
-    let lossy = dir.file("l.prom", &client(4, 1, 3));
+    let lossy = dir.file("l.prom", &client(4, 1, 3)).display().to_string();
     let out = check(&["judge", &json, "--clients-before", &before, "--clients", &lossy]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("  - 3 messages lost\n"), "{}", text(&out));

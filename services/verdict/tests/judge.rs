@@ -11,29 +11,8 @@ use gsd_verdict::fixture::{ClientBody, ServerBody};
 use gsd_verdict::names;
 use serde_json::Value;
 
-/// A directory of its own per test, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("gsd-verdict-judge-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn file(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, body).unwrap();
-        path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Dir;
 
 /// A server's /metrics: `sessions` open; `complete`/`incomplete` drains;
 /// `ended`: its drain's shutdown observed. With the HELP and TYPE comments
@@ -117,7 +96,7 @@ fn judge_drain(dir: &Dir, pod: &str, [sb, sl, cb, ca]: &[PathBuf; 4]) -> (Output
 
 #[test]
 fn a_clean_drain_passes_with_its_numbers_in_the_json_and_junit() {
-    let dir = Dir::new("clean");
+    let dir = Dir::new("judge", "clean");
     let after = ClientBody { complete: 5, reconnects_drain: 5, received: 325, ..before() };
     let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
     let junit = dir.0.join("verdict.xml");
@@ -171,7 +150,7 @@ fn a_clean_drain_passes_with_its_numbers_in_the_json_and_junit() {
 
 #[test]
 fn users_of_the_drained_pod_that_did_not_come_back_fail_by_number() {
-    let dir = Dir::new("not-back");
+    let dir = Dir::new("judge", "not-back");
     // A clean drain of 5 on the server's side, but only 3 users reconnected
     // and 2 hold no session at the end.
     let after = ClientBody { complete: 5, reconnects_drain: 3, without_session: 2, received: 325, ..before() };
@@ -191,7 +170,7 @@ fn users_of_the_drained_pod_that_did_not_come_back_fail_by_number() {
 
 #[test]
 fn lost_messages_fail_naming_their_number() {
-    let dir = Dir::new("lost");
+    let dir = Dir::new("judge", "lost");
     // faults.dropOwed=2 with 5 owed frames: every one of the 5 drains
     // misses 2, and the clients count them lost and the drains incomplete.
     let after = ClientBody { incomplete: 5, lost: 10, reconnects_drain: 5, received: 315, ..before() };
@@ -216,7 +195,7 @@ fn lost_messages_fail_naming_their_number() {
 
 #[test]
 fn a_sigkill_at_the_grace_period_is_named_with_the_sessions_and_the_loss() {
-    let dir = Dir::new("sigkill");
+    let dir = Dir::new("judge", "sigkill");
     let after = ClientBody { incomplete: 5, lost: 7, unacked: 3, reconnects_drain: 5, received: 320, ..before() };
     let [sb, _, cb, ca] = files(&dir, "unused\n", after);
     let args = [
@@ -249,7 +228,7 @@ fn a_sigkill_at_the_grace_period_is_named_with_the_sessions_and_the_loss() {
 
 #[test]
 fn bad_input_exits_2_naming_the_file_and_what_is_wrong() {
-    let dir = Dir::new("bad");
+    let dir = Dir::new("judge", "bad");
     let after = ClientBody { complete: 5, reconnects_drain: 5, ..before() };
     let [sb, sl, cb, ca] = files(&dir, &server(0, 5, 0, 0, true), after);
     let garbage = dir.file("garbage.prom", "<html><body>502 Bad Gateway</body></html>\n");
