@@ -25,24 +25,32 @@ go_build_pinned() {
         GOFLAGS=-mod=mod go build -ldflags "-s -w $*" -o "$out" "$pkg")
 }
 
+# go_module_copy MODULE@VERSION: fetches the module from the proxy (checked
+# against sum.golang.org), copies it into the tools cache writable, and
+# prints the copy's path (the caller removes it after its build).
+go_module_copy() {
+    local dir src
+    dir=$(cd / && GOFLAGS=-mod=mod go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -d "$dir" ] || { echo "gsd: go mod download $1 gave no directory" >&2; return 1; }
+    src="$tools_dir/src/$(basename "$dir")"
+    rm -rf "$src" && mkdir -p "$tools_dir/src" && cp -r "$dir" "$src" && chmod -R u+w "$src" && echo "$src"
+}
+
 # go_build_trimmed MODULE@VERSION OUT PKG FILE WHAT IMPORTS...: builds a Go
 # program whose upstream chooses its plugins in one generated file of
 # blank imports (FILE), with only the plugins gsd uses (IMPORTS). The
-# module is fetched from the proxy (checked against sum.golang.org), copied
-# into the tools cache, FILE rewritten, and PKG built inside the copy with
-# the module's own go.mod and go.sum: the versions upstream released with.
-# This is the plugin selection upstream documents (Prometheus's plugins.yml,
-# CoreDNS's plugin.cfg); it halves what the first run compiles.
+# module is copied (go_module_copy), FILE rewritten, and PKG built inside
+# the copy with the module's own go.mod and go.sum: the versions upstream
+# released with. This is the plugin selection upstream documents
+# (Prometheus's plugins.yml, CoreDNS's plugin.cfg); it halves what the
+# first run compiles.
 go_build_trimmed() {
     local modver=$1 out=$2 pkg=$3 file=$4 what=$5
     shift 5
     [ -x "$out" ] && return 0
     step "go build $what (first run only; a few minutes)"
-    local dir src imp
-    dir=$(cd / && GOFLAGS=-mod=mod go mod download -json "$modver" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    [ -d "$dir" ] || { echo "gsd: go mod download $modver gave no directory" >&2; return 1; }
-    src="$tools_dir/src/$(basename "$dir")"
-    rm -rf "$src" && mkdir -p "$tools_dir/src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
+    local src imp
+    src=$(go_module_copy "$modver") || return 1
     {
         echo "// Written by gsd's scripts/tools.sh: only the plugins gsd uses."
         echo "package $(basename "$(dirname "$src/$file")")"
@@ -188,18 +196,49 @@ need_registry() {
 }
 
 # Traefik v3.6.12 (MIT), a proxy in front of gsd's WebSockets: built once
-# from the Go module proxy through scripts/tools/traefik/go.mod, which
-# repeats Traefik's own replace lines (forks of three modules) that
-# `go install traefik@v3.6.12` refuses. Stamped with the version, codename
-# and release date, as Traefik's Makefile does; a module build would say
-# "dev". The module carries no web dashboard assets (webui/static holds only
-# a placeholder): the build and the proxy run without them, with the API and
-# dashboard left off.
+# inside a copy of its module (go_module_copy), so that its go.mod and
+# go.sum, with its replace lines (forks of three modules, which `go install
+# traefik@v3.6.12` refuses), are the main module's, as in its own release
+# build. Without the ACME DNS-01 providers: lego's providers/dns, which
+# Traefik's ACME provider alone imports, pulls in the SDKs of every DNS
+# host (847 of the 2,496 packages of the build); gsd never asks Traefik for
+# a certificate, and this build refuses a DNS challenge with an error that
+# says so. Stamped with the version, codename and release date, as
+# Traefik's Makefile does (a module build would say "dev"). The module
+# carries no web dashboard assets (webui/static holds only a placeholder):
+# the proxy runs with the API and dashboard off.
 need_traefik() {
     TRAEFIK_BIN="${TRAEFIK_BIN:-$tools_dir/bin/traefik}"
-    local pkg=github.com/traefik/traefik/v3/pkg/version
-    go_build_pinned traefik "$TRAEFIK_BIN" github.com/traefik/traefik/v3/cmd/traefik "traefik v3.6.12" \
-        "-X $pkg.Version=v3.6.12 -X $pkg.Codename=ramequin -X $pkg.BuildDate=2026-03-26T00:00:00Z"
+    [ -x "$TRAEFIK_BIN" ] && return 0
+    step "go build traefik v3.6.12 without the ACME DNS providers (first run only; a few minutes)"
+    local src pkg=github.com/traefik/traefik/v3/pkg/version
+    src=$(go_module_copy github.com/traefik/traefik/v3@v3.6.12) || return 1
+    mkdir -p "$src/pkg/provider/acme/nodns"
+    cat >"$src/pkg/provider/acme/nodns/nodns.go" <<'GO'
+// Written by gsd's scripts/tools.sh: Traefik built without the ACME DNS-01
+// providers (gsd never asks it for a certificate).
+package nodns
+
+import (
+	"fmt"
+
+	"github.com/go-acme/lego/v4/challenge"
+)
+
+// NewDNSChallengeProviderByName refuses every provider.
+func NewDNSChallengeProviderByName(name string) (challenge.Provider, error) {
+	return nil, fmt.Errorf("DNS challenge provider %q: this Traefik was built by gsd without the ACME DNS providers", name)
+}
+GO
+    sed -i 's|"github.com/go-acme/lego/v4/providers/dns"|dns "github.com/traefik/traefik/v3/pkg/provider/acme/nodns"|' \
+        "$src/pkg/provider/acme/provider.go"
+    grep -q 'acme/nodns"' "$src/pkg/provider/acme/provider.go" ||
+        { echo "gsd: traefik's pkg/provider/acme/provider.go no longer imports lego's providers/dns" >&2; return 1; }
+    (cd "$src" && go build -trimpath -ldflags "-s -w -X $pkg.Version=v3.6.12 -X $pkg.Codename=ramequin \
+        -X $pkg.BuildDate=2026-03-26T00:00:00Z" -o "$TRAEFIK_BIN" ./cmd/traefik)
+    local rc=$?
+    rm -rf "$src"
+    return "$rc"
 }
 
 # Envoy Gateway v1.9.0 (Apache-2.0), the Gateway API control plane for
@@ -270,6 +309,36 @@ need_gateway_api_crds() {
     rm -rf "$GATEWAY_API_CRDS.tmp" && mkdir -p "$GATEWAY_API_CRDS.tmp" &&
         cp "$dir"/config/crd/standard/*.yaml "$GATEWAY_API_CRDS.tmp/" &&
         chmod -R u+w "$GATEWAY_API_CRDS.tmp" && mv "$GATEWAY_API_CRDS.tmp" "$GATEWAY_API_CRDS"
+}
+
+# Envoy Gateway's own Helm chart (charts/gateway-helm of the v1.9.0 module,
+# fetched from the Go module proxy and checked against sum.golang.org), as
+# its users install it, copied into the tools cache with the values file
+# its release build writes from values.tmpl.yaml: the control plane's image
+# is the one scripts/cluster proxy-images builds, never pulled. Its CRDs
+# (EnvoyProxy and the policies) sit in charts/crds/crds/generated; the
+# Gateway API CRDs come from need_gateway_api_crds instead.
+need_envoy_gateway_chart() {
+    ENVOY_GATEWAY_CHART="${ENVOY_GATEWAY_CHART:-$tools_dir/envoy-gateway-v1.9.0-chart}"
+    [ -f "$ENVOY_GATEWAY_CHART/values.yaml" ] && return 0
+    step "go mod download github.com/envoyproxy/gateway@v1.9.0 (its chart; first run only)"
+    local dir
+    dir=$(cd / && GOFLAGS=-mod=mod go mod download -json github.com/envoyproxy/gateway@v1.9.0 |
+        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -f "$dir/charts/gateway-helm/values.tmpl.yaml" ] ||
+        { echo "gsd: github.com/envoyproxy/gateway@v1.9.0 has no charts/gateway-helm" >&2; return 1; }
+    rm -rf "$ENVOY_GATEWAY_CHART.tmp" && cp -r "$dir/charts/gateway-helm" "$ENVOY_GATEWAY_CHART.tmp" &&
+        chmod -R u+w "$ENVOY_GATEWAY_CHART.tmp" &&
+        sed -e 's|${GatewayImage}|gsd.local/envoy-gateway:v1.9.0|' -e 's|${GatewayImagePullPolicy}|Never|' \
+            "$ENVOY_GATEWAY_CHART.tmp/values.tmpl.yaml" >"$ENVOY_GATEWAY_CHART.tmp/values.yaml" &&
+        ! grep -q '\${' "$ENVOY_GATEWAY_CHART.tmp/values.yaml" &&
+        mv "$ENVOY_GATEWAY_CHART.tmp" "$ENVOY_GATEWAY_CHART"
+}
+
+# Everything scripts/proxy-test runs: the two proxies' builds, Envoy, the
+# Gateway API CRDs and Envoy Gateway's chart.
+need_proxies() {
+    need_gateway_api_crds && need_envoy_gateway_chart && need_envoy && need_envoy_gateway && need_traefik
 }
 
 # A cargo subcommand from crates.io at a pinned version, built once into the
