@@ -194,8 +194,22 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         "ok: helm uninstall left nothing of the release",
         "ok: scripts/cluster down left netfilter (rules, chains, policies), links, routes, mounts, host paths and sysctls as they were",
         "ok: scripts/cluster down left no process it started",
+        "proxy-test: PASS",
         "cluster-test: PASS",
     ];
+    let mut expected = expected.to_vec();
+    let proxy_lines: Vec<String> = ["traefik", "envoy-gateway"]
+        .iter()
+        .flat_map(|p| {
+            [
+                format!("ok: {p}: backend delete:"),
+                format!("ok: {p}: 20 route edits"),
+                format!("ok: {p}: rollout at "),
+                format!("ok: {p}: uninstalled"),
+            ]
+        })
+        .collect();
+    expected.extend(proxy_lines.iter().map(String::as_str));
     let envs = [
         ("KUBE_BIN_DIR", kubelet.parent().unwrap().as_os_str()),
         ("HELM_BIN", helm.as_os_str()),
@@ -210,5 +224,18 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
     let p99 = figure(&stdout, "reconnect_p99_ms");
     assert!(p99 < 10_000.0, "reconnect p99 {p99} ms");
     assert!(figure(&stdout, "users_moved") >= 1.0);
+    // Through each proxy: no route edit cuts a session, and a rollout of
+    // the proxy cuts every session it held when its drain setting runs out
+    // (10 s, then 20 s), not before and not much after.
+    for proxy in ["traefik", "envoy-gateway"] {
+        assert_eq!(figure(&stdout, &format!("{proxy}_reload_sessions_cut")), 0.0, "{proxy}");
+        for setting in [10.0, 20.0] {
+            let after = figure(&stdout, &format!("{proxy}_rollout_{setting}s_cut_after_s"));
+            assert!((setting - 0.5..setting + 2.0).contains(&after), "{proxy} at {setting}s: cut after {after} s");
+            assert_eq!(figure(&stdout, &format!("{proxy}_rollout_{setting}s_cut")), 60.0, "{proxy} at {setting}s");
+        }
+        let propagation = figure(&stdout, &format!("{proxy}_propagation_s"));
+        assert!((0.0..5.0).contains(&propagation), "{proxy}: propagation {propagation} s");
+    }
     eprintln!("{stdout}");
 }
