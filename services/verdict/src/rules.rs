@@ -316,7 +316,10 @@ pub fn judge_clients(c: &ClientAccount, attributed: u64) -> Vec<Reason> {
 /// becomes a [`Reason::CutByProxy`] that says when they were cut and
 /// whether at the proxy's setting. When the counts differ, nothing is
 /// explained: the cut reason stays, and a [`Reason::Collector`] gives both
-/// numbers. With no cut on either side nothing changes.
+/// numbers. With no cut on either side nothing changes. (With a server
+/// pod judged too, [`Reason::SessionsCut`] counts only the cuts its
+/// termination does not account for; a proxy is judged alone, in its own
+/// window.)
 pub fn judge_proxy(via: &crate::proxy::Via, mut reasons: Vec<Reason>) -> Vec<Reason> {
     let counted = reasons.iter().find_map(|r| match r {
         Reason::SessionsCut { sessions } => Some(*sessions),
