@@ -39,7 +39,8 @@ pub enum Command {
     Run(VerdictConfig),
     /// Judge one pod's termination from /metrics bodies saved to files
     /// (the pod's before and after, every client's before and after):
-    /// the same accounts, rules and report as the in-cluster run. Exit 0
+    /// the same accounts, rules and report as the in-cluster run; with
+    /// --via, a proxy's termination too, from the clients' logs. Exit 0
     /// PASS, 1 FAIL, 2 when a file is missing or is no account.
     Judge(JudgeConfig),
 }

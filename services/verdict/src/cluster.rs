@@ -293,6 +293,10 @@ pub struct VerdictReport {
     /// scrapes only, so that a caller reads every count from the judge).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_scrapes: Vec<ClientScrape>,
+    /// The proxy terminated, and what the clients' logs show of it
+    /// (`gsd-verdict judge --via` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<crate::proxy::Via>,
     /// From the start of the rehearsal to its verdict.
     pub elapsed_seconds: f64,
     /// Why it failed; empty when it passed.
@@ -336,6 +340,7 @@ impl VerdictReport {
                     | Reason::ClientDrainsIncomplete { .. }
                     | Reason::Duplicates { .. }
                     | Reason::SessionsCut { .. }
+                    | Reason::CutByProxy { .. }
             )
         });
         let mut cases = vec![Case { name: "clients".into(), reasons: clients }];
@@ -384,6 +389,10 @@ pub fn render(report: &VerdictReport) -> String {
         t.duplicate,
         t.cut
     );
+    if let Some(via) = &report.via {
+        out += &crate::report::render_via(via);
+        out += "\n";
+    }
     out + &crate::render_outcome(&report.reasons, 0, report.elapsed_seconds)
 }
 

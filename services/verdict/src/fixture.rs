@@ -83,6 +83,8 @@ pub struct ClientBody {
     pub lost: u64,
     /// Frames received whose ack the server never got.
     pub unacked: u64,
+    /// Sessions cut with no close and no notice.
+    pub cut: u64,
     /// Reconnects after a drain.
     pub reconnects_drain: u64,
     /// Reconnects after an error.
@@ -106,10 +108,10 @@ impl ClientBody {
         line(&mut body, names::CLIENT_MESSAGES_RECEIVED, &[("type", "data")], self.received);
         line(&mut body, names::CLIENT_MESSAGES_LOST, &[], self.lost);
         line(&mut body, names::CLIENT_DATA_UNACKED, &[], self.unacked);
+        line(&mut body, names::CLIENT_SESSIONS_CUT, &[], self.cut);
         for zero in [
             names::CLIENT_MESSAGES_SKIPPED,
             names::CLIENT_DATA_DUPLICATE,
-            names::CLIENT_SESSIONS_CUT,
             names::CLIENT_REQUESTS_LOST,
             names::CLIENT_REQUESTS_RESENT,
         ] {

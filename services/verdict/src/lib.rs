@@ -7,7 +7,9 @@
 //!   account, read from those samples;
 //! - [`rules`]: [`judge`] turns one drain's evidence (both sides' accounts)
 //!   into a list of [`Reason`]s, each with its numbers;
-//! - [`report`]: the outcome line, JSON and JUnit for CI gates.
+//! - [`report`]: the outcome line, JSON and JUnit for CI gates;
+//! - [`proxy`]: a proxy's termination as the clients' logs show it, so
+//!   that [`judge_proxy`] can name the setting that cut the sessions.
 //!
 //! - [`cluster`]: the in-cluster verdict, the `gsd-verdict` program (the
 //!   chart's opt-in `helm test` pod);
@@ -26,10 +28,11 @@ pub mod fixture;
 /// client register them, the judge reads them.
 pub use gsd_telemetry::names;
 pub mod offline;
+pub mod proxy;
 pub mod report;
 pub mod rules;
 
 pub use account::{AccountError, ClientAccount, ServerAccount};
 pub use exposition::{Exposition, ParseError};
 pub use report::{Case, junit, reasons_json, render_outcome};
-pub use rules::{DrainEvidence, Ending, Reason, judge, judge_all, judge_clients};
+pub use rules::{DrainEvidence, Ending, Reason, judge, judge_all, judge_clients, judge_proxy};

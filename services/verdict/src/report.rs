@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::proxy::Via;
 use crate::rules::Reason;
 
 /// The last lines of a report: PASS, or FAIL with every reason.
@@ -26,6 +27,41 @@ pub fn render_outcome(reasons: &[Reason], unknown_cuts: u64, elapsed_seconds: f6
         );
     }
     format!("PASS: every drain completed and nothing was lost ({elapsed_seconds:.1}s)\n")
+}
+
+/// The proxy's block of a report: its termination's cuts and reconnects,
+/// as the clients' logs show them.
+///
+/// ```text
+/// via traefik (pod traefik-abc, Traefik graceTimeOut 10s): 12 sessions cut; 12 reconnects after its termination
+///     cuts 10.0–10.4 s after its termination (median 10.1 s): at the setting (9.5–12.0 s)
+///     reconnects: at most 12 in one second; latency p50 3.2 ms, p99 9.9 ms, max 10.0 ms
+/// ```
+pub fn render_via(via: &Via) -> String {
+    let pod = if via.pod.is_empty() { String::new() } else { format!("pod {}, ", via.pod) };
+    let mut out = format!(
+        "via {} ({pod}{} {}): {} cut; {} after its termination\n",
+        via.proxy,
+        via.setting_name,
+        crate::proxy::seconds(via.setting_seconds),
+        crate::proxy::count(via.cuts, "session"),
+        crate::proxy::count(via.reconnects, "reconnect"),
+    );
+    if let (Some(first), Some(median), Some(last)) =
+        (via.first_after_seconds, via.median_after_seconds, via.last_after_seconds)
+    {
+        let (from, to) = crate::proxy::window(via.setting_seconds);
+        let at = if via.at_setting == Some(true) { "at the setting" } else { "not at the setting" };
+        let span = crate::proxy::span(first, last);
+        out += &format!("    cuts {span} s after its termination (median {median:.1} s): {at} ({from:.1}–{to:.1} s)\n");
+    }
+    if let (Some(p50), Some(p99), Some(max)) = (via.p50_ms, via.p99_ms, via.max_ms) {
+        out += &format!(
+            "    reconnects: at most {} in one second; latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms\n",
+            via.peak_per_second
+        );
+    }
+    out
 }
 
 /// A reason as JSON: its kind, its numbers, and the sentence the text
@@ -114,6 +150,28 @@ mod tests {
         let fail =
             render_outcome(&[Reason::MessagesLost { messages: 4 }, Reason::RequestsLost { requests: 1 }], 3, 1.0);
         assert_eq!(fail, "FAIL:\n  - 4 messages lost\n  - 1 requests lost\n");
+    }
+
+    #[test]
+    fn the_proxys_block_gives_its_cuts_and_reconnects() {
+        use crate::proxy::Seen;
+        let ten = std::time::Duration::from_secs(10);
+        let quiet = Via::new("traefik", "traefik-abc", 0.0, "Traefik graceTimeOut", ten * 3, &Seen::default());
+        assert_eq!(
+            render_via(&quiet),
+            "via traefik (pod traefik-abc, Traefik graceTimeOut 30s): 0 sessions cut; 0 reconnects after its \
+             termination\n"
+        );
+        let seen = Seen { cuts: vec![10.0, 10.4, 10.1], reconnects: vec![(10.5, 3200), (10.6, 9900), (12.0, 10_000)] };
+        let cut = Via::new("traefik", "", 0.0, "Traefik graceTimeOut", ten, &seen);
+        assert_eq!(
+            render_via(&cut),
+            "via traefik (Traefik graceTimeOut 10s): 3 sessions cut; 3 reconnects after its termination\n    \
+             cuts 10.0–10.4 s after its termination (median 10.1 s): at the setting (9.5–12.0 s)\n    \
+             reconnects: at most 2 in one second; latency p50 9.9 ms, p99 10.0 ms, max 10.0 ms\n"
+        );
+        let early = Via::new("traefik", "", 0.0, "Traefik graceTimeOut", ten, &Seen { cuts: vec![3.1], ..seen });
+        assert!(render_via(&early).contains("    cuts 3.1 s after its termination (median 3.1 s): not at the setting"));
     }
 
     #[test]

@@ -102,6 +102,21 @@ pub enum Reason {
     /// Sessions cut with no close and no notice, outside any planned drain:
     /// what was lost in them is unknown.
     SessionsCut { sessions: u64 },
+    /// The same cut sessions, explained: the clients' logs show each cut
+    /// after the termination of the proxy they went through, and
+    /// `at_setting` says whether every one came at the proxy's drain
+    /// setting (within [`crate::proxy::window`]). Their loss is still
+    /// unknown.
+    CutByProxy {
+        proxy: String,
+        pod: String,
+        sessions: u64,
+        first_after_seconds: f64,
+        last_after_seconds: f64,
+        setting_name: String,
+        setting_seconds: f64,
+        at_setting: bool,
+    },
     /// The Eviction API refused to evict the pod (HTTP 429): a
     /// PodDisruptionBudget allows no disruption now. Nothing was rehearsed,
     /// and nothing was deleted around it.
@@ -163,6 +178,24 @@ impl std::fmt::Display for Reason {
             }
             Reason::SessionsCut { sessions } => {
                 write!(f, "{sessions} session(s) cut with no close and no notice: loss in them is unknown")
+            }
+            Reason::CutByProxy {
+                sessions,
+                first_after_seconds,
+                last_after_seconds,
+                setting_name,
+                setting_seconds,
+                at_setting,
+                ..
+            } => {
+                let when = crate::proxy::span(*first_after_seconds, *last_after_seconds);
+                let cut = crate::proxy::count(*sessions, "session");
+                let setting = format!("{setting_name} ({})", crate::proxy::seconds(*setting_seconds));
+                if *at_setting {
+                    write!(f, "{cut} cut {when} s after the proxy's SIGTERM = {setting}")
+                } else {
+                    write!(f, "{cut} cut {when} s after the proxy's SIGTERM, not at {setting}: something else cut them")
+                }
             }
             Reason::EvictionRefused { pod, message } => write!(
                 f,
@@ -272,6 +305,54 @@ pub fn judge_clients(c: &ClientAccount, attributed: u64) -> Vec<Reason> {
     }
     if c.cut > attributed {
         reasons.push(Reason::SessionsCut { sessions: c.cut - attributed });
+    }
+    reasons
+}
+
+/// The cuts a proxy's termination explains. `via`: the proxy and what the
+/// clients' logs show after its termination; `reasons`: the judge's so far.
+/// When the logs show as many cuts as the [`Reason::SessionsCut`] the
+/// clients' /metrics count, they are the same sessions, and that reason
+/// becomes a [`Reason::CutByProxy`] that says when they were cut and
+/// whether at the proxy's setting. When the counts differ, nothing is
+/// explained: the cut reason stays, and a [`Reason::Collector`] gives both
+/// numbers. With no cut on either side nothing changes. (With a server
+/// pod judged too, [`Reason::SessionsCut`] counts only the cuts its
+/// termination does not account for; a proxy is judged alone, in its own
+/// window.)
+pub fn judge_proxy(via: &crate::proxy::Via, mut reasons: Vec<Reason>) -> Vec<Reason> {
+    let counted = reasons.iter().find_map(|r| match r {
+        Reason::SessionsCut { sessions } => Some(*sessions),
+        _ => None,
+    });
+    match (counted.unwrap_or(0), via.first_after_seconds, via.last_after_seconds) {
+        (0, ..) if via.cuts == 0 => {}
+        (counted, Some(first), Some(last)) if counted == via.cuts => {
+            for reason in &mut reasons {
+                if matches!(reason, Reason::SessionsCut { .. }) {
+                    *reason = Reason::CutByProxy {
+                        proxy: via.proxy.clone(),
+                        pod: via.pod.clone(),
+                        sessions: counted,
+                        first_after_seconds: first,
+                        last_after_seconds: last,
+                        setting_name: via.setting_name.clone(),
+                        setting_seconds: via.setting_seconds,
+                        at_setting: via.at_setting == Some(true),
+                    };
+                }
+            }
+        }
+        (counted, ..) => reasons.push(Reason::Collector {
+            what: format!(
+                "the client logs show {} after the termination of {}, their /metrics count {}: the cuts cannot be \
+                 put down to {}",
+                crate::proxy::count(via.cuts, "session_cut line"),
+                via.proxy,
+                crate::proxy::count(counted, "cut session"),
+                via.setting_name
+            ),
+        }),
     }
     reasons
 }
@@ -425,6 +506,65 @@ mod tests {
             ]
         );
         assert_eq!(judge_clients(&ClientAccount { cut: 2, ..Default::default() }, 2), []);
+    }
+
+    #[test]
+    fn a_proxys_termination_explains_the_cuts_only_when_the_log_and_the_metrics_agree() {
+        use crate::proxy::{Seen, Via};
+        let via = |cuts: Vec<f64>| {
+            let seen = Seen { cuts, reconnects: Vec::new() };
+            Via::new("traefik", "traefik-abc", 0.0, "Traefik graceTimeOut", Duration::from_secs(10), &seen)
+        };
+        let two = via(vec![10.4, 10.0]);
+        let lost = Reason::MessagesLost { messages: 1 };
+        assert_eq!(
+            judge_proxy(&two, vec![lost.clone(), Reason::SessionsCut { sessions: 2 }]),
+            [
+                lost,
+                Reason::CutByProxy {
+                    proxy: "traefik".into(),
+                    pod: "traefik-abc".into(),
+                    sessions: 2,
+                    first_after_seconds: 10.0,
+                    last_after_seconds: 10.4,
+                    setting_name: "Traefik graceTimeOut".into(),
+                    setting_seconds: 10.0,
+                    at_setting: true,
+                }
+            ]
+        );
+        let early = judge_proxy(&via(vec![3.1, 3.4]), vec![Reason::SessionsCut { sessions: 2 }]);
+        assert!(matches!(early[..], [Reason::CutByProxy { at_setting: false, .. }]), "{early:?}");
+        let mismatch = |what: &str| Reason::Collector { what: what.to_owned() };
+        assert_eq!(
+            judge_proxy(&two, vec![Reason::SessionsCut { sessions: 3 }]),
+            [
+                Reason::SessionsCut { sessions: 3 },
+                mismatch(
+                    "the client logs show 2 session_cut lines after the termination of traefik, their /metrics \
+                     count 3 cut sessions: the cuts cannot be put down to Traefik graceTimeOut"
+                )
+            ]
+        );
+        assert_eq!(
+            judge_proxy(&two, Vec::new()),
+            [mismatch(
+                "the client logs show 2 session_cut lines after the termination of traefik, their /metrics count \
+                 0 cut sessions: the cuts cannot be put down to Traefik graceTimeOut"
+            )]
+        );
+        let none = via(Vec::new());
+        assert_eq!(
+            judge_proxy(&none, vec![Reason::SessionsCut { sessions: 1 }]),
+            [
+                Reason::SessionsCut { sessions: 1 },
+                mismatch(
+                    "the client logs show 0 session_cut lines after the termination of traefik, their /metrics \
+                     count 1 cut session: the cuts cannot be put down to Traefik graceTimeOut"
+                )
+            ]
+        );
+        assert_eq!(judge_proxy(&none, Vec::new()), [], "nothing cut: nothing to explain");
     }
 
     #[test]

@@ -315,7 +315,20 @@ fn the_in_cluster_run_stays_the_default_with_its_options_from_the_environment() 
     }
     let judge_help = verdict(&["judge".as_ref(), "--help".as_ref()]);
     let (stdout, _) = text(&judge_help);
-    for want in ["--server-before", "--clients-before", "--ending", "--grace", "--json", "--junit"] {
+    for want in [
+        "--server-before",
+        "--clients-before",
+        "--ending",
+        "--grace",
+        "--json",
+        "--junit",
+        "--via",
+        "--via-pod",
+        "--via-terminated-at",
+        "--via-setting",
+        "--via-setting-name",
+        "--client-log",
+    ] {
         assert!(stdout.contains(want), "{want:?} not in judge --help:\n{stdout}");
     }
     // As the chart runs it: no argument, everything in the environment.
@@ -338,4 +351,243 @@ fn the_in_cluster_run_stays_the_default_with_its_options_from_the_environment() 
     let out = Command::new(env!("CARGO_BIN_EXE_gsd-verdict")).env_remove("SERVER_SELECTOR").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("--server-selector"), "{}", text(&out).1);
+}
+
+/// The termination of the proxy in the tests below: 2026-01-01T00:00:05Z.
+const PROXY_TERMINATED: &str = "1767225605";
+
+/// A client's JSON log line at `second` seconds past 2026-01-01T00:00:00Z,
+/// as gsd-client writes it with LOG_FORMAT=json.
+fn log_line(second: f64, message: &str, fields: &str) -> String {
+    format!(
+        "{{\"timestamp\":\"2026-01-01T00:00:{second:09.6}Z\",\"level\":\"INFO\",\"message\":\"{message}\",{fields}}}\n"
+    )
+}
+
+/// A client's log as `kubectl logs` gives it: a line of its own first, a
+/// cut and a reconnect before the proxy's termination (not its), then
+/// `cuts` cuts at `first` + 0.1 s apart after it, each followed by its
+/// reconnect 50 ms later.
+fn client_log(cuts: usize, first: f64) -> String {
+    let mut log = "Defaulted container \"client\" out of: client\n".to_owned();
+    log += &log_line(1.0, "session_cut", "\"reason\":\"error\",\"received_up_to\":3,\"unacked\":0,\"unanswered\":0");
+    log += &log_line(1.2, "reconnected", "\"user\":0,\"to\":\"b\",\"reason\":\"error\",\"latency_us\":200000");
+    for i in 0..cuts {
+        let at = 5.0 + first + 0.1 * (i % 5) as f64;
+        log += &log_line(at, "session_cut", "\"reason\":\"error\",\"received_up_to\":9,\"unacked\":1,\"unanswered\":0");
+        let reconnect =
+            format!("\"user\":{i},\"from\":\"a\",\"to\":\"b\",\"reason\":\"error\",\"latency_us\":{}", 1000 * (i + 1));
+        log += &log_line(at + 0.05, "reconnected", &reconnect);
+    }
+    log
+}
+
+/// One client process's before and after with `cut` sessions cut (each
+/// user back after an error), and its log.
+fn proxy_files(dir: &Dir, cut: u64, log: &str) -> [PathBuf; 3] {
+    let after = ClientBody { cut, reconnects_error: cut, received: 350, ..before() };
+    [
+        dir.file("client.before.prom", &before().render()),
+        dir.file("client.after.prom", &after.render()),
+        dir.file("client.log", log),
+    ]
+}
+
+/// `gsd-verdict judge` on a proxy's termination: the files of
+/// [`proxy_files`], `--via-terminated-at` [`PROXY_TERMINATED`], and `via`
+/// (the proxy and its options).
+fn judge_proxy(dir: &Dir, [cb, ca, log]: &[PathBuf; 3], via: &[&str]) -> (Output, Option<Value>) {
+    let mut args =
+        vec![p("--clients-before"), cb, p("--clients"), ca, p("--client-log"), log, p("--via-terminated-at")];
+    args.push(p(PROXY_TERMINATED));
+    args.extend(via.iter().map(|a| p(a)));
+    judge(dir, &args)
+}
+
+#[test]
+fn sessions_a_proxy_cut_at_its_setting_fail_naming_the_setting() {
+    let dir = Dir::new("judge", "proxy-cut");
+    let files = proxy_files(&dir, 12, &client_log(12, 10.0));
+    let (out, json) = judge_proxy(&dir, &files, &["--via", "traefik", "--via-pod", "traefik-abc"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("  - 12 sessions cut 10.0–10.4 s after the proxy's SIGTERM = Traefik graceTimeOut (10s)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "via traefik (pod traefik-abc, Traefik graceTimeOut 10s): 12 sessions cut; 12 reconnects after its \
+             termination\n    cuts 10.0–10.4 s after its termination (median 10.1 s): at the setting (9.5–12.0 s)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cut with no close and no notice"), "the cut reason is explained, not repeated: {stdout}");
+    let json = json.expect("--json written");
+    let cut = reason(&json, "cut_by_proxy").unwrap_or_else(|| panic!("{json}"));
+    assert_eq!((cut["sessions"].as_u64(), cut["at_setting"].as_bool()), (Some(12), Some(true)));
+    assert_eq!((cut["proxy"].as_str(), cut["pod"].as_str()), (Some("traefik"), Some("traefik-abc")));
+    assert_eq!(
+        (cut["setting_name"].as_str(), cut["setting_seconds"].as_f64()),
+        (Some("Traefik graceTimeOut"), Some(10.0))
+    );
+    assert!(reason(&json, "sessions_cut").is_none(), "{json}");
+    let via = &json["via"];
+    assert_eq!((via["proxy"].as_str(), via["pod"].as_str()), (Some("traefik"), Some("traefik-abc")));
+    assert_eq!(via["terminated_at"].as_f64(), Some(1_767_225_605.0));
+    assert_eq!(
+        (via["setting_name"].as_str(), via["setting_seconds"].as_f64()),
+        (Some("Traefik graceTimeOut"), Some(10.0))
+    );
+    assert_eq!((via["cuts"].as_u64(), via["at_setting"].as_bool()), (Some(12), Some(true)));
+    let delay = |key: &str| via[key].as_f64().unwrap_or_else(|| panic!("no via.{key} in {via}"));
+    for (key, want) in [("first_after_seconds", 10.0), ("median_after_seconds", 10.1), ("last_after_seconds", 10.4)] {
+        assert!((delay(key) - want).abs() < 1e-3, "via.{key} = {} in {via}", delay(key));
+    }
+    assert_eq!((via["reconnects"].as_u64(), via["peak_per_second"].as_u64()), (Some(12), Some(12)));
+    assert_eq!(
+        (via["p50_ms"].as_f64(), via["p99_ms"].as_f64(), via["max_ms"].as_f64()),
+        (Some(6.0), Some(12.0), Some(12.0))
+    );
+
+    // The same cuts against a longer setting: not the setting's.
+    let (out, json) = judge_proxy(&dir, &files, &["--via", "traefik", "--via-setting", "30s"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "  - 12 sessions cut 10.0–10.4 s after the proxy's SIGTERM, not at Traefik graceTimeOut (30s): something \
+             else cut them\n"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(reason(&json.unwrap(), "cut_by_proxy").unwrap()["at_setting"], false);
+    // Any proxy, with its setting named.
+    let (out, _) =
+        judge_proxy(&dir, &files, &["--via", "relay", "--via-setting-name", "relay drain", "--via-setting", "10"]);
+    assert!(
+        text(&out).0.contains("  - 12 sessions cut 10.0–10.4 s after the proxy's SIGTERM = relay drain (10s)\n"),
+        "{}",
+        text(&out).0
+    );
+    // Envoy Gateway's default is 60 s.
+    let (out, _) = judge_proxy(&dir, &files, &["--via", "envoy-gateway"]);
+    assert!(text(&out).0.contains("not at Envoy Gateway shutdown.drainTimeout (60s)"), "{}", text(&out).0);
+}
+
+#[test]
+fn cuts_the_log_and_the_metrics_count_differently_stay_unexplained_with_both_numbers() {
+    let dir = Dir::new("judge", "proxy-mismatch");
+    let files = proxy_files(&dir, 12, &client_log(10, 10.0));
+    let (out, json) = judge_proxy(&dir, &files, &["--via", "traefik"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("  - 12 session(s) cut with no close and no notice: loss in them is unknown\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "  - the client logs show 10 session_cut lines after the termination of traefik, their /metrics count 12 \
+             cut sessions: the cuts cannot be put down to Traefik graceTimeOut\n"
+        ),
+        "{stdout}"
+    );
+    let json = json.unwrap();
+    assert_eq!(reason(&json, "sessions_cut").unwrap()["sessions"], 12);
+    assert!(reason(&json, "cut_by_proxy").is_none());
+    assert_eq!(json["via"]["cuts"], 10);
+}
+
+#[test]
+fn a_proxy_termination_that_cut_nothing_passes_with_its_summary() {
+    let dir = Dir::new("judge", "proxy-clean");
+    let files = proxy_files(&dir, 0, &client_log(0, 0.0));
+    let via = ["--via", "traefik", "--via-pod", "traefik-abc", "--via-setting", "30s"];
+    let (out, json) = judge_proxy(&dir, &files, &via);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "via traefik (pod traefik-abc, Traefik graceTimeOut 30s): 0 sessions cut; 0 reconnects after its \
+             termination\n\nPASS"
+        ),
+        "{stdout}"
+    );
+    let via = &json.unwrap()["via"];
+    assert_eq!(
+        (via["cuts"].as_u64(), via["reconnects"].as_u64(), via["setting_seconds"].as_f64()),
+        (Some(0), Some(0), Some(30.0))
+    );
+    assert!(via["at_setting"].is_null() && via["first_after_seconds"].is_null() && via["p50_ms"].is_null(), "{via}");
+}
+
+#[test]
+fn garbage_in_the_proxys_flags_or_logs_exits_2_naming_it() {
+    let dir = Dir::new("judge", "proxy-bad");
+    let files = proxy_files(&dir, 2, &client_log(2, 10.0));
+    let [cb, ca, log] = &files;
+    let malformed =
+        dir.file("malformed.log", &(client_log(1, 10.0) + "{\"timestamp\":\"2026-01-01T00:00:16Z\",\"mess\n"));
+    let untimed = dir.file("untimed.log", "{\"timestamp\":\"16:00\",\"message\":\"session_cut\"}\n");
+    let missing = dir.0.join("nowhere.log");
+    let common = |via: &[&str]| -> Vec<PathBuf> {
+        let mut args = vec![PathBuf::from("--clients-before"), cb.clone(), PathBuf::from("--clients"), ca.clone()];
+        args.extend(via.iter().map(PathBuf::from));
+        args
+    };
+    let with_log = |via: &[&str], log: &Path| -> Vec<PathBuf> {
+        let mut args = common(via);
+        args.extend([PathBuf::from("--client-log"), log.to_owned()]);
+        args
+    };
+    let t = ["--via-terminated-at", PROXY_TERMINATED];
+    let cases: Vec<(Vec<PathBuf>, Vec<String>)> = vec![
+        (with_log(&["--via", "traefik", "--via-terminated-at", "yesterday"], log), vec!["`yesterday` is not a time in Unix seconds".into()]),
+        (with_log(&["--via", "traefik", "--via-terminated-at", "-5"], log), vec!["`-5` is not a time in Unix seconds".into()]),
+        (with_log(&["--via", "traefik", "--via-terminated-at", "NaN"], log), vec!["`NaN` is not a time".into()]),
+        (with_log(&["--via", "traefik", t[0], t[1], "--via-setting", "soon"], log), vec!["--via-setting".into(), "soon".into()]),
+        (with_log(&["--via", "", t[0], t[1]], log), vec!["--via".into(), "an empty name".into()]),
+        (with_log(&["--via", "traefik", t[0], t[1], "--via-pod", " "], log), vec!["--via-pod".into(), "an empty name".into()]),
+        (with_log(&["--via", "relay", t[0], t[1], "--via-setting-name", ""], log), vec!["--via-setting-name".into(), "an empty name".into()]),
+        (with_log(&["--via", "traefik"], log), vec!["--via-terminated-at".into()]),
+        (common(&["--via", "traefik", t[0], t[1]]), vec!["--client-log".into()]),
+        (with_log(&["--via-pod", "traefik-abc", t[0], t[1]], log), vec!["--via".into()]),
+        (
+            with_log(&["--via", "haproxy", t[0], t[1]], log),
+            vec!["--via haproxy: not a proxy gsd knows the drain setting of (traefik, envoy-gateway): give --via-setting-name and --via-setting".into()],
+        ),
+        (
+            with_log(&["--via", "haproxy", t[0], t[1], "--via-setting-name", "hard-stop-after"], log),
+            vec!["--via haproxy: not a proxy gsd knows".into()],
+        ),
+        (with_log(&["--via", "traefik", t[0], t[1]], &missing), vec![missing.display().to_string(), "No such file".into()]),
+        (
+            with_log(&["--via", "traefik", t[0], t[1]], &malformed),
+            vec![format!("{}: line 6: not JSON: ", malformed.display())],
+        ),
+        (
+            with_log(&["--via", "traefik", t[0], t[1]], &untimed),
+            vec![format!("{}: line 1: a session_cut line with no RFC 3339 `timestamp`", untimed.display())],
+        ),
+        (
+            {
+                let mut args = with_log(&["--via", "traefik", t[0], t[1]], log);
+                args.push(untimed.clone());
+                args
+            },
+            vec!["2 --client-log file(s) and 1 --clients file(s)".into()],
+        ),
+    ];
+    for (args, says) in cases {
+        let args: Vec<&Path> = args.iter().map(PathBuf::as_path).collect();
+        let (out, json) = judge(&dir, &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}\n{stderr}");
+        assert!(stdout.is_empty(), "{args:?}: no report for bad input: {stdout}");
+        assert!(json.is_none(), "{args:?}: no --json for bad input");
+        for s in says {
+            assert!(stderr.contains(&s), "{args:?}: {s:?} not in {stderr:?}");
+        }
+    }
 }
