@@ -167,6 +167,34 @@ pub fn unix_seconds(text: &str) -> Option<f64> {
     Some(whole as f64 + fraction)
 }
 
+/// Unix seconds as RFC 3339 in UTC, to the millisecond
+/// (`2026-01-01T00:00:00.250Z`); [`unix_seconds`] reads it back. For the
+/// Kubernetes API (a restart's `restartedAt`, a log's `sinceTime`) and the
+/// report.
+pub fn rfc3339(unix: f64) -> String {
+    let millis = (unix * 1000.0).round() as i64;
+    let (days, ms) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z", ms % 1000)
+}
+
+/// The date `days` after 1970-01-01: the inverse of [`days_since_1970`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    // Counted in 400-year eras from 0000-03-01, years from March (as in
+    // days_since_1970), so that each era has the same 146 097 days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * from_march + 2) / 5 + 1;
+    let month = if from_march < 10 { from_march + 3 } else { from_march - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 fn leap(year: i64) -> bool {
     year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
 }
@@ -353,6 +381,23 @@ mod tests {
             "２０２６-01-01T00:00:00Z",
         ] {
             assert_eq!(unix_seconds(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unix_seconds_write_as_rfc_3339_and_read_back() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(NEW_YEAR + 0.25), "2026-01-01T00:00:00.250Z");
+        assert_eq!(rfc3339(NEW_YEAR - 0.001), "2025-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(1_709_208_000.0), "2024-02-29T12:00:00.000Z");
+        assert_eq!(rfc3339(951_825_600.0), "2000-02-29T12:00:00.000Z", "a leap day of a 400th year");
+        // Every day over eight years (two leap days, a century's turn
+        // within reach), and a time of day, read back to the millisecond.
+        for day in 0..(8 * 366) {
+            let t = 946_684_800.0 + f64::from(day) * 86_400.0 + 45_296.789;
+            let text = rfc3339(t);
+            let back = unix_seconds(&text).unwrap_or_else(|| panic!("{text} does not read back"));
+            assert!((back - t).abs() < 1e-3, "{text}: {back} for {t}");
         }
     }
 
