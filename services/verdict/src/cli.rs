@@ -2,7 +2,7 @@
 //! ([`crate::cluster`]), and `gsd-verdict judge`, the same verdict on saved
 //! scrapes ([`crate::offline`]).
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cluster::{VerdictConfig, run_main};
 use crate::offline::{self, JudgeConfig};
@@ -58,6 +58,11 @@ where
         Some(Command::Run(config)) => config,
         None => cli.run.expect("clap requires run's options without a subcommand"),
     };
+    // What clap cannot say: a proxy gsd does not know needs its setting.
+    // A usage error like clap's own (exit 2), before anything is touched.
+    if let Err(e) = config.via_target() {
+        Cli::command().error(clap::error::ErrorKind::MissingRequiredArgument, e).exit();
+    }
     match run_main(&config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -11,6 +11,12 @@
 //! and CA the kubelet mounts, over HTTPS (reqwest on rustls with the ring
 //! provider, the cluster CA as the only root). The chart's Role grants what
 //! it uses and nothing more: list pods, create pods/eviction.
+//!
+//! With `--via`, a second phase follows ([`crate::rollout`]): a rollout of
+//! the proxy in front of the servers, judged by the same rules, the
+//! proxy's setting named for its cuts. It also reads the client pods' logs
+//! (get pods/log) and, in the proxy's namespace, gets and patches the
+//! proxy's Deployment and lists its pods.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -24,13 +30,16 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::report::Case;
+use crate::rollout::{Rollout, Target};
 use crate::{ClientAccount, DrainEvidence, Ending, Reason, ServerAccount};
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// gsd-verdict: evict one gsd-server pod and prove that its drain completed
-/// and that no client lost anything. Runs inside the cluster as a service
-/// account allowed to list pods and create evictions in its namespace.
+/// and that no client lost anything; with --via, then roll the proxy in
+/// front of the servers and name the setting that cut the sessions. Runs
+/// inside the cluster as a service account allowed to list pods and create
+/// evictions in its namespace (and, with --via, what the proxy phase needs).
 ///
 /// Every option can be given as a flag or as the environment variable named
 /// in brackets.
@@ -94,6 +103,78 @@ pub struct VerdictConfig {
     /// Also write the verdict as JUnit XML here.
     #[arg(long, env = "VERDICT_JUNIT")]
     pub junit: Option<PathBuf>,
+
+    /// The proxy the clients go through, to roll after the eviction (as
+    /// `kubectl rollout restart` does) and judge what its rollout does to
+    /// the sessions: `traefik` (its graceTimeOut, 10s unless set),
+    /// `envoy-gateway` (its shutdown.drainTimeout, 60s unless set), or any
+    /// other name with --via-setting-name and --via-setting. Needs
+    /// --via-namespace and --via-deployment, and the client pods' logs in
+    /// JSON (LOG_FORMAT=json).
+    #[arg(
+        long,
+        env = "VERDICT_VIA",
+        value_name = "NAME",
+        value_parser = crate::offline::parse_text,
+        requires_all = ["via_namespace", "via_deployment"]
+    )]
+    pub via: Option<String>,
+
+    /// The namespace of the proxy's Deployment.
+    #[arg(long, env = "VERDICT_VIA_NAMESPACE", value_name = "NS", value_parser = parse_dns_label, requires = "via")]
+    pub via_namespace: Option<String>,
+
+    /// The proxy's Deployment, which the verdict restarts.
+    #[arg(long, env = "VERDICT_VIA_DEPLOYMENT", value_name = "NAME", value_parser = parse_dns_label, requires = "via")]
+    pub via_deployment: Option<String>,
+
+    /// How long the proxy keeps open WebSockets once its pod terminates
+    /// (`10s`, `1m`, `500ms`, or seconds); default: the named proxy's
+    /// default.
+    #[arg(
+        long,
+        env = "VERDICT_VIA_SETTING",
+        value_name = "DURATION",
+        value_parser = crate::offline::parse_grace,
+        requires = "via"
+    )]
+    pub via_setting: Option<Duration>,
+
+    /// That setting's name, as the report says it; default: the named
+    /// proxy's (`Traefik graceTimeOut`, `Envoy Gateway
+    /// shutdown.drainTimeout`), required for any other.
+    #[arg(
+        long,
+        env = "VERDICT_VIA_SETTING_NAME",
+        value_name = "TEXT",
+        value_parser = crate::offline::parse_text,
+        requires = "via"
+    )]
+    pub via_setting_name: Option<String>,
+}
+
+impl VerdictConfig {
+    /// The proxy to roll (`--via` and its companions), or none; an error
+    /// for a proxy gsd does not know given without its setting.
+    pub fn via_target(&self) -> Result<Option<Target>, String> {
+        let Some(proxy) = &self.via else { return Ok(None) };
+        let (Some(namespace), Some(deployment)) = (&self.via_namespace, &self.via_deployment) else {
+            return Err(format!("--via {proxy} needs --via-namespace and --via-deployment"));
+        };
+        Target::new(proxy, namespace, deployment, self.via_setting, self.via_setting_name.as_deref()).map(Some)
+    }
+}
+
+/// A DNS-1123 label, as Kubernetes names namespaces (and most Deployments).
+fn parse_dns_label(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if bytes.len() <= 63 && edge(bytes.first()) && edge(bytes.last()) && bytes.iter().all(inner) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is not a DNS label (lower-case letters, digits and `-`, at most 63)"))
+    }
 }
 
 fn parse_selector(text: &str) -> Result<String, String> {
@@ -125,7 +206,7 @@ pub enum VerdictError {
 }
 
 /// The Kubernetes API as this pod's service account.
-struct Kube {
+pub(crate) struct Kube {
     /// HTTPS client trusting only the cluster's CA.
     http: reqwest::Client,
     /// The API server's URL: `--api`, else from the in-cluster environment.
@@ -171,23 +252,47 @@ impl Kube {
         Ok(Kube { http, base, token })
     }
 
-    async fn call(&self, method: &'static str, path: &str, body: Option<Value>) -> Result<Value, VerdictError> {
+    /// `method` (GET, POST, or PATCH with a strategic-merge body) on
+    /// `path`, the answer as JSON.
+    pub(crate) async fn call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, VerdictError> {
+        let text = self.send(method, path, body, "application/json").await?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GET `path`, the answer as text (a pod's log).
+    pub(crate) async fn text(&self, path: &str) -> Result<String, VerdictError> {
+        self.send("GET", path, None, "*/*").await
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<Value>,
+        accept: &str,
+    ) -> Result<String, VerdictError> {
         let url = format!("{}{path}", self.base);
-        let request = match method {
-            "POST" => self.http.post(&url),
-            _ => self.http.get(&url),
+        let (request, content_type) = match method {
+            "POST" => (self.http.post(&url), "application/json"),
+            "PATCH" => (self.http.patch(&url), "application/strategic-merge-patch+json"),
+            _ => (self.http.get(&url), "application/json"),
         };
-        let mut request = request.bearer_auth(&self.token).header("Accept", "application/json");
+        let mut request = request.bearer_auth(&self.token).header("Accept", accept);
         if let Some(body) = body {
-            request = request.header("Content-Type", "application/json").body(body.to_string());
+            request = request.header("Content-Type", content_type).body(body.to_string());
         }
         let api =
             |status: Option<u16>, detail: String| VerdictError::Api { method, path: path.to_owned(), status, detail };
         let response = request.send().await.map_err(|e| api(None, causes(&e)))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| api(Some(status.as_u16()), causes(&e)))?;
-        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
+            let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let mut message = json["message"].as_str().map_or_else(|| text.chars().take(300).collect(), str::to_owned);
             // The why is often in the causes (an eviction's PodDisruptionBudget).
             for cause in json["details"]["causes"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -197,10 +302,10 @@ impl Kube {
             }
             return Err(api(Some(status.as_u16()), format!("{status}: {message}")));
         }
-        Ok(json)
+        Ok(text)
     }
 
-    async fn pods(&self, namespace: &str, selector: &str) -> Result<Value, VerdictError> {
+    pub(crate) async fn pods(&self, namespace: &str, selector: &str) -> Result<Value, VerdictError> {
         self.call("GET", &format!("/api/v1/namespaces/{namespace}/pods?labelSelector={selector}"), None).await
     }
 }
@@ -294,9 +399,13 @@ pub struct VerdictReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_scrapes: Vec<ClientScrape>,
     /// The proxy terminated, and what the clients' logs show of it
-    /// (`gsd-verdict judge --via` only).
+    /// (`gsd-verdict judge --via`, and the in-cluster run's proxy phase).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<crate::proxy::Via>,
+    /// The in-cluster run's proxy phase (`--via`): the proxy's rollout,
+    /// its old pods and the clients' change over it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// From the start of the rehearsal to its verdict.
     pub elapsed_seconds: f64,
     /// Why it failed; empty when it passed.
@@ -330,9 +439,13 @@ impl VerdictReport {
         self
     }
 
-    /// The verdict as JUnit XML: the evicted pod's drain, and the clients.
+    /// The verdict as JUnit XML: the evicted pod's drain, the clients, and
+    /// the proxy's rollout when there was one.
     pub fn junit(&self) -> String {
-        let (drain, clients): (Vec<Reason>, Vec<Reason>) = self.reasons.iter().cloned().partition(|r| {
+        // The rollout's reasons come last (see `run`), and are its own case.
+        let rollout = self.rollout.as_ref().map_or(&[][..], |r| r.reasons.as_slice());
+        let eviction = &self.reasons[..self.reasons.len().saturating_sub(rollout.len())];
+        let (drain, clients): (Vec<Reason>, Vec<Reason>) = eviction.iter().cloned().partition(|r| {
             !matches!(
                 r,
                 Reason::MessagesLost { .. }
@@ -347,6 +460,12 @@ impl VerdictReport {
         if !self.pod.is_empty() {
             cases.insert(0, Case { name: format!("drain {}", self.pod), reasons: drain });
         }
+        if let Some(r) = &self.rollout {
+            cases.push(Case {
+                name: format!("rollout {} {}/{}", r.proxy, r.namespace, r.deployment),
+                reasons: r.reasons.clone(),
+            });
+        }
         let suite = match self.mode {
             Mode::EvictPod => format!("gsd-verdict {}", self.namespace),
             Mode::SavedScrapes => "gsd-verdict judge".to_owned(),
@@ -360,8 +479,11 @@ pub fn render(report: &VerdictReport) -> String {
     let t = &report.clients;
     let mut out = match report.mode {
         Mode::EvictPod => format!(
-            "gsd-verdict: evict-pod | namespace {} | {} ready servers | {} client pod(s)\n\n",
-            report.namespace, report.servers, report.client_pods
+            "gsd-verdict: evict-pod{} | namespace {} | {} ready servers | {} client pod(s)\n\n",
+            report.rollout.as_ref().map_or(String::new(), |r| format!(" + rollout of {}", r.proxy)),
+            report.namespace,
+            report.servers,
+            report.client_pods
         ),
         Mode::SavedScrapes => format!(
             "gsd-verdict: judge | saved scrapes | {} | {} client process(es)\n\n",
@@ -372,10 +494,33 @@ pub fn render(report: &VerdictReport) -> String {
     if !report.pod.is_empty() {
         out += &pod_rows(report);
     }
-    out += &format!(
-        "\nclients: {} users | {} reconnects ({} after a drain)\n         drains {} complete, {} incomplete | \
+    out += "\n";
+    out += &clients_lines("clients:", t);
+    out += "\n";
+    if let Some(rollout) = &report.rollout {
+        out += &rollout_lines(rollout);
+        out += "\n";
+    }
+    if let Some(via) = &report.via {
+        out += &crate::report::render_via(via);
+        if via.cuts == 0 && report.rollout.is_some() {
+            out += &format!(
+                "    no session was cut: do the clients go through {}? (the chart's client.serverUrl)\n",
+                via.proxy
+            );
+        }
+        out += "\n";
+    }
+    out + &crate::render_outcome(&report.reasons, 0, report.elapsed_seconds)
+}
+
+/// A clients' account (`label` first): what changed over a phase.
+fn clients_lines(label: &str, t: &ClientAccount) -> String {
+    let indent = " ".repeat(label.len() + 1);
+    format!(
+        "{label} {} users | {} reconnects ({} after a drain)\n{indent}drains {} complete, {} incomplete | \
          messages lost {} | requests lost {} (re-sent {}) | received {}, unacked {} (processed, not lost), \
-         duplicate {}, cut {}\n\n",
+         duplicate {}, cut {}\n",
         t.users,
         t.reconnects,
         t.reconnects_drain,
@@ -388,12 +533,32 @@ pub fn render(report: &VerdictReport) -> String {
         t.unacked,
         t.duplicate,
         t.cut
+    )
+}
+
+/// The proxy's rollout: its old pods, when each began terminating and
+/// went, and the clients' change over it.
+fn rollout_lines(r: &Rollout) -> String {
+    let mut out = format!(
+        "rollout of {} ({}/{}): restarted at {} | {} old pod(s) | {} client pod(s)\n",
+        r.proxy,
+        r.namespace,
+        r.deployment,
+        crate::proxy::rfc3339(r.restarted_at),
+        r.pods.len(),
+        r.client_pods
     );
-    if let Some(via) = &report.via {
-        out += &crate::report::render_via(via);
-        out += "\n";
+    for pod in &r.pods {
+        let when = match (pod.terminated_at, pod.gone_at) {
+            (None, _) => "never began terminating".to_owned(),
+            (Some(t), None) => format!("terminating {:.1} s after the restart, still there", t - r.restarted_at),
+            (Some(t), Some(g)) => {
+                format!("terminating {:.1} s after the restart, gone {:.1} s later", t - r.restarted_at, g - t)
+            }
+        };
+        out += &format!("  {:<32} {when}; {}\n", pod.pod, crate::proxy::count(pod.cuts, "cut"));
     }
-    out + &crate::render_outcome(&report.reasons, 0, report.elapsed_seconds)
+    out + &clients_lines("clients over the rollout:", &r.clients)
 }
 
 /// The drained pod's row and its own account's line.
@@ -447,7 +612,10 @@ async fn scrape(ip: IpAddr, port: u16) -> Option<String> {
 
 /// Every client pod's account, by pod; a pod that does not answer, or
 /// answers with no account, is named.
-async fn scrape_clients(pods: &[ReadyPod], port: u16) -> Result<BTreeMap<String, ClientAccount>, VerdictError> {
+pub(crate) async fn scrape_clients(
+    pods: &[ReadyPod],
+    port: u16,
+) -> Result<BTreeMap<String, ClientAccount>, VerdictError> {
     let mut accounts = BTreeMap::new();
     for pod in pods {
         let body = scrape(pod.ip, port).await.ok_or_else(|| {
@@ -467,9 +635,16 @@ async fn scrape_clients(pods: &[ReadyPod], port: u16) -> Result<BTreeMap<String,
 /// The whole rehearsal. Errors are setup or API failures; a rehearsal that
 /// ran (an eviction refused by a PodDisruptionBudget included) is a report,
 /// passed or not.
+/// With `--via`, the proxy's rollout ([`crate::rollout`]) follows the
+/// eviction phase, whatever that phase found (a refused eviction
+/// included): each phase has its own reasons, and the verdict passes only
+/// if both have none. What the proxy phase needs (its Deployment, the
+/// clients' JSON logs) is checked before the eviction, so that a typo
+/// fails before anything is disrupted.
 pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> {
     let started = Instant::now();
     let deadline = started + config.timeout;
+    let target = config.via_target().map_err(VerdictError::Setup)?;
     let kube = Kube::new(config)?;
     let namespace = match &config.namespace {
         Some(ns) => ns.clone(),
@@ -477,7 +652,31 @@ pub async fn run(config: &VerdictConfig) -> Result<VerdictReport, VerdictError> 
             .map(|s| s.trim().to_owned())
             .map_err(|e| VerdictError::Setup(format!("no --namespace and no service account namespace: {e}")))?,
     };
+    let prepared = match &target {
+        Some(target) => Some(crate::rollout::prepare(&kube, target, &namespace, config).await?),
+        None => None,
+    };
+    let mut report = evict(&kube, config, &namespace, started, deadline).await?;
+    if let (Some(target), Some(prepared)) = (&target, &prepared) {
+        let (rollout, via) = crate::rollout::run(&kube, target, prepared, &namespace, config, deadline).await;
+        let mut reasons = report.reasons.clone();
+        reasons.extend(rollout.reasons.iter().cloned());
+        report = VerdictReport { rollout: Some(rollout), via, ..report }.decide(reasons);
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+    }
+    Ok(report)
+}
 
+/// The eviction phase: evict the server pod with the most sessions,
+/// follow its drain, judge both sides.
+async fn evict(
+    kube: &Kube,
+    config: &VerdictConfig,
+    namespace: &str,
+    started: Instant,
+    deadline: Instant,
+) -> Result<VerdictReport, VerdictError> {
+    let namespace = namespace.to_owned();
     let servers = ready_pods(&kube.pods(&namespace, &config.server_selector).await?);
     if servers.len() < 2 {
         return Err(VerdictError::Precondition(format!(
@@ -805,6 +1004,146 @@ mod tests {
         ] {
             assert!(VerdictConfig::try_parse_from(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn the_proxy_to_roll_is_named_whole_or_refused() {
+        let base = ["gsd-verdict", "--server-selector", "a=b", "--client-selector", "a=c"];
+        let parse = |more: &[&str]| VerdictConfig::try_parse_from(base.iter().chain(more));
+        assert_eq!(parse(&[]).unwrap().via_target(), Ok(None));
+        let traefik = parse(&["--via", "traefik", "--via-namespace", "edge", "--via-deployment", "traefik"]).unwrap();
+        let target = traefik.via_target().unwrap().unwrap();
+        assert_eq!(
+            (target.namespace.as_str(), target.deployment.as_str(), target.setting),
+            ("edge", "traefik", Duration::from_secs(10))
+        );
+        let relay = parse(&[
+            "--via",
+            "relay",
+            "--via-namespace",
+            "r",
+            "--via-deployment",
+            "relay-0",
+            "--via-setting",
+            "1m30s",
+            "--via-setting-name",
+            "relay drain",
+        ])
+        .unwrap();
+        let target = relay.via_target().unwrap().unwrap();
+        assert_eq!((target.setting_name.as_str(), target.setting), ("relay drain", Duration::from_secs(90)));
+        // Parsed, but a proxy gsd does not know needs its setting.
+        let unknown = parse(&["--via", "haproxy", "--via-namespace", "h", "--via-deployment", "haproxy"]).unwrap();
+        assert!(unknown.via_target().unwrap_err().starts_with("--via haproxy: not a proxy gsd knows"));
+        for (bad, says) in [
+            (&["--via", "traefik"][..], "--via-namespace"),
+            (&["--via", "traefik", "--via-namespace", "edge"], "--via-deployment"),
+            (&["--via-namespace", "edge", "--via-deployment", "traefik"], "--via"),
+            (&["--via-setting", "10s"], "--via"),
+            (&["--via", "", "--via-namespace", "e", "--via-deployment", "t"], "an empty name"),
+            (&["--via", "traefik", "--via-namespace", "Edge", "--via-deployment", "t"], "`Edge` is not a DNS label"),
+            (&["--via", "traefik", "--via-namespace", "e", "--via-deployment", "traefik."], "not a DNS label"),
+            (&["--via", "traefik", "--via-namespace", "e-", "--via-deployment", "t"], "not a DNS label"),
+            (&["--via", "traefik", "--via-namespace", &"n".repeat(64), "--via-deployment", "t"], "not a DNS label"),
+            (&["--via", "traefik", "--via-namespace", "e", "--via-deployment", "t", "--via-setting", "soon"], "soon"),
+            (&["--via", "traefik", "--via-namespace", "e", "--via-deployment", "t", "--via-setting", "-1"], "-1"),
+            (
+                &["--via", "traefik", "--via-namespace", "e", "--via-deployment", "t", "--via-setting-name", " "],
+                "empty",
+            ),
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} was accepted")).to_string();
+            assert!(err.contains(says), "{bad:?}: {says:?} not in {err}");
+        }
+    }
+
+    #[test]
+    fn the_rollout_has_its_block_its_reasons_and_its_junit_case() {
+        let clients = ClientAccount { users: 10, sessions: 10, ..ClientAccount::default() };
+        let eviction = VerdictReport {
+            namespace: "shop".into(),
+            pod: "gsd-server-a".into(),
+            held: 5,
+            clients,
+            ..VerdictReport::default()
+        }
+        .decide(vec![Reason::MessagesLost { messages: 1 }]);
+        let cut = ClientAccount { cut: 3, reconnects: 3, ..clients };
+        let seen = crate::proxy::Seen { cuts: vec![10.1, 10.2, 10.3], reconnects: vec![(1010.4, 2000)] };
+        let via = crate::proxy::Via::new(
+            "traefik",
+            "traefik-abc",
+            1000.0,
+            "Traefik graceTimeOut",
+            Duration::from_secs(10),
+            &seen,
+        );
+        let reasons = crate::judge_proxy(&via, crate::judge_clients(&cut, 0));
+        let rollout = Rollout {
+            proxy: "traefik".into(),
+            namespace: "edge".into(),
+            deployment: "traefik".into(),
+            restarted_at: 991.5,
+            pods: vec![crate::rollout::OldPod {
+                pod: "traefik-abc".into(),
+                terminated_at: Some(1000.0),
+                gone_at: Some(1010.5),
+                cuts: 3,
+                ..Default::default()
+            }],
+            client_pods: 1,
+            clients: cut,
+            reasons_json: crate::reasons_json(&reasons),
+            reasons: reasons.clone(),
+        };
+        let mut all = eviction.reasons.clone();
+        all.extend(reasons);
+        let report = VerdictReport { rollout: Some(rollout), via: Some(via), ..eviction }.decide(all);
+        let text = render(&report);
+        assert!(text.starts_with("gsd-verdict: evict-pod + rollout of traefik | namespace shop"), "{text}");
+        assert!(
+            text.contains(
+                "rollout of traefik (edge/traefik): restarted at 1970-01-01T00:16:31.500Z | 1 old pod(s) | 1 client \
+                 pod(s)\n  traefik-abc                      terminating 8.5 s after the restart, gone 10.5 s later; \
+                 3 cuts\nclients over the rollout: 10 users | 3 reconnects"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("via traefik (pod traefik-abc, Traefik graceTimeOut 10s): 3 sessions cut"), "{text}");
+        assert!(
+            text.ends_with(
+                "FAIL:\n  - 1 messages lost\n  - 3 sessions cut 10.1–10.3 s after the proxy's SIGTERM = Traefik \
+                 graceTimeOut (10s)\n"
+            ),
+            "{text}"
+        );
+        let junit = report.junit();
+        assert!(junit.contains("<testsuite name=\"gsd-verdict shop\" tests=\"3\" failures=\"2\""), "{junit}");
+        assert!(junit.contains("name=\"drain gsd-server-a\"/>"), "{junit}");
+        assert!(
+            junit.contains("name=\"rollout traefik edge/traefik\">\n      <failure type=\"cut_by_proxy\""),
+            "{junit}"
+        );
+        assert_eq!(junit.matches("<failure").count(), 2, "{junit}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rollout"]["pods"][0]["terminated_at"], 1000.0);
+        assert_eq!(json["rollout"]["pods"][0]["cuts"], 3);
+        assert!(json["rollout"]["pods"][0].get("uid").is_none());
+        assert_eq!(json["rollout"]["clients"]["cut"], 3);
+        assert_eq!(json["rollout"]["reasons"][0]["kind"], "cut_by_proxy");
+        assert_eq!(json["via"]["cuts"], 3);
+        assert_eq!(json["reasons"].as_array().unwrap().len(), 2);
+        // A rollout that cut nothing says what that may mean.
+        let quiet = crate::proxy::Via::new(
+            "traefik",
+            "traefik-abc",
+            1000.0,
+            "Traefik graceTimeOut",
+            Duration::from_secs(10),
+            &Default::default(),
+        );
+        let passed = VerdictReport { via: Some(quiet), reasons: vec![], ..report }.decide(vec![]);
+        assert!(render(&passed).contains("no session was cut: do the clients go through traefik?"));
     }
 
     #[tokio::test]

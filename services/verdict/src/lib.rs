@@ -13,6 +13,8 @@
 //!
 //! - [`cluster`]: the in-cluster verdict, the `gsd-verdict` program (the
 //!   chart's opt-in `helm test` pod);
+//! - [`rollout`]: its proxy phase (`--via`): a rollout of the proxy in
+//!   front of the servers, judged from the clients' accounts and logs;
 //! - [`offline`]: `gsd-verdict judge`, the same verdict on `/metrics`
 //!   bodies saved to files (scripts/cluster-check asks it for every count).
 //!
@@ -30,6 +32,7 @@ pub use gsd_telemetry::names;
 pub mod offline;
 pub mod proxy;
 pub mod report;
+pub mod rollout;
 pub mod rules;
 
 pub use account::{AccountError, ClientAccount, ServerAccount};

@@ -158,7 +158,7 @@ impl From<EndingArg> for Ending {
 }
 
 /// Seconds (`60`, `0.5`) or a duration (`1m`).
-fn parse_grace(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_grace(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<f64>() {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
         Ok(_) => Err(format!("`{text}` is not a number of seconds")),
@@ -175,7 +175,7 @@ fn parse_unix_seconds(text: &str) -> Result<f64, String> {
 }
 
 /// A name or a setting's name: not blank.
-fn parse_text(text: &str) -> Result<String, String> {
+pub(crate) fn parse_text(text: &str) -> Result<String, String> {
     match text.trim() {
         "" => Err("an empty name".to_owned()),
         text => Ok(text.to_owned()),

@@ -353,6 +353,78 @@ fn the_in_cluster_run_stays_the_default_with_its_options_from_the_environment() 
     assert!(text(&out).1.contains("--server-selector"), "{}", text(&out).1);
 }
 
+/// `gsd-verdict` as the chart runs it (options in the environment, the
+/// service account's token nowhere), with `env` more: (exit status, stderr).
+fn in_cluster(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gsd-verdict"))
+        .args(args)
+        .env("SERVER_SELECTOR", "app=gsd,component=server")
+        .env("CLIENT_SELECTOR", "app=gsd,component=client")
+        .env("POD_NAMESPACE", "gsd")
+        .env("KUBE_API", "https://127.0.0.1:1")
+        .env("KUBE_TOKEN_FILE", "/nonexistent/token")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code(), text(&out).1)
+}
+
+#[test]
+fn the_in_cluster_proxy_phase_takes_its_options_whole_or_exits_2_naming_them() {
+    let help = verdict(&["--help".as_ref()]);
+    let (stdout, _) = text(&help);
+    for want in [
+        "--via <NAME>",
+        "VERDICT_VIA=",
+        "--via-namespace <NS>",
+        "VERDICT_VIA_NAMESPACE=",
+        "--via-deployment <NAME>",
+        "VERDICT_VIA_DEPLOYMENT=",
+        "--via-setting <DURATION>",
+        "VERDICT_VIA_SETTING=",
+        "--via-setting-name <TEXT>",
+        "VERDICT_VIA_SETTING_NAME=",
+    ] {
+        assert!(stdout.contains(want), "{want:?} not in --help:\n{stdout}");
+    }
+    // Whole, from the environment as the chart gives it, or as flags: it
+    // gets as far as the service account's token.
+    let whole = [("VERDICT_VIA", "traefik"), ("VERDICT_VIA_NAMESPACE", "edge"), ("VERDICT_VIA_DEPLOYMENT", "traefik")];
+    let (code, stderr) = in_cluster(&whole, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("reading the token /nonexistent/token"), "{stderr}");
+    let flags = ["--via", "relay", "--via-namespace", "r", "--via-deployment", "relay"];
+    let setting = ["--via-setting", "5s", "--via-setting-name", "relay drain"];
+    let (code, stderr) = in_cluster(&[], &[&flags[..], &setting[..]].concat());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("reading the token"), "{stderr}");
+
+    // The environment, the flags, and what stderr says.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: [Case; 9] = [
+        (&whole[..1], &[], "--via-namespace <NS>"),
+        (&whole[..2], &[], "--via-deployment <NAME>"),
+        (&whole[1..], &[], "--via <NAME>"),
+        (&[("VERDICT_VIA_SETTING", "10s")], &[], "--via <NAME>"),
+        (&whole, &["--via-namespace", "Edge"], "`Edge` is not a DNS label"),
+        (&whole, &["--via-deployment", "traefik_1"], "`traefik_1` is not a DNS label"),
+        (&whole, &["--via-setting", "forever"], "forever"),
+        (&whole, &["--via-setting-name", ""], "an empty name"),
+        (
+            &[("VERDICT_VIA", "haproxy"), ("VERDICT_VIA_NAMESPACE", "h"), ("VERDICT_VIA_DEPLOYMENT", "haproxy")],
+            &["--via-setting", "30s"],
+            "--via haproxy: not a proxy gsd knows the drain setting of (traefik, envoy-gateway): give \
+             --via-setting-name and --via-setting",
+        ),
+    ];
+    for (env, args, says) in cases {
+        let (code, stderr) = in_cluster(env, args);
+        assert_eq!(code, Some(2), "{env:?} {args:?}: {stderr}");
+        assert!(stderr.contains(says), "{env:?} {args:?}: {says:?} not in {stderr:?}");
+        assert!(!stderr.contains("reading the token"), "{env:?} {args:?}: it went on: {stderr}");
+    }
+}
+
 /// The termination of the proxy in the tests below: 2026-01-01T00:00:05Z.
 const PROXY_TERMINATED: &str = "1767225605";
 
