@@ -128,6 +128,13 @@ const MATRIX: &[&[&str]] = &[
         "monitoring.prometheusRule.enabled=true",
     ],
     &["verdict.enabled=true", "networkPolicy.enabled=true"],
+    &[
+        "verdict.enabled=true",
+        "verdict.via.name=traefik",
+        "verdict.via.namespace=edge",
+        "verdict.via.deployment=traefik",
+        "client.serverUrl=ws://traefik.edge.svc.cluster.local/ws",
+    ],
     &["server.softNodeSpread=false", "server.drainPacingSeconds=5", "server.drainMessages=3"],
     &["faults.enabled=true", "faults.dropOwed=1", "faults.resetAtSigterm=1", "faults.closeLastSeqLower=1"],
 ];
@@ -1024,6 +1031,214 @@ fn the_verdict_is_opt_in_with_the_least_rbac() {
     }
 }
 
+/// The values of a whole proxy phase: Traefik's Deployment `traefik` in
+/// `edge`, the clients sent through it.
+const VIA: [&str; 5] = [
+    "verdict.enabled=true",
+    "verdict.via.name=traefik",
+    "verdict.via.namespace=edge",
+    "verdict.via.deployment=traefik",
+    "client.serverUrl=ws://traefik.edge.svc.cluster.local/ws",
+];
+
+#[test]
+fn the_verdicts_proxy_phase_gets_its_env_json_logs_and_exactly_its_rbac_in_the_proxys_namespace() {
+    let Some(docs) = render(&VIA, "1.31.0") else { return };
+    // In the proxy's namespace: get and patch that one Deployment, list pods.
+    let role = find(&docs, "Role", "gsd-verdict-shop");
+    assert_eq!(role["metadata"]["namespace"], "edge");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["traefik"], "verbs": ["get", "patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        ]),
+        "the proxy phase reads and restarts one Deployment and lists pods; nothing else"
+    );
+    let binding = find(&docs, "RoleBinding", "gsd-verdict-shop");
+    assert_eq!(binding["metadata"]["namespace"], "edge");
+    assert_eq!(
+        binding["roleRef"],
+        serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "gsd-verdict-shop"})
+    );
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "gsd-verdict", "namespace": "shop"}])
+    );
+    // In the release's namespace: the client pods' logs besides the eviction.
+    let own = docs.iter().find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "gsd-verdict").unwrap();
+    assert!(own["metadata"]["namespace"].is_null(), "the release's namespace, as Helm installs it");
+    assert_eq!(
+        own["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        ])
+    );
+    let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role" || d["kind"] == "RoleBinding").collect();
+    assert_eq!(roles.len(), 4, "{:?}", kinds(&docs));
+
+    // The verdict pod's environment is what gsd-verdict takes.
+    let c = &find(&docs, "Pod", "gsd-verdict")["spec"]["containers"][0];
+    for (name, value) in
+        [("VERDICT_VIA", "traefik"), ("VERDICT_VIA_NAMESPACE", "edge"), ("VERDICT_VIA_DEPLOYMENT", "traefik")]
+    {
+        assert_eq!(env(c, name)["value"], value, "{name}");
+    }
+    let names: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"VERDICT_VIA_SETTING") && !names.contains(&"VERDICT_VIA_SETTING_NAME"), "{names:?}");
+    let var = |c: &Value, name: &str| env(c, name)["value"].as_str().unwrap().to_owned();
+    let parsed = gsd_verdict::cluster::VerdictConfig::try_parse_from([
+        "gsd-verdict".to_owned(),
+        "--server-selector".to_owned(),
+        var(c, "SERVER_SELECTOR"),
+        "--client-selector".to_owned(),
+        var(c, "CLIENT_SELECTOR"),
+        "--via".to_owned(),
+        var(c, "VERDICT_VIA"),
+        "--via-namespace".to_owned(),
+        var(c, "VERDICT_VIA_NAMESPACE"),
+        "--via-deployment".to_owned(),
+        var(c, "VERDICT_VIA_DEPLOYMENT"),
+    ])
+    .unwrap();
+    let target = parsed.via_target().unwrap().unwrap();
+    assert_eq!((target.setting_name.as_str(), target.setting.as_secs()), ("Traefik graceTimeOut", 10));
+
+    // A proxy gsd does not know, with its setting: both passed on.
+    let mut relay = VIA.to_vec();
+    relay.extend(["verdict.via.name=relay", "verdict.via.setting=1m30s", "verdict.via.settingName=relay drain"]);
+    let docs = render(&relay, "1.31.0").unwrap();
+    let c = &find(&docs, "Pod", "gsd-verdict")["spec"]["containers"][0];
+    assert_eq!(env(c, "VERDICT_VIA_SETTING")["value"], "1m30s");
+    assert_eq!(env(c, "VERDICT_VIA_SETTING_NAME")["value"], "relay drain");
+    let parsed = gsd_verdict::cluster::VerdictConfig::try_parse_from([
+        "gsd-verdict".to_owned(),
+        "--server-selector".to_owned(),
+        "a=b".to_owned(),
+        "--client-selector".to_owned(),
+        "a=c".to_owned(),
+        "--via".to_owned(),
+        var(c, "VERDICT_VIA"),
+        "--via-namespace".to_owned(),
+        var(c, "VERDICT_VIA_NAMESPACE"),
+        "--via-deployment".to_owned(),
+        var(c, "VERDICT_VIA_DEPLOYMENT"),
+        "--via-setting".to_owned(),
+        var(c, "VERDICT_VIA_SETTING"),
+        "--via-setting-name".to_owned(),
+        var(c, "VERDICT_VIA_SETTING_NAME"),
+    ])
+    .unwrap();
+    assert_eq!(parsed.via_target().unwrap().unwrap().setting.as_secs(), 90);
+
+    // The client logs JSON, with its reconnects, for the phase to read.
+    let client =
+        |docs: &[Value]| find(docs, "Deployment", "gsd-client")["spec"]["template"]["spec"]["containers"][0].clone();
+    let c = client(&docs);
+    assert_eq!(env(&c, "LOG_FORMAT")["value"], "json");
+    assert_eq!(env(&c, "RUST_LOG")["value"], "info,gsd_client::reconnect=debug");
+    let mut own_log = VIA.to_vec();
+    own_log.extend(["client.logFormat=pretty", "client.extraEnv[0].name=RUST_LOG", "client.extraEnv[0].value=debug"]);
+    let c = client(&render(&own_log, "1.31.0").unwrap());
+    assert_eq!(env(&c, "LOG_FORMAT")["value"], "json", "whatever client.logFormat says");
+    let rust_log: Vec<&Value> = c["env"].as_array().unwrap().iter().filter(|e| e["name"] == "RUST_LOG").collect();
+    assert_eq!(rust_log, [&serde_json::json!({"name": "RUST_LOG", "value": "debug"})], "the user's RUST_LOG only");
+
+    // The notes say what `helm test` will do to the proxy.
+    let text = notes(&VIA).unwrap();
+    assert!(text.contains("(then the proxy phase: deploy/traefik in edge restarted; the sessions"), "{text}");
+    assert!(!notes(&["verdict.enabled=true"]).unwrap().contains("proxy phase"));
+
+    // Without the proxy phase: none of it.
+    let off = render(&["verdict.enabled=true"], "1.31.0").unwrap();
+    assert!(!off.iter().any(|d| d["metadata"]["name"] == "gsd-verdict-shop"));
+    let c = client(&off);
+    assert_eq!(env(&c, "LOG_FORMAT")["value"], "pretty");
+    assert!(c["env"].as_array().unwrap().iter().all(|e| e["name"] != "RUST_LOG"));
+    let v = &find(&off, "Pod", "gsd-verdict")["spec"]["containers"][0];
+    assert!(v["env"].as_array().unwrap().iter().all(|e| !e["name"].as_str().unwrap().starts_with("VERDICT_VIA")));
+}
+
+#[test]
+fn a_half_given_or_malformed_proxy_phase_is_refused() {
+    fn with<'a>(more: &[&'a str]) -> Vec<&'a str> {
+        VIA.iter().chain(more).copied().collect()
+    }
+    let without =
+        |key: &str| -> Vec<&str> { VIA.iter().filter(|s| s.split_once('=').unwrap().0 != key).copied().collect() };
+    // Checked at render, each with its reason.
+    refused(
+        &without("verdict.enabled"),
+        "verdict.via (name=traefik, namespace=edge, deployment=traefik) needs verdict.enabled",
+    );
+    refused(
+        &without("verdict.via.deployment"),
+        "verdict.via is half-given (name=traefik, namespace=edge): set verdict.via.deployment too",
+    );
+    refused(&without("verdict.via.namespace"), "set verdict.via.namespace too");
+    refused(
+        &without("verdict.via.name"),
+        "verdict.via is half-given (namespace=edge, deployment=traefik): set verdict.via.name too",
+    );
+    refused(
+        &["verdict.enabled=true", "verdict.via.setting=30s"],
+        "set verdict.via.name, verdict.via.namespace, verdict.via.deployment too",
+    );
+    refused(
+        &without("client.serverUrl"),
+        "verdict.via.name traefik needs client.serverUrl: the clients must go through the proxy",
+    );
+    let unknown = "verdict.via.name haproxy: not a proxy gsd knows the drain setting of (traefik, envoy-gateway): set verdict.via.setting and verdict.via.settingName";
+    refused(&with(&["verdict.via.name=haproxy"]), unknown);
+    refused(&with(&["verdict.via.name=haproxy", "verdict.via.setting=30s"]), unknown);
+    refused(&with(&["verdict.via.name=haproxy", "verdict.via.settingName=hard-stop-after"]), unknown);
+    // Refused by the schema.
+    for (set, needle) in [
+        ("verdict.via.name=Traefik", "verdict/via/name"),
+        ("verdict.via.name=traefik proxy", "verdict/via/name"),
+        ("verdict.via.namespace=edge.example", "verdict/via/namespace"),
+        ("verdict.via.namespace=-edge", "verdict/via/namespace"),
+        ("verdict.via.deployment=Traefik_1", "verdict/via/deployment"),
+        (
+            "verdict.via.deployment=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "verdict/via/deployment",
+        ),
+        ("verdict.via.setting=forever", "verdict/via/setting"),
+        ("verdict.via.setting=1.5s", "verdict/via/setting"),
+        ("verdict.via.setting=30", "verdict/via/setting"),
+        ("verdict.via.settingName= ", "verdict/via/settingName"),
+        ("verdict.via.timeout=30s", "additional properties 'timeout' not allowed"),
+    ] {
+        refused(&with(&[set]), needle);
+    }
+    // Whatever the schema lets through as a setting, gsd-verdict parses.
+    for text in ["10s", "1m30s", "500ms", "0s", "2h", "1.5s", "10", "1 s", "-1s", "soon"] {
+        let set = format!("verdict.via.setting={text}");
+        let Some((ok, _, stderr)) = try_template(&with(&[&set])) else { return };
+        let parsed = gsd_verdict::cluster::VerdictConfig::try_parse_from([
+            "gsd-verdict",
+            "--server-selector",
+            "a=b",
+            "--client-selector",
+            "a=c",
+            "--via",
+            "traefik",
+            "--via-namespace",
+            "edge",
+            "--via-deployment",
+            "traefik",
+            "--via-setting",
+            text,
+        ]);
+        assert!(!ok || parsed.is_ok(), "the chart takes {text:?}, gsd-verdict refuses it: {parsed:?}");
+        if ["10s", "1m30s", "500ms", "2h"].contains(&text) {
+            assert!(ok, "the chart refuses {text:?}: {stderr}");
+        }
+    }
+}
+
 #[test]
 fn the_chart_readme_is_generated_from_values_yaml() {
     let out = Command::new(root().join("scripts/chart-readme")).arg("--stdout").output().unwrap();
@@ -1034,7 +1249,13 @@ fn the_chart_readme_is_generated_from_values_yaml() {
         "charts/gsd/README.md is stale: run scripts/chart-readme"
     );
     // Every value has a row.
-    for key in ["server.pingInterval", "client.reconnectBackoffCap", "monitoring.labels", "verdict.enabled"] {
+    for key in [
+        "server.pingInterval",
+        "client.reconnectBackoffCap",
+        "monitoring.labels",
+        "verdict.enabled",
+        "verdict.via.name",
+    ] {
         assert!(committed.contains(&format!("| `{key}` |")), "no row for {key}");
     }
     // The generator can fail: an undocumented value is refused.

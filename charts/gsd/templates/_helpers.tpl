@@ -104,6 +104,7 @@ crash loop), checked here with the server's own rules.
 {{- if and (include "gsd.deprecatedClients" .) (ne (int .Values.client.users) 10) }}
 {{- fail (printf "client.clients (%d) is the deprecated name of client.users (%d): set only client.users" (int .Values.client.clients) (int .Values.client.users)) }}
 {{- end }}
+{{- include "gsd.validateVia" . }}
 {{- include "gsd.checkExtraEnv" (dict "env" $s.extraEnv "owned" (include "gsd.serverEnvNames" .) "key" "server.extraEnv") }}
 {{- include "gsd.checkExtraEnv" (dict "env" .Values.client.extraEnv "owned" (include "gsd.clientEnvNames" .) "key" "client.extraEnv") }}
 {{- if .Values.monitoring.prometheusRule.enabled }}
@@ -270,4 +271,53 @@ before-hook-creation,hook-succeeded
 {{- else -}}
 before-hook-creation
 {{- end -}}
+{{- end }}
+
+{{/* "true" when the verdict has its proxy phase (verdict.via.name), else "". */}}
+{{- define "gsd.via" -}}
+{{- if and .Values.verdict.enabled .Values.verdict.via.name }}true{{ end }}
+{{- end }}
+
+{{/*
+verdict.via whole or not at all: the proxy phase needs its name, namespace
+and Deployment together, the verdict itself, clients that go through the
+proxy, and for a proxy gsd does not know its setting (the verdict's
+--via rules, checked here so that a half-given value fails the install,
+not the test).
+*/}}
+{{- define "gsd.validateVia" -}}
+{{- $v := .Values.verdict.via }}
+{{- $given := list }}
+{{- $missing := list }}
+{{- range $key := list "name" "namespace" "deployment" "setting" "settingName" }}
+{{- if index $v $key }}{{ $given = append $given (printf "%s=%s" $key (index $v $key)) }}{{ else if has $key (list "name" "namespace" "deployment") }}{{ $missing = append $missing $key }}{{ end }}
+{{- end }}
+{{- if $given }}
+{{- if not .Values.verdict.enabled }}
+{{- fail (printf "verdict.via (%s) needs verdict.enabled: the proxy phase is part of the in-cluster verdict" (join ", " $given)) }}
+{{- end }}
+{{- if $missing }}
+{{- fail (printf "verdict.via is half-given (%s): set verdict.via.%s too; name, namespace and deployment go together" (join ", " $given) (join ", verdict.via." $missing)) }}
+{{- end }}
+{{- if not .Values.client.serverUrl }}
+{{- fail (printf "verdict.via.name %s needs client.serverUrl: the clients must go through the proxy (e.g. ws://<its Service>.<namespace>.svc/ws) for its rollout to show anything" $v.name) }}
+{{- end }}
+{{- if and (not (has $v.name (list "traefik" "envoy-gateway"))) (or (not $v.setting) (not $v.settingName)) }}
+{{- fail (printf "verdict.via.name %s: not a proxy gsd knows the drain setting of (traefik, envoy-gateway): set verdict.via.setting and verdict.via.settingName" $v.name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether client.extraEnv sets RUST_LOG: "true" or "". */}}
+{{- define "gsd.clientSetsRustLog" -}}
+{{- range .Values.client.extraEnv }}{{ if eq .name "RUST_LOG" }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/*
+The name of the proxy phase's Role and RoleBinding in the proxy's namespace:
+<fullname>-verdict-<release namespace>, so that releases of the same name
+in two namespaces can both test one proxy.
+*/}}
+{{- define "gsd.verdictViaName" -}}
+{{- printf "%s-verdict-%s" (include "gsd.fullname" .) .Release.Namespace }}
 {{- end }}
