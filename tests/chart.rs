@@ -679,7 +679,7 @@ fn doc_sets(block: &str, command: &str) -> Vec<String> {
     let joined = block.replace("\\\n", " ");
     let line = joined.lines().find(|l| l.starts_with(command)).unwrap_or_else(|| panic!("no `{command}` in {block}"));
     let words: Vec<&str> = line.split_whitespace().collect();
-    words.windows(2).filter(|w| w[0] == "--set").map(|w| w[1].to_owned()).collect()
+    words.windows(2).filter(|w| w[0] == "--set").map(|w| w[1].trim_matches('\'').to_owned()).collect()
 }
 
 #[test]
@@ -738,6 +738,22 @@ fn the_documented_walkthrough_is_what_the_chart_renders() {
     let docs = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
     find(&docs, "Pod", "gsd-verdict");
     assert!(verdict.contains("helm test gsd --logs"));
+
+    // The proxy phase, in the README and in docs/kubernetes.md: the same
+    // command, which sends the clients through the proxy and gives the
+    // verdict its rollout, its Role in the proxy's namespace included.
+    let own = doc_block("README.md", "## Test your own path", "sh");
+    assert_eq!(own, doc_block("docs/kubernetes.md", "### Your own proxy, from inside the cluster", "sh"));
+    assert!(own.trim_end().ends_with("\nhelm test gsd --logs --timeout 5m"), "{own}");
+    let sets = doc_sets(&own, "helm upgrade gsd charts/gsd --reuse-values");
+    let docs = render(&sets.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
+    let route = find(&docs, "HTTPRoute", "gsd");
+    assert_eq!(route["spec"]["parentRefs"][0], serde_json::json!({"name": "web", "namespace": "traefik"}));
+    let client = &find(&docs, "Deployment", "gsd-client")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(client, "SERVER_URL")["value"], "ws://traefik.traefik.svc.cluster.local/ws");
+    assert_eq!(find(&docs, "Role", "gsd-verdict-shop")["metadata"]["namespace"], "traefik");
+    let c = &find(&docs, "Pod", "gsd-verdict")["spec"]["containers"][0];
+    assert_eq!(env(c, "VERDICT_VIA_DEPLOYMENT")["value"], "traefik");
 
     // The plain Prometheus job is a valid configuration that keeps the labels the alerts route on.
     let config = doc_block("docs/kubernetes.md", "## Monitoring: kube-prometheus-stack, or a plain Prometheus", "yaml");
