@@ -503,7 +503,7 @@ pub fn render(report: &VerdictReport) -> String {
     }
     if let Some(via) = &report.via {
         out += &crate::report::render_via(via);
-        if via.cuts == 0 && report.rollout.is_some() {
+        if via.cuts == 0 && report.rollout.as_ref().is_some_and(|r| r.clients.cut == 0) {
             out += &format!(
                 "    no session was cut: do the clients go through {}? (the chart's client.serverUrl)\n",
                 via.proxy
@@ -1142,7 +1142,10 @@ mod tests {
             Duration::from_secs(10),
             &Default::default(),
         );
-        let passed = VerdictReport { via: Some(quiet), reasons: vec![], ..report }.decide(vec![]);
+        let unlogged = VerdictReport { via: Some(quiet.clone()), ..report.clone() };
+        assert!(!render(&unlogged).contains("no session was cut"), "the clients counted 3 cuts");
+        let rollout = Rollout { clients, ..report.rollout.clone().unwrap() };
+        let passed = VerdictReport { via: Some(quiet), rollout: Some(rollout), ..report }.decide(vec![]);
         assert!(render(&passed).contains("no session was cut: do the clients go through traefik?"));
     }
 
