@@ -607,3 +607,43 @@ async fn a_hostile_server_cannot_forge_client_log_lines_or_wrap_its_loss_counter
     println!("hostile server: {} error frames logged in their own field; messages_lost {lost}", errors.len());
     assert_eq!(lost, u64::MAX, "three gaps of 2^64-2 saturate: {exit}");
 }
+
+#[tokio::test]
+async fn repeated_handshake_headers_get_400_and_never_an_upgrade() {
+    let (server, addr) = quiet_server("repeated", &[]).await;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let request = |extra: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extra}\r\n"
+        )
+    };
+    let refused = [
+        ("the same key twice", format!("Sec-WebSocket-Key: {key}\r\n")),
+        ("a second, different key", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n".to_owned()),
+        ("the version twice", "Sec-WebSocket-Version: 13\r\n".to_owned()),
+        ("a second host", "Host: elsewhere.test\r\n".to_owned()),
+    ];
+    for (what, extra) in &refused {
+        let (_stream, head) = exchange(addr, request(extra).as_bytes(), Duration::from_secs(5)).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{what}: {head:.200}");
+        assert!(!head.contains("elsewhere") && !head.contains("AAAA"), "{what}: the 400 echoes the request");
+    }
+    // Headers that are lists may repeat; each header once is an upgrade.
+    for (what, extra) in [
+        ("each header once", ""),
+        ("the protocol listed twice", "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n"),
+    ] {
+        let (_stream, head) = exchange(addr, request(extra).as_bytes(), Duration::from_secs(5)).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{what}: {head:.200}");
+    }
+    let admin = server.admin();
+    let bad_key = metric(admin, names::SERVER_UPGRADES_REJECTED.at(&[("reason", "bad_key")])).await;
+    let repeated = metric(admin, names::SERVER_UPGRADES_REJECTED.at(&[("reason", "repeated_header")])).await;
+    println!(
+        "repeated handshake headers: {} refused with 400 (bad_key {bad_key:?}, repeated_header {repeated:?})",
+        refused.len()
+    );
+    assert_eq!((bad_key, repeated), (Some(2.0), Some(2.0)));
+    stop(server).await;
+}

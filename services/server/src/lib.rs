@@ -232,16 +232,31 @@ async fn prestop(
     "done\n".into_response()
 }
 
-/// RFC 6455 section 4.2.1: the key is the base64 of 16 bytes, which is 22
-/// base64 characters and `==`.
+/// RFC 6455 section 4.2.1: exactly one `Sec-WebSocket-Key`, the base64 of
+/// 16 bytes, which is 22 base64 characters and `==`. A second key, even the
+/// same one, makes the request invalid (section 11.3.1): which of the two
+/// the answer's `Sec-WebSocket-Accept` proves is then anyone's guess.
 fn valid_websocket_key(headers: &HeaderMap) -> bool {
-    let Some(key) = headers.get(axum::http::header::SEC_WEBSOCKET_KEY) else {
+    let mut keys = headers.get_all(axum::http::header::SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
         return false;
     };
     let key = key.as_bytes();
     key.len() == 24
         && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
         && &key[22..] == b"=="
+}
+
+/// The other headers of an upgrade request that must appear once:
+/// `Sec-WebSocket-Version` (RFC 6455 section 11.3.5) and `Host` (RFC 9112
+/// section 3.2). Listed headers (`Connection`, `Upgrade`,
+/// `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`) may repeat.
+static SINGLE_HEADERS: [axum::http::HeaderName; 2] =
+    [axum::http::header::SEC_WEBSOCKET_VERSION, axum::http::header::HOST];
+
+/// The first of [`SINGLE_HEADERS`] that `headers` repeats.
+fn repeated_single_header(headers: &HeaderMap) -> Option<&'static axum::http::HeaderName> {
+    SINGLE_HEADERS.iter().find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
 async fn ws_upgrade(
@@ -258,7 +273,12 @@ async fn ws_upgrade(
     };
     if !valid_websocket_key(&headers) {
         shared.metrics.refused(metrics::Refusal::BadKey).inc();
-        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be the base64 of 16 bytes\n").into_response();
+        return (StatusCode::BAD_REQUEST, "expected one Sec-WebSocket-Key, the base64 of 16 bytes\n").into_response();
+    }
+    if let Some(name) = repeated_single_header(&headers) {
+        shared.metrics.refused(metrics::Refusal::RepeatedHeader).inc();
+        // The name is one of ours, never the request's text.
+        return (StatusCode::BAD_REQUEST, format!("{name} must appear once\n")).into_response();
     }
     // Taken before the draining check: the drain cancels before it closes
     // and waits on the tracker, so either this request sees the drain and is
