@@ -35,7 +35,7 @@ pub struct Config {
     pub admin_port: u16,
 
     /// How long a new HTTP connection may take to send its request line and
-    /// headers; a slower one is closed.
+    /// headers; a slower one is closed. On the admin port, 2s at most.
     #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub http_header_timeout: Duration,
 

@@ -9,11 +9,14 @@
 //! - a lifetime bound while it is plain HTTP (`HTTP_IDLE_TIMEOUT`, plus the
 //!   longest `/prestop` wait on the admin port): a connection that never
 //!   upgrades is closed after that bound whatever it does, idle keep-alive
-//!   or a slow reader of a response. (Keep-alive stays on: hyper answers an
-//!   upgrade with `Connection: close` otherwise.);
+//!   or a slow reader of a response. (Keep-alive stays on on the WebSocket
+//!   port: hyper answers an upgrade with `Connection: close` otherwise.);
 //! - a place under a cap: beyond `limit` open HTTP connections a new one is
 //!   answered `503` and closed. Upgraded sessions leave the cap (hyper's
-//!   connection future ends at the upgrade); MAX_SESSIONS bounds those.
+//!   connection future ends at the upgrade); MAX_SESSIONS bounds those. On
+//!   the admin port the cap is shared fairly between addresses
+//!   ([`crate::fair`]), and a connection carries one request (no
+//!   keep-alive), so that it holds its place no longer than that request.
 //!
 //! Accept errors (the descriptor limit above all) are logged, counted in
 //! `gsd_server_accept_errors_total` and followed by a growing pause, so that
@@ -39,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::fair::{Share, Shares, Slot};
 use crate::fault::{ResetSwitch, Resettable};
 use crate::metrics::{AcceptFailure, HttpTimeout, ServerMetrics};
 
@@ -52,11 +56,6 @@ const MAX_HEADERS: usize = 64;
 /// Pause after an accept error grows from the first to the last of these.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Refusals (503 then close) in flight at once; past this a connection over
-/// the cap is closed without an answer, so that refusing costs bounded
-/// descriptors too.
-const MAX_REFUSALS: usize = 64;
 
 /// How long a refusal waits for the peer to read its 503 before closing.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
@@ -114,7 +113,7 @@ impl Listener for TcpListener {
 }
 
 /// One listener's limits.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Limits {
     /// `ws` or `admin`: the `port` label of the metrics and logs.
     pub port: &'static str,
@@ -124,6 +123,16 @@ pub(crate) struct Limits {
     pub lifetime: Duration,
     /// Most HTTP connections open at once.
     pub max_connections: usize,
+    /// Refusals (503 then close) in flight at once; past it a connection
+    /// over the cap is closed unanswered, so that refusing costs bounded
+    /// descriptors too.
+    pub max_refusals: usize,
+    /// The fair share between addresses that admits connections instead of
+    /// the cap above (the admin port); `None` on the WebSocket port, whose
+    /// peers are mostly a proxy or a Service's few addresses.
+    pub shares: Option<Arc<Shares>>,
+    /// Whether a connection may carry a second request after the first.
+    pub keep_alive: bool,
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets the
@@ -143,6 +152,12 @@ pub(crate) async fn serve<L: Listener>(
     let mut last_logged: Option<tokio::time::Instant> = None;
     let mut unlogged = 0u64;
     loop {
+        if let Some(shares) = &limits.shares {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = shares.room() => {}
+            }
+        }
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -174,9 +189,13 @@ pub(crate) async fn serve<L: Listener>(
                 }
             }
         };
-        if open.load(Ordering::SeqCst) >= limits.max_connections {
+        let admitted = match &limits.shares {
+            Some(shares) => shares.admit(peer.ip()).map(Some),
+            None => (open.load(Ordering::SeqCst) < limits.max_connections).then_some(None),
+        };
+        let Some(share) = admitted else {
             metrics.http_refused.with_label_values(&[limits.port]).inc();
-            if refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSALS {
+            if refusing.fetch_add(1, Ordering::SeqCst) < limits.max_refusals {
                 let refusing = refusing.clone();
                 tokio::spawn(async move {
                     refuse(stream).await;
@@ -187,14 +206,14 @@ pub(crate) async fn serve<L: Listener>(
                 drop(stream);
             }
             continue;
-        }
+        };
         open.fetch_add(1, Ordering::SeqCst);
         gauge.inc();
         let (router, limits, metrics, stop, open, gauge) =
             (router.clone(), limits.clone(), metrics.clone(), stop.clone(), open.clone(), gauge.clone());
         let (stream, switch) = Resettable::new(stream, L::reset_on_close);
         connections.spawn(async move {
-            connection(stream, peer, switch, router, &limits, &metrics, stop).await;
+            connection(stream, peer, switch, share, router, &limits, &metrics, stop).await;
             open.fetch_sub(1, Ordering::SeqCst);
             gauge.dec();
         });
@@ -209,30 +228,45 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
 }
 
+#[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
 async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     peer: SocketAddr,
     switch: ResetSwitch,
+    share: Option<Share>,
     router: Router,
     limits: &Limits,
     metrics: &ServerMetrics,
     stop: CancellationToken,
 ) {
+    let slot = share.as_ref().map(Share::slot);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(switch.clone());
+        // In a handler (a preStop wait), the connection is not evicted.
+        let busy = slot.as_ref().map(Slot::busy);
         let mut router = router.clone();
-        // Router is always ready (its poll_ready returns Ready at once).
-        tower_service::Service::call(&mut router, request)
+        async move {
+            let _busy = busy;
+            // Router is always ready (its poll_ready returns Ready at once).
+            tower_service::Service::call(&mut router, request).await
+        }
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .keep_alive(limits.keep_alive)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(conn);
+    let evicted = async {
+        match &share {
+            Some(share) => share.evicted().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
@@ -245,6 +279,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         _ = tokio::time::sleep(limits.lifetime) => {
             metrics.http_timeouts.with_label_values(&[limits.port, HttpTimeout::Idle.label()]).inc();
             debug!(port = limits.port, %peer, lifetime_ms = limits.lifetime.as_millis() as u64, "http_connection_expired");
+        }
+        _ = evicted => {
+            metrics.admin_evicted.inc();
+            debug!(port = limits.port, %peer, "http_connection_evicted");
         }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod config;
+mod fair;
 mod fault;
 mod http;
 mod labels;
@@ -155,9 +156,25 @@ fn admin_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// HTTP connections the admin port serves at once: probes, one scrape or
-/// two, one preStop call.
+/// HTTP connections the admin port serves at once. The kubelet's probes
+/// and preStop call and Prometheus's scrapes need a handful; the rest is
+/// room for the fair share of [`fair`] to work in.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Refusals (503, then close) in flight at once on the admin port.
+const ADMIN_REFUSALS: usize = 8;
+
+/// Admin connections evicted for a fairer share but not closed yet: an
+/// eviction takes effect when the evicted connection's task next runs.
+const ADMIN_EVICTING: usize = 8;
+
+/// Refusals (503, then close) in flight at once on the WebSocket port.
+const WS_REFUSALS: usize = 64;
+
+/// The admin port's bound on a request head, whatever HTTP_HEADER_TIMEOUT
+/// says: the kubelet and Prometheus send theirs at once, so a connection
+/// slower than this is not one of theirs.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_draining() {
@@ -345,12 +362,19 @@ pub async fn run<W: Listener, A: Listener>(
         header_timeout: c.http_header_timeout,
         lifetime: c.http_idle_timeout,
         max_connections: c.max_http_connections as usize,
+        max_refusals: WS_REFUSALS,
+        shares: None,
+        // hyper answers an upgrade with `Connection: close` without it.
+        keep_alive: true,
     };
     let admin_limits = http::Limits {
         port: metrics::Port::Admin.label(),
-        header_timeout: c.http_header_timeout,
+        header_timeout: c.http_header_timeout.min(ADMIN_HEADER_TIMEOUT),
         lifetime: c.http_idle_timeout + PRESTOP_MAX,
         max_connections: ADMIN_MAX_CONNECTIONS,
+        max_refusals: ADMIN_REFUSALS,
+        shares: Some(fair::Shares::new(ADMIN_MAX_CONNECTIONS, ADMIN_EVICTING)),
+        keep_alive: false,
     };
     let servers = TaskTracker::new();
     servers.spawn(http::serve(

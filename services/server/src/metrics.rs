@@ -66,8 +66,8 @@ pub struct ServerMetrics {
     pub upgrades_rejected: IntCounterVec,
     /// Open HTTP connections (not yet upgraded), by port (ws|admin).
     pub http_connections: IntGaugeVec,
-    /// Connections answered 503 and closed because MAX_HTTP_CONNECTIONS
-    /// (or the admin port's cap) was reached, by port.
+    /// Connections answered 503 and closed because a cap was reached
+    /// (MAX_HTTP_CONNECTIONS, the admin port's fair share), by port.
     pub http_refused: IntCounterVec,
     /// HTTP connections closed for slowness, by port and kind (header: the
     /// request head took over HTTP_HEADER_TIMEOUT; idle: no upgrade within
@@ -75,6 +75,8 @@ pub struct ServerMetrics {
     pub http_timeouts: IntCounterVec,
     /// Failed accepts, by port and kind (fd_limit|no_memory|other).
     pub accept_errors: IntCounterVec,
+    /// Admin connections closed to make room for an address holding fewer.
+    pub admin_evicted: IntCounter,
     /// Constant 1 carrying the server id and version as labels.
     pub info: IntGaugeVec,
     /// The configured DRAIN_TIMEOUT, so alerts can compare shutdown
@@ -168,6 +170,11 @@ impl ServerMetrics {
                 names::SERVER_ACCEPT_ERRORS,
                 "Failed accepts (descriptor limit and others), by port and kind.",
                 &["port", "kind"],
+            ),
+            admin_evicted: counter(
+                registry,
+                names::SERVER_ADMIN_CONNECTIONS_EVICTED,
+                "Idle admin connections closed to admit one from an address holding fewer.",
             ),
             info: gauge_vec(
                 registry,

@@ -98,6 +98,8 @@ pub const SERVER_HTTP_CONNECTIONS_REFUSED: Metric = Metric("gsd_server_http_conn
 pub const SERVER_HTTP_TIMEOUTS: Metric = Metric("gsd_server_http_timeouts_total");
 /// Failed accepts (descriptor limit and others), by port and kind.
 pub const SERVER_ACCEPT_ERRORS: Metric = Metric("gsd_server_accept_errors_total");
+/// Idle admin connections closed to admit one from an address holding fewer.
+pub const SERVER_ADMIN_CONNECTIONS_EVICTED: Metric = Metric("gsd_server_admin_connections_evicted_total");
 /// Always 1; labels name the replica and the build.
 pub const SERVER_INFO: Metric = Metric("gsd_server_info");
 /// The configured drain timeout (DRAIN_TIMEOUT).
@@ -164,6 +166,7 @@ pub const ALL: &[Metric] = &[
     SERVER_HTTP_CONNECTIONS_REFUSED,
     SERVER_HTTP_TIMEOUTS,
     SERVER_ACCEPT_ERRORS,
+    SERVER_ADMIN_CONNECTIONS_EVICTED,
     SERVER_INFO,
     SERVER_DRAIN_TIMEOUT_SECONDS,
     CLIENT_SESSIONS,
