@@ -851,3 +851,96 @@ async fn probes_are_answered_within_a_second_while_other_pods_flood_the_admin_po
     assert!(peak_fds <= baseline_fds + 64 + 8 + 8 + 16, "fds peaked at {peak_fds}");
     assert_eq!((u(&drain_end, "complete"), u(&drain_end, "incomplete")), (USERS as u64, 0), "{drain_end}");
 }
+
+#[tokio::test]
+async fn with_256_descriptors_a_full_port_leaves_the_other_reachable_and_serving_resumes_at_once() {
+    const NOFILE: u64 = 256;
+    const SILENT: usize = 300;
+    let Some(prlimit) = common::tool("prlimit", "PRLIMIT") else { return };
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let launcher = common::launcher().wrapped(&prlimit, &[format!("--nofile={NOFILE}:{NOFILE}")]);
+    let flags = [
+        "--push-interval",
+        "0s",
+        "--metrics-linger",
+        "0s",
+        "--http-header-timeout",
+        "60s",
+        "--http-idle-timeout",
+        "60s",
+    ];
+    let (server, addr) = Proc::server_with(&launcher, "fd256", "127.0.0.1", &flags, &[]).await;
+    let (pid, admin) = (server.pid(), server.admin());
+    let limits = only(&server, "connection_limits");
+    assert_eq!(u(&limits, "nofile"), NOFILE, "{limits}");
+    let ws_share = u(&limits, "ws_connections");
+    let mut bystander = Raw::connect(addr).await;
+
+    // 300 silent connections on each port: on the WebSocket port from
+    // 127.0.0.1, held for the test; on the admin port from 127.0.0.2
+    // (another pod), each reopened when the server closes it.
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let admin_flood = Flood::start(admin, 1, SILENT, 0);
+    let held = names::SERVER_CONNECTIONS.at(&[("port", "ws")]);
+    wait_metric(admin, &held, ws_share as f64).await;
+
+    // The WebSocket port is full: a new upgrade gets 503 at once (once the
+    // refusals of the flood itself, 64 at most in flight for 500 ms each,
+    // are over: until then it is closed unanswered), the session already
+    // open goes on, and the admin port answers probes.
+    let refused_in = eventually("a 503 for a new upgrade", Duration::from_secs(5), || async {
+        let started = Instant::now();
+        let request = upgrade_request(addr, "dGhlIHNhbXBsZSBub25jZQ==");
+        let (_, head) = exchange(addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(head.is_empty() || head.starts_with("HTTP/1.1 503"), "{head:.200}");
+        (!head.is_empty()).then(|| started.elapsed())
+    })
+    .await;
+    let mut probes = Vec::new();
+    let start = Instant::now();
+    for path in ["/healthz", "/readyz", "/metrics"].into_iter().cycle().take(30) {
+        let sent = Instant::now();
+        let answer = gsd_telemetry::http_get(&admin.to_string(), path, Duration::from_secs(5)).await;
+        probes.push(Probe { path, at: sent - start, status: answer.map_or(0, |(s, _)| s), took: sent.elapsed() });
+    }
+    let in_use = fds(pid);
+    let answered = bystander_answers(&mut bystander, 1).await;
+    let mut errors = 0.0;
+    for port in ["ws", "admin"] {
+        for kind in ["fd_limit", "no_memory", "other"] {
+            errors += metric(admin, names::SERVER_ACCEPT_ERRORS.at(&[("kind", kind), ("port", port)])).await.unwrap();
+        }
+    }
+    let (p50, p99, max) = latencies(&probes);
+    println!(
+        "descriptor limit {NOFILE}: ws share {ws_share} (reserve {}); {SILENT} silent connections on each port; \
+         fds in use {in_use}; a new upgrade refused 503 in {refused_in:?}; {} admin requests: p50 {p50:?}, \
+         p99 {p99:?}, max {max:?}; bystander answered in {answered:?}; {errors} accept errors",
+        u(&limits, "reserve"),
+        probes.len()
+    );
+    for p in &probes {
+        assert!(p.status == 200 && p.took < Duration::from_secs(1), "{p:?}");
+    }
+    assert!(in_use <= NOFILE, "{in_use} descriptors open under a limit of {NOFILE}");
+    assert_eq!(errors, 0.0, "an accept failed: the shares did not hold");
+    assert!(refused_in < Duration::from_secs(1), "the refusal took {refused_in:?}");
+    assert!(answered < Duration::from_secs(2), "the bystander waited {answered:?}");
+
+    // Let them go: the next session is served at once.
+    drop((admin_flood, silent));
+    let started = Instant::now();
+    let mut fresh = eventually("a new session after the silent connections closed", SAFETY, || async {
+        tokio::time::timeout(Duration::from_secs(3), Raw::connect(addr)).await.ok()
+    })
+    .await;
+    let serving_again = started.elapsed();
+    println!("descriptor limit {NOFILE}: serving a new session {serving_again:?} after the close");
+    assert!(serving_again < Duration::from_secs(2), "took {serving_again:?} to serve again");
+    assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
+    drop((fresh, bystander));
+    stop(server).await;
+}

@@ -47,7 +47,9 @@ pub struct Config {
 
     /// Most HTTP connections open at once on the WebSocket port, not counting
     /// upgraded sessions (MAX_SESSIONS bounds those). One more is answered
-    /// with 503 and closed.
+    /// with 503 and closed. Never more than the port's share of the
+    /// open-file limit (RLIMIT_NOFILE less what the server keeps for itself
+    /// and the admin port), which bounds its sessions too.
     #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_http_connections: u32,
 

@@ -11,10 +11,13 @@
 //!   upgrades is closed after that bound whatever it does, idle keep-alive
 //!   or a slow reader of a response. (Keep-alive stays on on the WebSocket
 //!   port: hyper answers an upgrade with `Connection: close` otherwise.);
-//! - a place under a cap: beyond `limit` open HTTP connections a new one is
-//!   answered `503` and closed. Upgraded sessions leave the cap (hyper's
-//!   connection future ends at the upgrade); MAX_SESSIONS bounds those. On
-//!   the admin port the cap is shared fairly between addresses
+//! - a place under caps: beyond `max_http` open HTTP connections, or
+//!   `max_connections` open connections of any kind (HTTP and the sessions
+//!   they became, each holding a descriptor: [`crate::descriptors`] derives
+//!   this cap from the descriptor limit), a new one is answered `503` and
+//!   closed. Upgraded sessions leave the first cap (hyper's connection
+//!   future ends at the upgrade) but not the second; MAX_SESSIONS bounds
+//!   them too. On the admin port the cap is shared fairly between addresses
 //!   ([`crate::fair`]), and a connection carries one request (no
 //!   keep-alive), so that it holds its place no longer than that request.
 //!
@@ -28,15 +31,18 @@
 //! extension, and nothing changes unless a session arms it.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -121,14 +127,17 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
     /// Longest life of a connection that has not upgraded.
     pub lifetime: Duration,
-    /// Most HTTP connections open at once.
+    /// Most HTTP connections (not upgraded) open at once.
+    pub max_http: usize,
+    /// Most connections open at once, HTTP and sessions: each holds a
+    /// descriptor.
     pub max_connections: usize,
     /// Refusals (503 then close) in flight at once; past it a connection
     /// over the cap is closed unanswered, so that refusing costs bounded
     /// descriptors too.
     pub max_refusals: usize,
     /// The fair share between addresses that admits connections instead of
-    /// the cap above (the admin port); `None` on the WebSocket port, whose
+    /// the caps above (the admin port); `None` on the WebSocket port, whose
     /// peers are mostly a proxy or a Service's few addresses.
     pub shares: Option<Arc<Shares>>,
     /// Whether a connection may carry a second request after the first.
@@ -145,9 +154,11 @@ pub(crate) async fn serve<L: Listener>(
     stop: CancellationToken,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(AtomicUsize::new(0));
     let refusing = Arc::new(AtomicUsize::new(0));
     let connections = TaskTracker::new();
     let gauge = metrics.http_connections.with_label_values(&[limits.port]);
+    let held_gauge = metrics.connections.with_label_values(&[limits.port]);
     let mut backoff = Duration::ZERO;
     let mut last_logged: Option<tokio::time::Instant> = None;
     let mut unlogged = 0u64;
@@ -191,7 +202,9 @@ pub(crate) async fn serve<L: Listener>(
         };
         let admitted = match &limits.shares {
             Some(shares) => shares.admit(peer.ip()).map(Some),
-            None => (open.load(Ordering::SeqCst) < limits.max_connections).then_some(None),
+            None => (open.load(Ordering::SeqCst) < limits.max_http
+                && held.load(Ordering::SeqCst) < limits.max_connections)
+                .then_some(None),
         };
         let Some(share) = admitted else {
             metrics.http_refused.with_label_values(&[limits.port]).inc();
@@ -209,9 +222,10 @@ pub(crate) async fn serve<L: Listener>(
         };
         open.fetch_add(1, Ordering::SeqCst);
         gauge.inc();
+        let stream = Counted::new(stream, held.clone(), held_gauge.clone());
+        let (stream, switch) = Resettable::new(stream, |io: &Counted<L::Io>| L::reset_on_close(&io.inner));
         let (router, limits, metrics, stop, open, gauge) =
             (router.clone(), limits.clone(), metrics.clone(), stop.clone(), open.clone(), gauge.clone());
-        let (stream, switch) = Resettable::new(stream, L::reset_on_close);
         connections.spawn(async move {
             connection(stream, peer, switch, share, router, &limits, &metrics, stop).await;
             open.fetch_sub(1, Ordering::SeqCst);
@@ -288,6 +302,65 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
+    }
+}
+
+/// A connection that counts itself among its port's open ones for as long
+/// as its descriptor is open: as an HTTP connection, then as the session
+/// it may become (the upgrade hands this very object to the session).
+struct Counted<S> {
+    /// The connection itself.
+    inner: S,
+    /// The port's count of open connections.
+    count: Arc<AtomicUsize>,
+    /// The same count as exposed (`gsd_server_connections{port}`).
+    gauge: IntGauge,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, count: Arc<AtomicUsize>, gauge: IntGauge) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        gauge.inc();
+        Counted { inner, count, gauge }
+    }
+}
+
+impl<S> Drop for Counted<S> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.gauge.dec();
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod config;
+mod descriptors;
 mod fair;
 mod fault;
 mod http;
@@ -45,6 +46,8 @@ use metrics::ServerMetrics;
 pub enum ServerError {
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("{0}")]
+    Descriptors(String),
 }
 
 /// What a drain did, for the binary's last log line and for embedding tests.
@@ -155,21 +158,6 @@ fn admin_router(shared: Arc<Shared>) -> Router {
         .route("/prestop", get(prestop))
         .with_state(shared)
 }
-
-/// HTTP connections the admin port serves at once. The kubelet's probes
-/// and preStop call and Prometheus's scrapes need a handful; the rest is
-/// room for the fair share of [`fair`] to work in.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
-
-/// Refusals (503, then close) in flight at once on the admin port.
-const ADMIN_REFUSALS: usize = 8;
-
-/// Admin connections evicted for a fairer share but not closed yet: an
-/// eviction takes effect when the evicted connection's task next runs.
-const ADMIN_EVICTING: usize = 8;
-
-/// Refusals (503, then close) in flight at once on the WebSocket port.
-const WS_REFUSALS: usize = 64;
 
 /// The admin port's bound on a request head, whatever HTTP_HEADER_TIMEOUT
 /// says: the kubelet and Prometheus send theirs at once, so a connection
@@ -355,14 +343,16 @@ pub async fn run<W: Listener, A: Listener>(
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     listener.set_liveness(shared.config.ping_interval, shared.config.ping_timeout)?;
+    let budget = descriptors::Budget::measure().map_err(ServerError::Descriptors)?;
     let stop_http = CancellationToken::new();
     let c = &shared.config;
     let ws_limits = http::Limits {
         port: metrics::Port::Ws.label(),
         header_timeout: c.http_header_timeout,
         lifetime: c.http_idle_timeout,
-        max_connections: c.max_http_connections as usize,
-        max_refusals: WS_REFUSALS,
+        max_http: budget.ws_http(c.max_http_connections),
+        max_connections: budget.ws,
+        max_refusals: descriptors::WS_REFUSALS,
         shares: None,
         // hyper answers an upgrade with `Connection: close` without it.
         keep_alive: true,
@@ -371,11 +361,24 @@ pub async fn run<W: Listener, A: Listener>(
         port: metrics::Port::Admin.label(),
         header_timeout: c.http_header_timeout.min(ADMIN_HEADER_TIMEOUT),
         lifetime: c.http_idle_timeout + PRESTOP_MAX,
-        max_connections: ADMIN_MAX_CONNECTIONS,
-        max_refusals: ADMIN_REFUSALS,
-        shares: Some(fair::Shares::new(ADMIN_MAX_CONNECTIONS, ADMIN_EVICTING)),
+        max_http: descriptors::ADMIN_CONNECTIONS,
+        max_connections: descriptors::ADMIN_CONNECTIONS,
+        max_refusals: descriptors::ADMIN_REFUSALS,
+        shares: Some(fair::Shares::new(descriptors::ADMIN_CONNECTIONS, descriptors::ADMIN_EVICTING)),
         keep_alive: false,
     };
+    for limits in [&ws_limits, &admin_limits] {
+        let max = i64::try_from(limits.max_connections).unwrap_or(i64::MAX);
+        shared.metrics.connections_max.with_label_values(&[limits.port]).set(max);
+    }
+    let ws_connections = budget.nofile.map(|_| budget.ws);
+    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, nofile = budget.nofile, in_use = budget.in_use,
+        reserve = budget.reserve, ws_connections, ws_http_connections = ws_limits.max_http,
+        admin_connections = admin_limits.max_connections, "connection_limits");
+    if c.max_sessions > budget.ws {
+        warn!(target: "gsd_server::lifecycle", server_id = %shared.server_id, max_sessions = c.max_sessions,
+            ws_connections, "max_sessions_over_connection_limit");
+    }
     let servers = TaskTracker::new();
     servers.spawn(http::serve(
         listener,
