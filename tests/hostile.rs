@@ -7,9 +7,11 @@ mod common;
 
 use gsd_telemetry::names;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Proc, Raw, Seen, eventually, metric, only, wait_metric};
+use common::{Proc, Raw, Seen, eventually, metric, only, u, wait_metric};
 use gsd_protocol::{ClientMessage, ServerMessage, close};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -606,4 +608,339 @@ async fn a_hostile_server_cannot_forge_client_log_lines_or_wrap_its_loss_counter
     let lost = exit["messages_lost"].as_u64().unwrap();
     println!("hostile server: {} error frames logged in their own field; messages_lost {lost}", errors.len());
     assert_eq!(lost, u64::MAX, "three gaps of 2^64-2 saturate: {exit}");
+}
+
+#[tokio::test]
+async fn repeated_handshake_headers_get_400_and_never_an_upgrade() {
+    let (server, addr) = quiet_server("repeated", &[]).await;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let request = |extra: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extra}\r\n"
+        )
+    };
+    let refused = [
+        ("the same key twice", format!("Sec-WebSocket-Key: {key}\r\n")),
+        ("a second, different key", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n".to_owned()),
+        ("the version twice", "Sec-WebSocket-Version: 13\r\n".to_owned()),
+        ("a second host", "Host: elsewhere.test\r\n".to_owned()),
+    ];
+    for (what, extra) in &refused {
+        let (_stream, head) = exchange(addr, request(extra).as_bytes(), Duration::from_secs(5)).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{what}: {head:.200}");
+        assert!(!head.contains("elsewhere") && !head.contains("AAAA"), "{what}: the 400 echoes the request");
+    }
+    // Headers that are lists may repeat; each header once is an upgrade.
+    for (what, extra) in [
+        ("each header once", ""),
+        ("the protocol listed twice", "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n"),
+    ] {
+        let (_stream, head) = exchange(addr, request(extra).as_bytes(), Duration::from_secs(5)).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{what}: {head:.200}");
+    }
+    let admin = server.admin();
+    let bad_key = metric(admin, names::SERVER_UPGRADES_REJECTED.at(&[("reason", "bad_key")])).await;
+    let repeated = metric(admin, names::SERVER_UPGRADES_REJECTED.at(&[("reason", "repeated_header")])).await;
+    println!(
+        "repeated handshake headers: {} refused with 400 (bad_key {bad_key:?}, repeated_header {repeated:?})",
+        refused.len()
+    );
+    assert_eq!((bad_key, repeated), (Some(2.0), Some(2.0)));
+    stop(server).await;
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (the whole
+/// of 127.0.0.0/8 is this machine's), so that one test can play several
+/// pods, each with its own address.
+async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+/// Holds one connection at a time to `addr` from `source` until `until`
+/// (or until aborted), opening a new one a second after the server closes
+/// the last: silent, or (`slow`) sending a request head a byte every
+/// 300 ms. Counts the connections it opens in `opened`.
+async fn hold(source: std::net::IpAddr, addr: SocketAddr, slow: bool, until: Instant, opened: Arc<AtomicU64>) {
+    while Instant::now() < until {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect_from(source, addr)).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        opened.fetch_add(1, Ordering::Relaxed);
+        let held = async {
+            let head = b"GET /healthz HTTP/1.1\r\nHost: gsd\r\nUser-Agent: slow\r\n\r\n";
+            let mut buf = [0u8; 512];
+            let mut sent = 0;
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut buf) => if matches!(read, Ok(0) | Err(_)) { return },
+                    _ = tokio::time::sleep(Duration::from_millis(300)), if slow && sent < head.len() => {
+                        let _ = stream.write_all(&head[sent..sent + 1]).await;
+                        sent += 1;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(until, held).await;
+        drop(stream);
+        tokio::time::sleep_until((Instant::now() + Duration::from_secs(1)).min(until)).await;
+    }
+}
+
+/// `idle + slow` holders spread over the loopback addresses 127.0.0.2 to
+/// 127.0.0.(1 + `sources`), for a minute at most; they stop when dropped.
+struct Flood {
+    holders: Vec<tokio::task::JoinHandle<()>>,
+    /// Connections opened so far, by all of them.
+    opened: Arc<AtomicU64>,
+}
+
+impl Flood {
+    fn start(addr: SocketAddr, sources: u8, idle: usize, slow: usize) -> Flood {
+        let opened = Arc::new(AtomicU64::new(0));
+        let until = Instant::now() + SAFETY;
+        let holders = (0..idle + slow)
+            .map(|i| {
+                let source = std::net::IpAddr::from([127, 0, 0, 2 + (i % sources as usize) as u8]);
+                tokio::spawn(hold(source, addr, i >= idle, until, opened.clone()))
+            })
+            .collect();
+        Flood { holders, opened }
+    }
+
+    fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.holders.iter().for_each(|holder| holder.abort());
+    }
+}
+
+/// One probe of the admin port, as the kubelet makes it: its path, when it
+/// was sent (from the start of the test), its status (0: no answer) and
+/// how long the answer took.
+#[derive(Debug, Clone)]
+struct Probe {
+    path: &'static str,
+    at: Duration,
+    status: u16,
+    took: Duration,
+}
+
+/// Probes `/healthz` and `/readyz` in turn from 127.0.0.1 every 100 ms
+/// until `done` is set; what each probe got.
+async fn probe(admin: SocketAddr, start: Instant, done: Arc<AtomicBool>) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    for path in ["/healthz", "/readyz"].into_iter().cycle() {
+        if done.load(Ordering::SeqCst) || start.elapsed() > SAFETY {
+            break;
+        }
+        let sent = Instant::now();
+        let answer = gsd_telemetry::http_get(&admin.to_string(), path, Duration::from_secs(5)).await;
+        let status = answer.map_or(0, |(status, _)| status);
+        probes.push(Probe { path, at: sent - start, status, took: sent.elapsed() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    probes
+}
+
+/// p50, p99 and max of the probes' answer times.
+fn latencies(probes: &[Probe]) -> (Duration, Duration, Duration) {
+    let mut ms: Vec<f64> = probes.iter().map(|p| p.took.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q| Duration::from_secs_f64(gsd_lab::harness::gsd::percentile(&ms, q).unwrap_or(0.0) / 1000.0);
+    (at(0.5), at(0.99), at(1.0))
+}
+
+// Two workers: the test's own 1,500 connections and its probes share them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_within_a_second_while_other_pods_flood_the_admin_port_and_the_drain_completes() {
+    const IDLE: usize = 1000;
+    const SLOW: usize = 500;
+    const SOURCES: u8 = 10;
+    const USERS: u32 = 4;
+    // The test holds up to 1,500 connections of its own.
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let (mut server, addr) = Proc::server("probed", &["--push-interval", "200ms", "--metrics-linger", "5s"]).await;
+    let admin = server.admin();
+    let pid = server.pid();
+    let (mut client, _) = Proc::client("users", &format!("ws://{addr}/ws"), USERS, &[]).await;
+    wait_metric(admin, names::SERVER_SESSIONS, USERS as f64).await;
+    let baseline_fds = fds(pid);
+
+    // Ten pods hold 1,000 idle and 500 slow connections on the admin port,
+    // each reopened a second after the server closes it.
+    let start = Instant::now();
+    let flood = Flood::start(admin, SOURCES, IDLE, SLOW);
+    let done = Arc::new(AtomicBool::new(false));
+    // The kubelet is a process of its own: the probes run on a thread and
+    // runtime of their own, so that the flood's tasks in this process do
+    // not delay them (only the server may).
+    let prober = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(probe(admin, start, done))
+        })
+    };
+    let full = names::SERVER_HTTP_CONNECTIONS.at(&[("port", "admin")]);
+    eventually("the admin port full", SAFETY, || async { (metric(admin, &full).await? >= 60.0).then_some(()) }).await;
+    let filled = start.elapsed();
+    // Held full for 4 s, with the fds sampled meanwhile; then the kubelet's
+    // preStop call (2 s), and SIGTERM when it returns, as the kubelet does.
+    let mut peak_fds = 0;
+    while start.elapsed() < filled + Duration::from_secs(4) {
+        peak_fds = peak_fds.max(fds(pid));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let evicted = metric(admin, names::SERVER_ADMIN_CONNECTIONS_EVICTED).await.unwrap();
+    let refused = metric(admin, names::SERVER_HTTP_CONNECTIONS_REFUSED.at(&[("port", "admin")])).await.unwrap();
+    let prestop_started = Instant::now();
+    let (prestop, _) =
+        gsd_telemetry::http_get(&admin.to_string(), "/prestop?sleep=2s", Duration::from_secs(10)).await.unwrap();
+    let prestop_held = prestop_started.elapsed();
+    let signalled = start.elapsed();
+    server.signal(Signal::SIGTERM);
+    let drain_end = server.wait_for("drain_end", |e| e["message"] == "drain_end", SAFETY).await;
+    // Probes go on through the drain; then one scrape lets the server go.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.store(true, Ordering::SeqCst);
+    let probes = tokio::task::spawn_blocking(move || prober.join().unwrap()).await.unwrap();
+    let _ = gsd_telemetry::http_get(&admin.to_string(), "/metrics", Duration::from_secs(5)).await;
+    assert!(server.wait_exit(SAFETY).await.success(), "{}", server.tail());
+    let opened = flood.opened();
+    drop(flood);
+    client.signal(Signal::SIGTERM);
+    client.wait_exit(SAFETY).await;
+
+    let under: Vec<Probe> = probes.iter().filter(|p| p.at >= filled).cloned().collect();
+    let (p50, p99, max) = latencies(&under);
+    let slowest = under.iter().max_by_key(|p| p.took).map(|p| (p.path, p.at));
+    println!(
+        "admin flood: {IDLE} idle + {SLOW} slow connections from {SOURCES} addresses, {opened} opened in all; \
+         port full after {filled:?}; {} probes under the flood (of {}): p50 {p50:?}, p99 {p99:?}, max {max:?} \
+         (slowest: {slowest:?}); \
+         {evicted} evicted, {refused} refused; server fds {baseline_fds} -> peak {peak_fds}; \
+         preStop held {prestop_held:?}; drain: {} of {} sessions complete",
+        under.len(),
+        probes.len(),
+        drain_end["complete"],
+        drain_end["sessions"]
+    );
+    for p in &probes {
+        let after_signal = p.at > signalled;
+        let expected = match p.path {
+            "/readyz" if after_signal => [200, 503],
+            _ => [200, 200],
+        };
+        assert!(expected.contains(&p.status), "{p:?} (signal at {signalled:?})");
+        assert!(p.took < Duration::from_secs(1), "a probe took {:?}: {p:?}", p.took);
+    }
+    assert!(under.len() >= 30, "only {} probes under the flood", under.len());
+    assert!(probes.iter().any(|p| p.path == "/readyz" && p.status == 503), "readiness never said draining");
+    assert!(evicted > 0.0, "the flood never filled the port");
+    assert_eq!(prestop, 200);
+    assert!(prestop_held >= Duration::from_millis(1900), "the preStop call was cut at {prestop_held:?}");
+    // The admin port's cap, its refusals and evictions in flight, a little more.
+    assert!(peak_fds <= baseline_fds + 64 + 8 + 8 + 16, "fds peaked at {peak_fds}");
+    assert_eq!((u(&drain_end, "complete"), u(&drain_end, "incomplete")), (USERS as u64, 0), "{drain_end}");
+}
+
+#[tokio::test]
+async fn with_256_descriptors_a_full_port_leaves_the_other_reachable_and_serving_resumes_at_once() {
+    const NOFILE: u64 = 256;
+    const SILENT: usize = 300;
+    let Some(prlimit) = common::tool("prlimit", "PRLIMIT") else { return };
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let launcher = common::launcher().wrapped(&prlimit, &[format!("--nofile={NOFILE}:{NOFILE}")]);
+    let flags = [
+        "--push-interval",
+        "0s",
+        "--metrics-linger",
+        "0s",
+        "--http-header-timeout",
+        "60s",
+        "--http-idle-timeout",
+        "60s",
+    ];
+    let (server, addr) = Proc::server_with(&launcher, "fd256", "127.0.0.1", &flags, &[]).await;
+    let (pid, admin) = (server.pid(), server.admin());
+    let limits = only(&server, "connection_limits");
+    assert_eq!(u(&limits, "nofile"), NOFILE, "{limits}");
+    let ws_share = u(&limits, "ws_connections");
+    let mut bystander = Raw::connect(addr).await;
+
+    // 300 silent connections on each port: on the WebSocket port from
+    // 127.0.0.1, held for the test; on the admin port from 127.0.0.2
+    // (another pod), each reopened when the server closes it.
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let admin_flood = Flood::start(admin, 1, SILENT, 0);
+    let held = names::SERVER_CONNECTIONS.at(&[("port", "ws")]);
+    wait_metric(admin, &held, ws_share as f64).await;
+
+    // The WebSocket port is full: a new upgrade gets 503 at once (once the
+    // refusals of the flood itself, 64 at most in flight for 500 ms each,
+    // are over: until then it is closed unanswered), the session already
+    // open goes on, and the admin port answers probes.
+    let refused_in = eventually("a 503 for a new upgrade", Duration::from_secs(5), || async {
+        let started = Instant::now();
+        let request = upgrade_request(addr, "dGhlIHNhbXBsZSBub25jZQ==");
+        let (_, head) = exchange(addr, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(head.is_empty() || head.starts_with("HTTP/1.1 503"), "{head:.200}");
+        (!head.is_empty()).then(|| started.elapsed())
+    })
+    .await;
+    let mut probes = Vec::new();
+    let start = Instant::now();
+    for path in ["/healthz", "/readyz", "/metrics"].into_iter().cycle().take(30) {
+        let sent = Instant::now();
+        let answer = gsd_telemetry::http_get(&admin.to_string(), path, Duration::from_secs(5)).await;
+        probes.push(Probe { path, at: sent - start, status: answer.map_or(0, |(s, _)| s), took: sent.elapsed() });
+    }
+    let in_use = fds(pid);
+    let answered = bystander_answers(&mut bystander, 1).await;
+    let mut errors = 0.0;
+    for port in ["ws", "admin"] {
+        for kind in ["fd_limit", "no_memory", "other"] {
+            errors += metric(admin, names::SERVER_ACCEPT_ERRORS.at(&[("kind", kind), ("port", port)])).await.unwrap();
+        }
+    }
+    let (p50, p99, max) = latencies(&probes);
+    println!(
+        "descriptor limit {NOFILE}: ws share {ws_share} (reserve {}); {SILENT} silent connections on each port; \
+         fds in use {in_use}; a new upgrade refused 503 in {refused_in:?}; {} admin requests: p50 {p50:?}, \
+         p99 {p99:?}, max {max:?}; bystander answered in {answered:?}; {errors} accept errors",
+        u(&limits, "reserve"),
+        probes.len()
+    );
+    for p in &probes {
+        assert!(p.status == 200 && p.took < Duration::from_secs(1), "{p:?}");
+    }
+    assert!(in_use <= NOFILE, "{in_use} descriptors open under a limit of {NOFILE}");
+    assert_eq!(errors, 0.0, "an accept failed: the shares did not hold");
+    assert!(refused_in < Duration::from_secs(1), "the refusal took {refused_in:?}");
+    assert!(answered < Duration::from_secs(2), "the bystander waited {answered:?}");
+
+    // Let them go: the next session is served at once.
+    drop((admin_flood, silent));
+    let started = Instant::now();
+    let mut fresh = eventually("a new session after the silent connections closed", SAFETY, || async {
+        tokio::time::timeout(Duration::from_secs(3), Raw::connect(addr)).await.ok()
+    })
+    .await;
+    let serving_again = started.elapsed();
+    println!("descriptor limit {NOFILE}: serving a new session {serving_again:?} after the close");
+    assert!(serving_again < Duration::from_secs(2), "took {serving_again:?} to serve again");
+    assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
+    drop((fresh, bystander));
+    stop(server).await;
 }

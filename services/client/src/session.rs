@@ -53,8 +53,12 @@ pub(crate) struct Session<'a, S> {
     ledger: &'a mut Ledger,
     /// The sending half of the WebSocket (the loop reads the other half).
     sink: futures_util::stream::SplitSink<Ws<S>, Message>,
-    /// Seq the next data frame should carry.
-    expected: u64,
+    /// Seq of the last data frame received in order (0: none yet); the next
+    /// one should carry this plus one. Kept as the last seen rather than the
+    /// next expected so that 2^64-1, the largest seq, can be seen once and a
+    /// second one recognised as the duplicate it is (there is no next seq to
+    /// expect after it).
+    received_up_to: u64,
     /// Received data frames not yet acked, with when the processing of each
     /// is done; processing is serial, so the queue is in seq order. A frame
     /// leaves it when its ack is sent, or when the session ends (counted
@@ -95,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             book,
             ledger,
             sink,
-            expected: 1,
+            received_up_to: 0,
             processing: VecDeque::new(),
             notice: None,
             close_last_seq: None,
@@ -188,7 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 // The server announced a deadline and let it pass: count what
                 // it still owed and move on.
                 _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
-                    warn!(expected = self.expected, "drain_deadline_passed");
+                    warn!(received_up_to = self.received_up_to, "drain_deadline_passed");
                     Ok(Some((EndReason::Drain, None)))
                 }
                 _ = ticker.tick(), if requesting && self.notice.is_none() && exit_by.is_none() => {
@@ -272,19 +276,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         metrics.messages_received.with_label_values(&[message.kind()]).inc();
         match message {
             ServerMessage::Data { seq, .. } => {
-                if seq < self.expected {
+                if seq <= self.received_up_to {
                     add(&mut self.ledger.data_duplicate, 1);
                     metrics.data_duplicate.inc();
-                    warn!(seq, expected = self.expected, "data_out_of_order");
+                    warn!(seq, received_up_to = self.received_up_to, "data_out_of_order");
                     return Ok(None);
                 }
-                if seq > self.expected {
-                    let lost = seq - self.expected;
+                // Above `received_up_to`, so neither this nor the sum can overflow.
+                let lost = seq - self.received_up_to - 1;
+                if lost > 0 {
                     add(&mut self.ledger.messages_lost, lost);
                     crate::metrics::add(&metrics.messages_lost, lost);
-                    warn!(expected = self.expected, received = seq, lost, "data_gap");
+                    warn!(received_up_to = self.received_up_to, received = seq, lost, "data_gap");
                 }
-                self.expected = seq.saturating_add(1);
+                self.received_up_to = seq;
                 add(&mut self.ledger.data_received, 1);
                 let start = self.processing.back().map_or_else(Instant::now, |(at, _)| (*at).max(Instant::now()));
                 self.processing.push_back((start + self.shared.config.processing_time, seq));
@@ -308,7 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     warn!(remaining, "second_shutdown_notice_ignored");
                     return Ok(None);
                 }
-                let last_seq = last_seq.unwrap_or_else(|| (self.expected - 1).saturating_add(remaining as u64));
+                let last_seq = last_seq.unwrap_or_else(|| self.received_up_to.saturating_add(remaining as u64));
                 info!(remaining, last_seq, deadline_ms, "shutdown_notice");
                 let deadline = Duration::from_millis(deadline_ms).min(MAX_NOTICE_DEADLINE);
                 let give_up_at = Instant::now() + deadline + NOTICE_DEADLINE_MARGIN;
@@ -361,7 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             close_code,
             notice_last_seq: self.notice.as_ref().map(|n| n.last_seq),
             close_last_seq: self.close_last_seq,
-            received_up_to: self.expected - 1,
+            received_up_to: self.received_up_to,
             unacked,
             unanswered: self.book.outstanding.len() as u64,
         };
@@ -608,6 +613,41 @@ mod tests {
         assert_eq!((ledger.data_received, ledger.data_processed, ledger.data_unacked), (3, 3, 0));
         assert_eq!(ledger.messages_lost, 0);
         assert_eq!(shared.metrics.messages_received.with_label_values(&["data"]).get(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_data_frame_with_the_largest_seq_is_a_duplicate_not_processed_nor_acked_again() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        let mut acks = Vec::new();
+        // 2^64-1 twice, then 1 (a reorder). Processed again, the second
+        // would be acked on its own 5 ms after the first: a second of quiet
+        // leaves time for any such ack before the close.
+        let play = async {
+            for seq in [u64::MAX, u64::MAX, 1] {
+                send(&mut server, data(seq)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            close_with(&mut server, close::NORMAL, u64::MAX).await;
+            while let Some(Ok(message)) = server.next().await {
+                match message {
+                    Message::Text(text) => {
+                        if let Ok(ClientMessage::Ack { seq }) = ClientMessage::decode(text.as_str()) {
+                            acks.push(seq);
+                        }
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::ServerClose);
+        assert_eq!(acks, [u64::MAX], "one ack for the one frame processed");
+        assert_eq!((ledger.data_received, ledger.data_processed, ledger.data_unacked), (1, 1, 0));
+        assert_eq!(ledger.data_duplicate, 2, "the second 2^64-1 and the late 1");
+        assert_eq!(shared.metrics.data_duplicate.get(), 2);
+        assert_eq!(ledger.messages_lost, u64::MAX - 1, "seqs 1 to 2^64-2 never came before the largest");
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,7 +35,7 @@ pub struct Config {
     pub admin_port: u16,
 
     /// How long a new HTTP connection may take to send its request line and
-    /// headers; a slower one is closed.
+    /// headers; a slower one is closed. On the admin port, 2s at most.
     #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub http_header_timeout: Duration,
 
@@ -47,7 +47,9 @@ pub struct Config {
 
     /// Most HTTP connections open at once on the WebSocket port, not counting
     /// upgraded sessions (MAX_SESSIONS bounds those). One more is answered
-    /// with 503 and closed.
+    /// with 503 and closed. Never more than the port's share of the
+    /// open-file limit (RLIMIT_NOFILE less what the server keeps for itself
+    /// and the admin port), which bounds its sessions too.
     #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_http_connections: u32,
 

@@ -36,8 +36,11 @@ metric_labels! {
         /// Over MAX_SESSIONS (the session is closed with 1013 right after its
         /// upgrade).
         Capacity => "capacity",
-        /// A `Sec-WebSocket-Key` that is not the base64 of 16 bytes.
+        /// No `Sec-WebSocket-Key`, more than one, or one that is not the
+        /// base64 of 16 bytes.
         BadKey => "bad_key",
+        /// `Sec-WebSocket-Version` or `Host` more than once.
+        RepeatedHeader => "repeated_header",
     }
 }
 

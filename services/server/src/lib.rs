@@ -13,6 +13,8 @@
 
 pub mod cli;
 pub mod config;
+mod descriptors;
+mod fair;
 mod fault;
 mod http;
 mod labels;
@@ -44,6 +46,8 @@ use metrics::ServerMetrics;
 pub enum ServerError {
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("{0}")]
+    Descriptors(String),
 }
 
 /// What a drain did, for the binary's last log line and for embedding tests.
@@ -155,9 +159,10 @@ fn admin_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// HTTP connections the admin port serves at once: probes, one scrape or
-/// two, one preStop call.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// The admin port's bound on a request head, whatever HTTP_HEADER_TIMEOUT
+/// says: the kubelet and Prometheus send theirs at once, so a connection
+/// slower than this is not one of theirs.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_draining() {
@@ -232,16 +237,31 @@ async fn prestop(
     "done\n".into_response()
 }
 
-/// RFC 6455 section 4.2.1: the key is the base64 of 16 bytes, which is 22
-/// base64 characters and `==`.
+/// RFC 6455 section 4.2.1: exactly one `Sec-WebSocket-Key`, the base64 of
+/// 16 bytes, which is 22 base64 characters and `==`. A second key, even the
+/// same one, makes the request invalid (section 11.3.1): which of the two
+/// the answer's `Sec-WebSocket-Accept` proves is then anyone's guess.
 fn valid_websocket_key(headers: &HeaderMap) -> bool {
-    let Some(key) = headers.get(axum::http::header::SEC_WEBSOCKET_KEY) else {
+    let mut keys = headers.get_all(axum::http::header::SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
         return false;
     };
     let key = key.as_bytes();
     key.len() == 24
         && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
         && &key[22..] == b"=="
+}
+
+/// The other headers of an upgrade request that must appear once:
+/// `Sec-WebSocket-Version` (RFC 6455 section 11.3.5) and `Host` (RFC 9112
+/// section 3.2). Listed headers (`Connection`, `Upgrade`,
+/// `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`) may repeat.
+static SINGLE_HEADERS: [axum::http::HeaderName; 2] =
+    [axum::http::header::SEC_WEBSOCKET_VERSION, axum::http::header::HOST];
+
+/// The first of [`SINGLE_HEADERS`] that `headers` repeats.
+fn repeated_single_header(headers: &HeaderMap) -> Option<&'static axum::http::HeaderName> {
+    SINGLE_HEADERS.iter().find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
 async fn ws_upgrade(
@@ -258,7 +278,12 @@ async fn ws_upgrade(
     };
     if !valid_websocket_key(&headers) {
         shared.metrics.refused(metrics::Refusal::BadKey).inc();
-        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Key must be the base64 of 16 bytes\n").into_response();
+        return (StatusCode::BAD_REQUEST, "expected one Sec-WebSocket-Key, the base64 of 16 bytes\n").into_response();
+    }
+    if let Some(name) = repeated_single_header(&headers) {
+        shared.metrics.refused(metrics::Refusal::RepeatedHeader).inc();
+        // The name is one of ours, never the request's text.
+        return (StatusCode::BAD_REQUEST, format!("{name} must appear once\n")).into_response();
     }
     // Taken before the draining check: the drain cancels before it closes
     // and waits on the tracker, so either this request sees the drain and is
@@ -318,20 +343,42 @@ pub async fn run<W: Listener, A: Listener>(
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     listener.set_liveness(shared.config.ping_interval, shared.config.ping_timeout)?;
+    let budget = descriptors::Budget::measure().map_err(ServerError::Descriptors)?;
     let stop_http = CancellationToken::new();
     let c = &shared.config;
     let ws_limits = http::Limits {
         port: metrics::Port::Ws.label(),
         header_timeout: c.http_header_timeout,
         lifetime: c.http_idle_timeout,
-        max_connections: c.max_http_connections as usize,
+        max_http: budget.ws_http(c.max_http_connections),
+        max_connections: budget.ws,
+        max_refusals: descriptors::WS_REFUSALS,
+        shares: None,
+        // hyper answers an upgrade with `Connection: close` without it.
+        keep_alive: true,
     };
     let admin_limits = http::Limits {
         port: metrics::Port::Admin.label(),
-        header_timeout: c.http_header_timeout,
+        header_timeout: c.http_header_timeout.min(ADMIN_HEADER_TIMEOUT),
         lifetime: c.http_idle_timeout + PRESTOP_MAX,
-        max_connections: ADMIN_MAX_CONNECTIONS,
+        max_http: descriptors::ADMIN_CONNECTIONS,
+        max_connections: descriptors::ADMIN_CONNECTIONS,
+        max_refusals: descriptors::ADMIN_REFUSALS,
+        shares: Some(fair::Shares::new(descriptors::ADMIN_CONNECTIONS, descriptors::ADMIN_EVICTING)),
+        keep_alive: false,
     };
+    for limits in [&ws_limits, &admin_limits] {
+        let max = i64::try_from(limits.max_connections).unwrap_or(i64::MAX);
+        shared.metrics.connections_max.with_label_values(&[limits.port]).set(max);
+    }
+    let ws_connections = budget.nofile.map(|_| budget.ws);
+    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, nofile = budget.nofile, in_use = budget.in_use,
+        reserve = budget.reserve, ws_connections, ws_http_connections = ws_limits.max_http,
+        admin_connections = admin_limits.max_connections, "connection_limits");
+    if c.max_sessions > budget.ws {
+        warn!(target: "gsd_server::lifecycle", server_id = %shared.server_id, max_sessions = c.max_sessions,
+            ws_connections, "max_sessions_over_connection_limit");
+    }
     let servers = TaskTracker::new();
     servers.spawn(http::serve(
         listener,

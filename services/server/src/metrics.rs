@@ -66,8 +66,9 @@ pub struct ServerMetrics {
     pub upgrades_rejected: IntCounterVec,
     /// Open HTTP connections (not yet upgraded), by port (ws|admin).
     pub http_connections: IntGaugeVec,
-    /// Connections answered 503 and closed because MAX_HTTP_CONNECTIONS
-    /// (or the admin port's cap) was reached, by port.
+    /// Connections answered 503 and closed because a cap was reached
+    /// (MAX_HTTP_CONNECTIONS, the descriptor share, the admin port's fair
+    /// share), by port.
     pub http_refused: IntCounterVec,
     /// HTTP connections closed for slowness, by port and kind (header: the
     /// request head took over HTTP_HEADER_TIMEOUT; idle: no upgrade within
@@ -75,6 +76,13 @@ pub struct ServerMetrics {
     pub http_timeouts: IntCounterVec,
     /// Failed accepts, by port and kind (fd_limit|no_memory|other).
     pub accept_errors: IntCounterVec,
+    /// Open connections, HTTP and sessions (each holds a descriptor), by port.
+    pub connections: IntGaugeVec,
+    /// The most connections each port holds at once, from the descriptor
+    /// limit (docs/protocol.md, "Limits on HTTP connections").
+    pub connections_max: IntGaugeVec,
+    /// Admin connections closed to make room for an address holding fewer.
+    pub admin_evicted: IntCounter,
     /// Constant 1 carrying the server id and version as labels.
     pub info: IntGaugeVec,
     /// The configured DRAIN_TIMEOUT, so alerts can compare shutdown
@@ -169,6 +177,23 @@ impl ServerMetrics {
                 "Failed accepts (descriptor limit and others), by port and kind.",
                 &["port", "kind"],
             ),
+            connections: gauge_vec(
+                registry,
+                names::SERVER_CONNECTIONS,
+                "Open connections, HTTP and sessions (each holds a descriptor), by port.",
+                &["port"],
+            ),
+            connections_max: gauge_vec(
+                registry,
+                names::SERVER_CONNECTIONS_MAX,
+                "Most connections the port holds at once, derived from the descriptor limit, by port.",
+                &["port"],
+            ),
+            admin_evicted: counter(
+                registry,
+                names::SERVER_ADMIN_CONNECTIONS_EVICTED,
+                "Idle admin connections closed to admit one from an address holding fewer.",
+            ),
             info: gauge_vec(
                 registry,
                 names::SERVER_INFO,
@@ -198,6 +223,8 @@ impl ServerMetrics {
         }
         for port in Port::ALL.map(Port::label) {
             m.http_connections.with_label_values(&[port]);
+            m.connections.with_label_values(&[port]);
+            m.connections_max.with_label_values(&[port]);
             m.http_refused.with_label_values(&[port]);
             for timeout in HttpTimeout::ALL {
                 m.http_timeouts.with_label_values(&[port, timeout.label()]);

@@ -98,6 +98,12 @@ pub const SERVER_HTTP_CONNECTIONS_REFUSED: Metric = Metric("gsd_server_http_conn
 pub const SERVER_HTTP_TIMEOUTS: Metric = Metric("gsd_server_http_timeouts_total");
 /// Failed accepts (descriptor limit and others), by port and kind.
 pub const SERVER_ACCEPT_ERRORS: Metric = Metric("gsd_server_accept_errors_total");
+/// Open connections, HTTP and sessions (each holds a descriptor), by port.
+pub const SERVER_CONNECTIONS: Metric = Metric("gsd_server_connections");
+/// Most connections the port holds at once, derived from the descriptor limit, by port.
+pub const SERVER_CONNECTIONS_MAX: Metric = Metric("gsd_server_connections_max");
+/// Idle admin connections closed to admit one from an address holding fewer.
+pub const SERVER_ADMIN_CONNECTIONS_EVICTED: Metric = Metric("gsd_server_admin_connections_evicted_total");
 /// Always 1; labels name the replica and the build.
 pub const SERVER_INFO: Metric = Metric("gsd_server_info");
 /// The configured drain timeout (DRAIN_TIMEOUT).
@@ -164,6 +170,9 @@ pub const ALL: &[Metric] = &[
     SERVER_HTTP_CONNECTIONS_REFUSED,
     SERVER_HTTP_TIMEOUTS,
     SERVER_ACCEPT_ERRORS,
+    SERVER_CONNECTIONS,
+    SERVER_CONNECTIONS_MAX,
+    SERVER_ADMIN_CONNECTIONS_EVICTED,
     SERVER_INFO,
     SERVER_DRAIN_TIMEOUT_SECONDS,
     CLIENT_SESSIONS,
