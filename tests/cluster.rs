@@ -212,7 +212,8 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
     expected.extend(proxy_lines.iter().map(String::as_str));
     // What a user runs against their own proxy: the in-cluster verdict with
     // verdict.via, on Traefik.
-    expected.push("ok: traefik: the in-cluster verdict (verdict.via) evicted a server pod, rolled the proxy and FAILed");
+    expected
+        .push("ok: traefik: the in-cluster verdict (verdict.via) evicted a server pod, rolled the proxy and FAILed");
     let envs = [
         ("KUBE_BIN_DIR", kubelet.parent().unwrap().as_os_str()),
         ("HELM_BIN", helm.as_os_str()),
