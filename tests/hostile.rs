@@ -755,7 +755,7 @@ fn latencies(probes: &[Probe]) -> (Duration, Duration, Duration) {
     let mut ms: Vec<f64> = probes.iter().map(|p| p.took.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let at = |q| Duration::from_secs_f64(gsd_lab::harness::gsd::percentile(&ms, q).unwrap_or(0.0) / 1000.0);
-    (at(0.5), at(0.99), at(1.0))
+    (at(50), at(99), at(100))
 }
 
 // Two workers: the test's own 1,500 connections and its probes share them.

@@ -216,15 +216,15 @@ impl Bench {
         let totals = client.stop(Duration::from_secs(60)).await?;
         let mut latencies: Vec<f64> = client.reconnects().iter().map(|r| r.latency_ms).collect();
         latencies.sort_by(f64::total_cmp);
-        let q = |q: f64| percentile(&latencies, q).unwrap_or(f64::NAN);
+        let q = |percent: u64| percentile(&latencies, percent).unwrap_or(f64::NAN);
         b.stop(STOP_TIMEOUT).await;
         Ok(FailoverResult {
             variant,
             users,
             reconnects: latencies.len() as u64,
-            p50_ms: q(0.5),
-            p99_ms: q(0.99),
-            max_ms: q(1.0),
+            p50_ms: q(50),
+            p99_ms: q(99),
+            max_ms: q(100),
             all_back_seconds: back.map_or(f64::NAN, |d| d.as_secs_f64()),
             drains_complete: totals.n("drains_complete"),
             drains_incomplete: totals.n("drains_incomplete"),

@@ -256,10 +256,6 @@ impl Reconnect {
     }
 }
 
-/// The `q` quantile (0 to 1, nearest rank) of ascending `sorted` values.
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    match sorted.len() {
-        0 => None,
-        n => Some(sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1]),
-    }
-}
+/// The nearest-rank percentile of ascending values: the judge's own, so
+/// that gsd-lab's report and the verdict's cannot disagree.
+pub use gsd_verdict::proxy::percentile;

@@ -281,9 +281,9 @@ impl ClientTotals {
             }
         }
         latencies.sort_by(f64::total_cmp);
-        let quantile = |q: f64| percentile(&latencies, q).unwrap_or(0.0);
+        let quantile = |percent: u64| percentile(&latencies, percent).unwrap_or(0.0);
         self.reconnect_latency =
-            Latency { p50_ms: quantile(0.5), p95_ms: quantile(0.95), p99_ms: quantile(0.99), max_ms: quantile(1.0) };
+            Latency { p50_ms: quantile(50), p95_ms: quantile(95), p99_ms: quantile(99), max_ms: quantile(100) };
     }
 }
 
