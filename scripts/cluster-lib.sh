@@ -14,7 +14,6 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 figure() { echo "figure: $*"; }
 now() { date +%s.%N; }
-since() { python3 -c "print(f'{$(now) - $1:.1f}')"; }
 
 # background NAME CMD...: a watcher or poller, output in $work/NAME.log.
 background() {
@@ -156,14 +155,19 @@ delete_server() {
     check scrape "$client_url/metrics" "$work/client.before-$p.prom" || fail "the client's /metrics could not be read"
     # EXTRA starts after the scrapes, so that nothing it opens is counted
     # as a session the pod held.
+    local during=""
     if [ "$#" != 0 ]; then
         background "during-$p" "$@"
+        during=$!
         sleep 1
     fi
     t_del=$(now)
     kctl -n "$ns" delete pod "$p" --wait=true --timeout=90s >/dev/null
     t_gone=$(now)
     wait "$logs" || true
+    # EXTRA has ended by itself by now (the preStop's window); if not, it
+    # ends here.
+    if [ -n "$during" ]; then kill "$during" 2>/dev/null || true; wait "$during" 2>/dev/null || true; fi
     sleep 1
     kill "$readyz" "$metrics" 2>/dev/null || true
     until_true "every user back in a session" 60 all_connected
