@@ -1105,20 +1105,22 @@ fn the_verdicts_proxy_phase_gets_its_env_json_logs_and_exactly_its_rbac_in_the_p
     let names: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert!(!names.contains(&"VERDICT_VIA_SETTING") && !names.contains(&"VERDICT_VIA_SETTING_NAME"), "{names:?}");
     let var = |c: &Value, name: &str| env(c, name)["value"].as_str().unwrap().to_owned();
-    let parsed = gsd_verdict::cluster::VerdictConfig::try_parse_from([
-        "gsd-verdict".to_owned(),
-        "--server-selector".to_owned(),
-        var(c, "SERVER_SELECTOR"),
-        "--client-selector".to_owned(),
-        var(c, "CLIENT_SELECTOR"),
-        "--via".to_owned(),
-        var(c, "VERDICT_VIA"),
-        "--via-namespace".to_owned(),
-        var(c, "VERDICT_VIA_NAMESPACE"),
-        "--via-deployment".to_owned(),
-        var(c, "VERDICT_VIA_DEPLOYMENT"),
-    ])
-    .unwrap();
+    // gsd-verdict's own parse of the flags the pod's env gives it.
+    let parse = |c: &Value, flags: &[(&str, &str)]| {
+        let mut args = vec!["gsd-verdict".to_owned()];
+        for (flag, name) in flags {
+            args.extend([flag.to_string(), var(c, name)]);
+        }
+        gsd_verdict::cluster::VerdictConfig::try_parse_from(args).unwrap()
+    };
+    const FLAGS: [(&str, &str); 5] = [
+        ("--server-selector", "SERVER_SELECTOR"),
+        ("--client-selector", "CLIENT_SELECTOR"),
+        ("--via", "VERDICT_VIA"),
+        ("--via-namespace", "VERDICT_VIA_NAMESPACE"),
+        ("--via-deployment", "VERDICT_VIA_DEPLOYMENT"),
+    ];
+    let parsed = parse(c, &FLAGS);
     let target = parsed.via_target().unwrap().unwrap();
     assert_eq!((target.setting_name.as_str(), target.setting.as_secs()), ("Traefik graceTimeOut", 10));
 
@@ -1129,24 +1131,9 @@ fn the_verdicts_proxy_phase_gets_its_env_json_logs_and_exactly_its_rbac_in_the_p
     let c = &find(&docs, "Pod", "gsd-verdict")["spec"]["containers"][0];
     assert_eq!(env(c, "VERDICT_VIA_SETTING")["value"], "1m30s");
     assert_eq!(env(c, "VERDICT_VIA_SETTING_NAME")["value"], "relay drain");
-    let parsed = gsd_verdict::cluster::VerdictConfig::try_parse_from([
-        "gsd-verdict".to_owned(),
-        "--server-selector".to_owned(),
-        "a=b".to_owned(),
-        "--client-selector".to_owned(),
-        "a=c".to_owned(),
-        "--via".to_owned(),
-        var(c, "VERDICT_VIA"),
-        "--via-namespace".to_owned(),
-        var(c, "VERDICT_VIA_NAMESPACE"),
-        "--via-deployment".to_owned(),
-        var(c, "VERDICT_VIA_DEPLOYMENT"),
-        "--via-setting".to_owned(),
-        var(c, "VERDICT_VIA_SETTING"),
-        "--via-setting-name".to_owned(),
-        var(c, "VERDICT_VIA_SETTING_NAME"),
-    ])
-    .unwrap();
+    let mut flags = FLAGS.to_vec();
+    flags.extend([("--via-setting", "VERDICT_VIA_SETTING"), ("--via-setting-name", "VERDICT_VIA_SETTING_NAME")]);
+    let parsed = parse(c, &flags);
     assert_eq!(parsed.via_target().unwrap().unwrap().setting.as_secs(), 90);
 
     // The client logs JSON, with its reconnects, for the phase to read.
