@@ -477,12 +477,19 @@ fn monitoring_ships_the_one_source_of_rules_and_dashboards() {
 fn the_image_and_tilt_use_the_same_build_and_chart() {
     let root = root();
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
-    let test_command = std::fs::read_to_string(root.join("scripts/test")).unwrap();
-    // The image builds with the release command CI runs.
+    let cluster = std::fs::read_to_string(root.join("scripts/cluster")).unwrap();
+    let cluster_test = std::fs::read_to_string(root.join("scripts/cluster-test")).unwrap();
+    // The image builds with the one release command, and CI builds the
+    // image: the cluster test runs `docker build` on this Dockerfile, so a
+    // change that breaks the image's build breaks CI.
     assert!(dockerfile.lines().any(|l| l.trim() == "scripts/build-release \\"), "{dockerfile}");
     assert!(
-        test_command.lines().any(|l| l.trim() == "scripts/build-release"),
-        "scripts/test must run the release build"
+        cluster.lines().any(|l| l.trim().starts_with("docker_ build --network host -t \"$tag\" \"$here/..\"")),
+        "scripts/cluster image must build the repository's Dockerfile"
+    );
+    assert!(
+        cluster_test.lines().any(|l| l.trim() == "scripts/cluster image gsd:dev"),
+        "the cluster test must build the image"
     );
     assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/gsd-server\"]"), "exec-form ENTRYPOINT");
     assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
