@@ -930,15 +930,35 @@ async fn with_256_descriptors_a_full_port_leaves_the_other_reachable_and_serving
     assert!(refused_in < Duration::from_secs(1), "the refusal took {refused_in:?}");
     assert!(answered < Duration::from_secs(2), "the bystander waited {answered:?}");
 
-    // Let them go: the next session is served at once.
+    // Let them go: the next session is served at once. The server learns
+    // of each close when it reads the end of that connection, so an upgrade
+    // sent in the same millisecond may still meet the full port: a 503 then
+    // is the port being honest, not a failure, and the test tries again
+    // (CI once saw one on the first try); any other refusal fails.
     drop((admin_flood, silent));
     let started = Instant::now();
-    let mut fresh = eventually("a new session after the silent connections closed", SAFETY, || async {
-        tokio::time::timeout(Duration::from_secs(3), Raw::connect(addr)).await.ok()
+    let refusals = std::cell::Cell::new(0);
+    let mut fresh = eventually("a new session after the silent connections closed", SAFETY, || {
+        let refusals = &refusals;
+        async move {
+            match tokio::time::timeout(Duration::from_secs(3), Raw::try_connect(addr)).await {
+                Ok(Ok(raw)) => Some(raw),
+                Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) if response.status() == 503 => {
+                    refusals.set(refusals.get() + 1);
+                    None
+                }
+                Ok(Err(e)) => panic!("the upgrade after the close failed: {e}"),
+                Err(_) => None,
+            }
+        }
     })
     .await;
     let serving_again = started.elapsed();
-    println!("descriptor limit {NOFILE}: serving a new session {serving_again:?} after the close");
+    println!(
+        "descriptor limit {NOFILE}: serving a new session {serving_again:?} after the close ({} upgrades \
+         refused 503 before it)",
+        refusals.get()
+    );
     assert!(serving_again < Duration::from_secs(2), "took {serving_again:?} to serve again");
     assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
     drop((fresh, bystander));

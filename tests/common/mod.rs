@@ -191,12 +191,18 @@ pub enum Seen {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("upgrade");
+        Raw::try_connect(addr).await.expect("upgrade")
+    }
+
+    /// The upgrade's refusal as an error (a full server's 503, say); a
+    /// first frame other than the welcome still panics.
+    pub async fn try_connect(addr: SocketAddr) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
         let first = next(&mut ws).await;
         let Seen::Msg(ServerMessage::Welcome { server_id, session_id }) = first else {
             panic!("first frame was {first:?}, not a welcome")
         };
-        Raw { ws, session_id, server_id }
+        Ok(Raw { ws, session_id, server_id })
     }
 
     pub async fn next(&mut self) -> Seen {
