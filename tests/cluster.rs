@@ -211,9 +211,14 @@ fn a_pod_deleted_on_a_real_cluster_drains_with_zero_loss() {
         .collect();
     expected.extend(proxy_lines.iter().map(String::as_str));
     // What a user runs against their own proxy: the in-cluster verdict with
-    // verdict.via, on Traefik.
-    expected
-        .push("ok: traefik: the in-cluster verdict (verdict.via) evicted a server pod, rolled the proxy and FAILed");
+    // verdict.via, through each proxy.
+    let verdict_lines: Vec<String> = ["traefik", "envoy-gateway"]
+        .iter()
+        .map(|p| {
+            format!("ok: {p}: the in-cluster verdict (verdict.via) evicted a server pod, rolled the proxy and FAILed")
+        })
+        .collect();
+    expected.extend(verdict_lines.iter().map(String::as_str));
     let envs = [
         ("KUBE_BIN_DIR", kubelet.parent().unwrap().as_os_str()),
         ("HELM_BIN", helm.as_os_str()),
