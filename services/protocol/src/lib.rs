@@ -8,6 +8,7 @@
 //! error.
 
 pub mod duration;
+pub mod resume;
 
 use std::time::{Duration, Instant};
 
