@@ -200,6 +200,24 @@ need_node() {
     if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
     ALERTMANAGER_BIN="${ALERTMANAGER_BIN:-$(command -v prometheus-alertmanager)}"
     need_prometheus_sd
+    need_pause_source
+}
+
+# The node's pause container is built from build/pause/linux/pause.c of the
+# pinned k8s.io/kubernetes module (scripts/cluster pause_image). The file is
+# kept in the tools cache, as the binaries are: the module cache it comes
+# from is scratch, emptied once the Kubernetes binaries are built (a cold
+# run failed here when the source was read from the module cache later).
+need_pause_source() {
+    PAUSE_SOURCE="$tools_dir/pause-v1.34.4/pause.c"
+    [ -f "$PAUSE_SOURCE" ] && return 0
+    local dir
+    dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/tools/kube" &&
+        GOFLAGS="-mod=mod ${GOFLAGS:-}" go mod download -json k8s.io/kubernetes | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -f "$dir/build/pause/linux/pause.c" ] ||
+        { echo "gsd: k8s.io/kubernetes (scripts/tools/kube/go.mod) has no build/pause/linux/pause.c" >&2; return 1; }
+    mkdir -p "$(dirname "$PAUSE_SOURCE")" && cp "$dir/build/pause/linux/pause.c" "$PAUSE_SOURCE.tmp" &&
+        chmod u+w "$PAUSE_SOURCE.tmp" && mv "$PAUSE_SOURCE.tmp" "$PAUSE_SOURCE"
 }
 
 # Tilt v0.37.6 and the CNCF Distribution registry, for scripts/tilt-ci:
