@@ -158,6 +158,32 @@ async fn stop(mut server: Proc) {
     assert!(server.wait_exit(SAFETY).await.success(), "{}", server.tail());
 }
 
+/// The first new session the server serves once held connections are let
+/// go, how long after `since` it came, and how many upgrades were refused
+/// 503 before it. The server learns of each close when it reads that
+/// connection's end, so an upgrade sent in the same millisecond may still
+/// meet a full port: its 503 is the port being honest and counts as "not
+/// yet" (CI once saw one on the first try); any other refusal fails.
+async fn served_again(addr: SocketAddr, since: Instant) -> (Raw, Duration, u32) {
+    let refusals = std::cell::Cell::new(0);
+    let fresh = eventually("a new session after the held connections closed", SAFETY, || {
+        let refusals = &refusals;
+        async move {
+            match tokio::time::timeout(Duration::from_secs(3), Raw::try_connect(addr)).await {
+                Ok(Ok(raw)) => Some(raw),
+                Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) if response.status() == 503 => {
+                    refusals.set(refusals.get() + 1);
+                    None
+                }
+                Ok(Err(e)) => panic!("an upgrade after the close failed: {e}"),
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+    (fresh, since.elapsed(), refusals.get())
+}
+
 #[tokio::test]
 async fn slowloris_connections_are_closed_at_the_header_timeout() {
     const CONNECTIONS: usize = 200;
@@ -549,16 +575,14 @@ async fn descriptor_exhaustion_neither_kills_nor_spins_the_server() {
 
     // Free the descriptors: it serves again, and says what happened.
     drop(held);
-    let started = Instant::now();
-    let mut fresh = eventually("a new session after the connections closed", SAFETY, || async {
-        tokio::time::timeout(Duration::from_secs(3), Raw::connect(addr)).await.ok()
-    })
-    .await;
-    let recovered = started.elapsed();
+    let (mut fresh, recovered, refusals) = served_again(addr, Instant::now()).await;
     assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
     let errors =
         metric(server.admin(), names::SERVER_ACCEPT_ERRORS.at(&[("kind", "fd_limit"), ("port", "ws")])).await.unwrap();
-    println!("fd exhaustion: serving again {recovered:?} after the close; {errors} accept errors counted");
+    println!(
+        "fd exhaustion: serving again {recovered:?} after the close ({refusals} upgrades refused 503 before it); \
+         {errors} accept errors counted"
+    );
     assert!(errors >= 1.0);
     assert!(recovered < Duration::from_secs(5), "took {recovered:?} to serve again");
     stop(server).await;
@@ -930,34 +954,12 @@ async fn with_256_descriptors_a_full_port_leaves_the_other_reachable_and_serving
     assert!(refused_in < Duration::from_secs(1), "the refusal took {refused_in:?}");
     assert!(answered < Duration::from_secs(2), "the bystander waited {answered:?}");
 
-    // Let them go: the next session is served at once. The server learns
-    // of each close when it reads the end of that connection, so an upgrade
-    // sent in the same millisecond may still meet the full port: a 503 then
-    // is the port being honest, not a failure, and the test tries again
-    // (CI once saw one on the first try); any other refusal fails.
+    // Let them go: the next session is served at once.
     drop((admin_flood, silent));
-    let started = Instant::now();
-    let refusals = std::cell::Cell::new(0);
-    let mut fresh = eventually("a new session after the silent connections closed", SAFETY, || {
-        let refusals = &refusals;
-        async move {
-            match tokio::time::timeout(Duration::from_secs(3), Raw::try_connect(addr)).await {
-                Ok(Ok(raw)) => Some(raw),
-                Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) if response.status() == 503 => {
-                    refusals.set(refusals.get() + 1);
-                    None
-                }
-                Ok(Err(e)) => panic!("the upgrade after the close failed: {e}"),
-                Err(_) => None,
-            }
-        }
-    })
-    .await;
-    let serving_again = started.elapsed();
+    let (mut fresh, serving_again, refusals) = served_again(addr, Instant::now()).await;
     println!(
-        "descriptor limit {NOFILE}: serving a new session {serving_again:?} after the close ({} upgrades \
-         refused 503 before it)",
-        refusals.get()
+        "descriptor limit {NOFILE}: serving a new session {serving_again:?} after the close ({refusals} upgrades \
+         refused 503 before it)"
     );
     assert!(serving_again < Duration::from_secs(2), "took {serving_again:?} to serve again");
     assert!(bystander_answers(&mut fresh, 1).await < Duration::from_secs(2));
