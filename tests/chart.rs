@@ -1564,6 +1564,8 @@ fn the_route_and_the_ingress_take_ws_to_the_server_service() {
     assert_eq!(env(test, "SERVER_URL")["value"], "ws://ws.example.test/ws");
     refused(&["client.serverUrl=http://ws.example.test/ws"], "client/serverUrl");
     refused(&["client.serverUrl=ws://ws.example.test"], "client/serverUrl");
+    // gsd-client has no TLS: a wss:// URL would only crash-loop the client.
+    refused(&["client.serverUrl=wss://ws.example.test/ws"], "client/serverUrl");
 
     refused(&["gateway.httpRoute.enabled=true"], "gateway.httpRoute.enabled needs gateway.httpRoute.parentRefs");
     refused(&["gateway.httpRoute.requestTimeout=forever"], "gateway/httpRoute/requestTimeout");

@@ -1,5 +1,6 @@
 //! gsd-client's one configuration struct: every setting as a flag and an
-//! environment variable (clap), and the checks of the server URL.
+//! environment variable (clap), and the checks of the server URL (parsed by
+//! the `url` crate: the WHATWG rules every browser's WebSocket follows).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -20,7 +21,7 @@ pub struct Config {
     /// WebSocket URL of the server (the Service, in a cluster). The host is
     /// resolved again on every connection attempt.
     #[arg(long, env = "SERVER_URL", default_value = "ws://localhost:8080/ws", value_parser = parse_url)]
-    pub server_url: String,
+    pub server_url: url::Url,
 
     /// Concurrent virtual users in this process.
     #[arg(long, env = "USERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_USERS))]
@@ -168,30 +169,49 @@ impl Config {
         gsd_protocol::Liveness { interval: self.ping_interval, timeout: self.ping_timeout }
     }
 
-    /// `host:port` of `server_url`, for the TCP connection (port 80 when the
-    /// URL names none). The URL was checked by [`parse_url`].
+    /// `host:port` of `server_url`, for the TCP connection: port 80 when
+    /// the URL names none (or names 80, which the URL drops as the default),
+    /// an IPv6 address in brackets. The URL was checked by [`parse_url`].
     pub fn server_authority(&self) -> String {
-        let rest = self.server_url.strip_prefix("ws://").unwrap_or(&self.server_url);
-        let authority = rest.split('/').next().unwrap_or_default();
-        let has_port =
-            authority.rsplit_once(':').is_some_and(|(host, _)| !host.is_empty() && !authority.ends_with(']'));
-        if has_port { authority.to_owned() } else { format!("{authority}:80") }
+        let host = self.server_url.host_str().unwrap_or_default();
+        format!("{host}:{}", self.server_url.port_or_known_default().unwrap_or(80))
     }
 }
 
-pub fn parse_url(text: &str) -> Result<String, String> {
+/// SERVER_URL checked: a `ws://` URL with a host, no credentials and no
+/// fragment (RFC 6455 §3 has none), parsed as a browser parses it (host
+/// lowercased, `ws://gsd:80/ws` the same as `ws://gsd/ws`, an empty path
+/// taken as `/`). Each refusal says what is wrong; `wss://` is refused by
+/// name, since gsd-client has no TLS built in.
+pub fn parse_url(text: &str) -> Result<url::Url, String> {
     let text = text.trim();
-    let rest = text.strip_prefix("ws://").ok_or_else(|| {
-        format!("{text:?} is not a ws:// URL (gsd-client speaks plain ws://; wss:// is not built in)")
+    let url = url::Url::parse(text).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => format!("{text:?} is not a URL: give ws://HOST[:PORT]/PATH"),
+        url::ParseError::EmptyHost => format!("{text:?} has no host"),
+        url::ParseError::InvalidPort => format!("{text:?} has an invalid port (1-65535)"),
+        other => format!("{text:?} is not a valid URL: {other}"),
     })?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() || authority.contains(char::is_whitespace) {
+    match url.scheme() {
+        "ws" => {}
+        "wss" => return Err(format!("{text:?} is wss://: gsd-client speaks plain ws:// (no TLS is built in)")),
+        other => return Err(format!("{text:?} is a {other}:// URL, not ws://")),
+    }
+    // The WHATWG rules read `ws:///ws` as host `ws` and `ws:/x` as host `x`;
+    // a SERVER_URL written that way is a typo, not a host.
+    let written = text.split_once("://").map_or("", |(_, rest)| rest);
+    if written.is_empty() || written.starts_with(['/', '\\']) || url.host_str().is_none_or(str::is_empty) {
         return Err(format!("{text:?} has no host"));
     }
-    if let Some((_, port)) = authority.rsplit_once(':').filter(|_| !authority.ends_with(']')) {
-        port.parse::<u16>().map_err(|_| format!("{text:?} has an invalid port {port:?}"))?;
+    if url.port() == Some(0) {
+        return Err(format!("{text:?} has port 0"));
     }
-    Ok(text.to_owned())
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{text:?} carries credentials; gsd-client sends none"));
+    }
+    if url.fragment().is_some() {
+        return Err(format!("{text:?} has a #fragment, which a WebSocket URL may not have"));
+    }
+    Ok(url)
 }
 
 pub use gsd_protocol::duration::{MAX_DURATION, parse_duration, parse_positive_duration};
@@ -207,12 +227,33 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn urls_are_checked() {
-        assert!(parse_url("ws://gsd:8080/ws").is_ok());
-        assert!(parse_url("ws://[::1]:8080/ws").is_ok());
-        assert!(parse_url("ws://127.0.0.1/ws").is_ok());
-        for bad in ["", "http://x/ws", "wss://x/ws", "ws://", "ws:///ws", "ws://x:99999/ws", "ws://x:abc/ws"] {
-            assert!(parse_url(bad).is_err(), "{bad:?} was accepted");
+    fn urls_are_checked_and_each_refusal_says_why() {
+        for good in ["ws://gsd:8080/ws", "ws://[::1]:8080/ws", "ws://127.0.0.1/ws", " ws://gsd/ws?x=1 ", "WS://GSD/ws"]
+        {
+            assert!(parse_url(good).is_ok(), "{good:?} was refused: {:?}", parse_url(good));
+        }
+        for (bad, says) in [
+            ("", "not a URL"),
+            ("gsd:8080/ws", "is a gsd:// URL"),
+            ("/ws", "not a URL"),
+            ("http://x/ws", "is a http:// URL"),
+            ("wss://x/ws", "no TLS"),
+            ("ws://", "no host"),
+            ("ws:///ws", "no host"),
+            ("ws:/x/ws", "no host"),
+            ("ws:\\\\x/ws", "no host"),
+            ("ws://x:99999/ws", "invalid port"),
+            ("ws://x:abc/ws", "invalid port"),
+            ("ws://x:0/ws", "port 0"),
+            ("ws://[::1/ws", "not a valid URL"),
+            ("ws://fe80::1/ws", "invalid port"),
+            ("ws://user:pw@x/ws", "credentials"),
+            ("ws://user@x/ws", "credentials"),
+            ("ws://x/ws#top", "fragment"),
+            ("ws://x y/ws", "not a valid URL"),
+        ] {
+            let err = parse_url(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad:?}: {err:?} does not say {says:?}");
         }
     }
 
@@ -221,8 +262,13 @@ pub(crate) mod tests {
         let with = |url: &str| Config::try_parse_from(["gsd-client", "--server-url", url]).unwrap().server_authority();
         assert_eq!(with("ws://gsd:8080/ws"), "gsd:8080");
         assert_eq!(with("ws://gsd/ws"), "gsd:80");
+        assert_eq!(with("ws://gsd:80/ws"), "gsd:80");
+        assert_eq!(with("ws://GSD.Example:9/ws"), "gsd.example:9");
         assert_eq!(with("ws://[::1]:9000/ws"), "[::1]:9000");
         assert_eq!(with("ws://[::1]/ws"), "[::1]:80");
+        assert_eq!(with("ws://[0:0:0:0:0:0:0:1]:7/ws"), "[::1]:7");
+        let url = Config::try_parse_from(["gsd-client", "--server-url", "ws://gsd:8080"]).unwrap().server_url;
+        assert_eq!(url.as_str(), "ws://gsd:8080/", "an empty path is the root");
     }
 
     #[test]
