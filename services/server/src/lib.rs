@@ -19,6 +19,7 @@ mod fault;
 mod http;
 mod labels;
 pub mod metrics;
+pub mod park;
 mod session;
 
 use std::future::Future;
