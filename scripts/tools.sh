@@ -23,11 +23,17 @@ go_scratch_env() {
     export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"
 }
 go_scratch_clean() {
-    local d
+    local d keep
     case "${GOCACHE:-}" in "$tools_dir/go-scratch/"*)
         d=$(dirname "$GOCACHE")
         chmod -R u+w "$d" 2>/dev/null
+        # Tilt reads its web/ at start from the module directory it was
+        # built in (need_tilt): that one module stays (a cold run's tilt ci
+        # failed when it went with the rest).
+        keep="$d/mod/$tilt_module"
+        if [ -d "$keep" ]; then rm -rf "$d.keep" && mv "$keep" "$d.keep"; fi
         rm -rf "$d"
+        if [ -d "$d.keep" ]; then mkdir -p "$(dirname "$keep")" && mv "$d.keep" "$keep"; fi
         ;;
     esac
 }
@@ -225,9 +231,19 @@ need_pause_source() {
 # scripts/tools/tilt/go.mod and scripts/tools/registry/go.mod. (Tilt's go.sum
 # is its own, with buildx v0.32.1's hash taken from sum.golang.org: the tag
 # moved after Tilt recorded it.)
+tilt_module=github.com/tilt-dev/tilt@v0.37.6
 need_tilt() {
     TILT_BIN="${TILT_BIN:-$tools_dir/bin/tilt}"
-    go_build_pinned tilt "$TILT_BIN" github.com/tilt-dev/tilt/cmd/tilt "tilt v0.37.6"
+    # A Tilt built from source looks for its web/ at start, at the path of
+    # the module it was built from, and refuses to start without it: always
+    # the same module cache (the base lane's scratch, whose clean keeps this
+    # module), and the module fetched again where a cache lost it.
+    local mod="$tools_dir/go-scratch/base/mod"
+    GOMODCACHE="$mod" go_build_pinned tilt "$TILT_BIN" github.com/tilt-dev/tilt/cmd/tilt "tilt v0.37.6"
+    if [ ! -d "$mod/$tilt_module/web" ]; then
+        step "go mod download $tilt_module (the web/ the Tilt binary reads at start)"
+        (cd / && GOMODCACHE="$mod" GOFLAGS="-mod=mod -modcacherw" go mod download "$tilt_module") || return 1
+    fi
 }
 
 need_registry() {
