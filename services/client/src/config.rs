@@ -194,7 +194,7 @@ pub fn parse_url(text: &str) -> Result<url::Url, String> {
     match url.scheme() {
         "ws" => {}
         "wss" => return Err(format!("{text:?} is wss://: gsd-client speaks plain ws:// (no TLS is built in)")),
-        other => return Err(format!("{text:?} is a {other}:// URL, not ws://")),
+        other => return Err(format!("{text:?} is not a ws:// URL (its scheme is {other})")),
     }
     // The WHATWG rules read `ws:///ws` as host `ws` and `ws:/x` as host `x`;
     // a SERVER_URL written that way is a typo, not a host.
@@ -234,9 +234,9 @@ pub(crate) mod tests {
         }
         for (bad, says) in [
             ("", "not a URL"),
-            ("gsd:8080/ws", "is a gsd:// URL"),
+            ("gsd:8080/ws", "not a ws:// URL (its scheme is gsd)"),
             ("/ws", "not a URL"),
-            ("http://x/ws", "is a http:// URL"),
+            ("http://x/ws", "not a ws:// URL (its scheme is http)"),
             ("wss://x/ws", "no TLS"),
             ("ws://", "no host"),
             ("ws:///ws", "no host"),
