@@ -5,6 +5,9 @@
 # installed system-wide by apt.
 
 tools_dir="${GSD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gsd/tools}"
+# scripts/, absolute: the callers of go_module_dir may have changed directory
+# since they sourced this file.
+scripts_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$tools_dir/bin"
 
 # Each step with the time it starts, so that a run's log shows where its time went.
@@ -54,12 +57,24 @@ go_build_pinned() {
         GOFLAGS="-mod=mod ${GOFLAGS:-}" go build -ldflags "-s -w $*" -o "$out" "$pkg")
 }
 
-# go_module_copy MODULE@VERSION: fetches the module from the proxy (checked
-# against sum.golang.org), copies it into the tools cache writable, and
-# prints the copy's path (the caller removes it after its build).
+# go_module_dir MODULE[@VERSION] [PIN]: fetches the module from the proxy
+# (checked against sum.golang.org) into Go's module cache and prints its
+# directory there; without @VERSION, the version the pinning module
+# scripts/tools/PIN/go.mod requires. The directory lasts only as long as
+# that cache (scratch while scripts/test builds the tools): callers copy
+# what they keep.
+go_module_dir() {
+    local at=/
+    if [ -n "${2:-}" ]; then at="$scripts_dir/tools/$2"; fi
+    (cd "$at" && GOFLAGS="-mod=mod ${GOFLAGS:-}" go mod download -json "$1") | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
+}
+
+# go_module_copy MODULE@VERSION: the module (go_module_dir) copied into the
+# tools cache writable; prints the copy's path (the caller removes it after
+# its build).
 go_module_copy() {
     local dir src
-    dir=$(cd / && GOFLAGS="-mod=mod ${GOFLAGS:-}" go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    dir=$(go_module_dir "$1")
     [ -d "$dir" ] || { echo "gsd: go mod download $1 gave no directory" >&2; return 1; }
     src="$tools_dir/src/$(basename "$dir")"
     rm -rf "$src" && mkdir -p "$tools_dir/src" && cp -r "$dir" "$src" && chmod -R u+w "$src" && echo "$src"
@@ -218,8 +233,7 @@ need_pause_source() {
     PAUSE_SOURCE="$tools_dir/pause-v1.34.4/pause.c"
     [ -f "$PAUSE_SOURCE" ] && return 0
     local dir
-    dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/tools/kube" &&
-        GOFLAGS="-mod=mod ${GOFLAGS:-}" go mod download -json k8s.io/kubernetes | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    dir=$(go_module_dir k8s.io/kubernetes kube)
     [ -f "$dir/build/pause/linux/pause.c" ] ||
         { echo "gsd: k8s.io/kubernetes (scripts/tools/kube/go.mod) has no build/pause/linux/pause.c" >&2; return 1; }
     mkdir -p "$(dirname "$PAUSE_SOURCE")" && cp "$dir/build/pause/linux/pause.c" "$PAUSE_SOURCE.tmp" &&
@@ -359,8 +373,7 @@ need_gateway_api_crds() {
     [ -d "$GATEWAY_API_CRDS" ] && return 0
     step "go mod download sigs.k8s.io/gateway-api@$version (first run only)"
     local dir
-    dir=$(cd / && GOFLAGS="-mod=mod ${GOFLAGS:-}" go mod download -json "sigs.k8s.io/gateway-api@$version" |
-        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    dir=$(go_module_dir "sigs.k8s.io/gateway-api@$version")
     [ -d "$dir/config/crd/standard" ] ||
         { echo "gsd: sigs.k8s.io/gateway-api@$version has no config/crd/standard" >&2; return 1; }
     rm -rf "$GATEWAY_API_CRDS.tmp" && mkdir -p "$GATEWAY_API_CRDS.tmp" &&
@@ -380,8 +393,7 @@ need_envoy_gateway_chart() {
     [ -f "$ENVOY_GATEWAY_CHART/values.yaml" ] && return 0
     step "go mod download github.com/envoyproxy/gateway@v1.9.0 (its chart; first run only)"
     local dir
-    dir=$(cd / && GOFLAGS="-mod=mod ${GOFLAGS:-}" go mod download -json github.com/envoyproxy/gateway@v1.9.0 |
-        sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    dir=$(go_module_dir github.com/envoyproxy/gateway@v1.9.0)
     [ -f "$dir/charts/gateway-helm/values.tmpl.yaml" ] ||
         { echo "gsd: github.com/envoyproxy/gateway@v1.9.0 has no charts/gateway-helm" >&2; return 1; }
     rm -rf "$ENVOY_GATEWAY_CHART.tmp" && cp -r "$dir/charts/gateway-helm" "$ENVOY_GATEWAY_CHART.tmp" &&
