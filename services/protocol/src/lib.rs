@@ -19,8 +19,22 @@ pub const WS_PATH: &str = "/ws";
 
 /// Version of the contract in `docs/protocol.md`. Version 2 added `last_seq`
 /// to `shutdown_notice` and to the reason of every close the server sends;
-/// both are optional on the wire, so version 1 and 2 peers interoperate.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// version 3 added session resume (the welcome's `resume_token`, `resumed`
+/// and `replay_from`, the [`header`]s of a resuming upgrade and close
+/// [`close::RESUME_REFUSED`]). Every addition is optional on the wire, so
+/// peers of versions 1 to 3 interoperate: an older server ignores the
+/// headers, an older client the welcome's new fields.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The HTTP headers of an upgrade that asks for a session back (protocol 3,
+/// docs/protocol.md "Resume"). Header names are case-insensitive; these are
+/// the lower-case forms HTTP/2 and the `http` crate use.
+pub mod header {
+    /// The `resume_token` of the welcome of the session asked back.
+    pub const RESUME: &str = "gsd-resume";
+    /// The highest `seq` the client received in order in that session.
+    pub const RESUME_LAST_SEQ: &str = "gsd-resume-last-seq";
+}
 
 /// Largest text frame a peer may send, in bytes of UTF-8. A larger frame is
 /// answered with close [`close::MESSAGE_TOO_BIG`].
@@ -70,6 +84,11 @@ pub mod close {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server is at its session limit; try again later (elsewhere).
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// A resume the server refuses (protocol 3): the reason says why
+    /// (`resume refused: <reason>`, one of [`super::resume::REFUSAL_REASONS`]).
+    /// Sent at once after the upgrade, with no welcome; the client opens a
+    /// new session.
+    pub const RESUME_REFUSED: u16 = 4409;
 }
 
 /// How each side notices a dead peer (a node that vanished, a partition that
@@ -163,6 +182,20 @@ pub enum ServerMessage {
         server_id: String,
         /// Unique id of this session, for logs and traces on both sides.
         session_id: String,
+        /// Protocol 3: what the client presents ([`header::RESUME`]) to get
+        /// this session back after an end nobody announced. Absent when the
+        /// server has resume off (or is older).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+        /// Protocol 3: this welcome continues a session the client asked
+        /// back; its data frames go on from `replay_from`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
+        /// Protocol 3, on a resumed session: the seq of the first data frame
+        /// the server sends (replayed or new). Above the client's last seq
+        /// plus one, the frames between are lost, and the client counts them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replay_from: Option<u64>,
     },
     /// A business push. `seq` starts at 1 in each session and rises by 1.
     Data { seq: u64, payload: String },
@@ -325,6 +358,18 @@ impl ServerMessage {
         serde_json::to_string(self).expect("a ServerMessage always serialises")
     }
 
+    /// A welcome to a new session, without a resume token (what a server
+    /// with resume off, or of version 2, sends).
+    pub fn welcome(server_id: impl Into<String>, session_id: impl Into<String>) -> ServerMessage {
+        ServerMessage::Welcome {
+            server_id: server_id.into(),
+            session_id: session_id.into(),
+            resume_token: None,
+            resumed: false,
+            replay_from: None,
+        }
+    }
+
     /// The `type` label of this message, for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -344,9 +389,26 @@ mod tests {
     #[test]
     fn server_messages_round_trip_with_snake_case_type() {
         let cases = [
+            (ServerMessage::welcome("gsd-0", "ab12"), r#"{"type":"welcome","server_id":"gsd-0","session_id":"ab12"}"#),
             (
-                ServerMessage::Welcome { server_id: "gsd-0".into(), session_id: "ab12".into() },
-                r#"{"type":"welcome","server_id":"gsd-0","session_id":"ab12"}"#,
+                ServerMessage::Welcome {
+                    server_id: "gsd-0".into(),
+                    session_id: "ab12".into(),
+                    resume_token: Some("tok".into()),
+                    resumed: false,
+                    replay_from: None,
+                },
+                r#"{"type":"welcome","server_id":"gsd-0","session_id":"ab12","resume_token":"tok"}"#,
+            ),
+            (
+                ServerMessage::Welcome {
+                    server_id: "gsd-1".into(),
+                    session_id: "ab12".into(),
+                    resume_token: Some("tok2".into()),
+                    resumed: true,
+                    replay_from: Some(8),
+                },
+                r#"{"type":"welcome","server_id":"gsd-1","session_id":"ab12","resume_token":"tok2","resumed":true,"replay_from":8}"#,
             ),
             (ServerMessage::Data { seq: 7, payload: "x".into() }, r#"{"type":"data","seq":7,"payload":"x"}"#),
             (ServerMessage::Response { id: 3, payload: "y".into() }, r#"{"type":"response","id":3,"payload":"y"}"#),

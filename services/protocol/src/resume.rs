@@ -81,6 +81,39 @@ impl Refusal {
     }
 }
 
+/// Every reason a server refuses a resume with (close
+/// [`crate::close::RESUME_REFUSED`], reason `resume refused: <reason>`): the
+/// token's own ([`Refusal::reason`]), then the server's: the session was
+/// already taken with this token (`replayed`), the token is older than the
+/// session's newest (`stale`), the session is not parked here
+/// (`not_parked`: never, or expired), it was parked by another replica
+/// (`other_replica`), or the last seq the client gave is missing, not a
+/// number, or above what the server sent (`last_seq`).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "oversized",
+    "malformed",
+    "truncated",
+    "forged",
+    "expired",
+    "replayed",
+    "stale",
+    "not_parked",
+    "other_replica",
+    "last_seq",
+];
+
+/// The reason text of close [`crate::close::RESUME_REFUSED`].
+pub fn refused_reason(reason: &str) -> String {
+    format!("resume refused: {reason}")
+}
+
+/// The reason a close [`crate::close::RESUME_REFUSED`] names, if it is one
+/// of [`REFUSAL_REASONS`] (anything else: `None`).
+pub fn refused_reason_of(close_reason: &str) -> Option<&'static str> {
+    let reason = close_reason.strip_prefix("resume refused: ")?;
+    REFUSAL_REASONS.iter().copied().find(|r| *r == reason)
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.reason())
@@ -290,5 +323,22 @@ mod tests {
         assert_eq!(Key::new(&[7; 31]).unwrap_err(), ShortKey(31));
         assert!(ShortKey(31).to_string().contains("at least 32"));
         assert_eq!(format!("{:?}", key(9)), "Key(..)");
+    }
+
+    #[test]
+    fn every_refusal_has_a_close_reason_the_client_reads_back() {
+        let token_reasons =
+            [Refusal::Oversized, Refusal::Malformed, Refusal::Truncated, Refusal::Forged, Refusal::Expired];
+        for refusal in token_reasons {
+            assert!(REFUSAL_REASONS.contains(&refusal.reason()), "{refusal}");
+        }
+        for reason in REFUSAL_REASONS {
+            let text = refused_reason(reason);
+            assert!(text.len() <= 123, "a close reason is at most 123 bytes: {text}");
+            assert_eq!(refused_reason_of(&text), Some(*reason));
+        }
+        for other in ["resume refused: nonsense", "server draining; last_seq=3", "", "resume refused: "] {
+            assert_eq!(refused_reason_of(other), None, "{other:?}");
+        }
     }
 }
