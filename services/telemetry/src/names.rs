@@ -108,6 +108,16 @@ pub const SERVER_ADMIN_CONNECTIONS_EVICTED: Metric = Metric("gsd_server_admin_co
 pub const SERVER_INFO: Metric = Metric("gsd_server_info");
 /// The configured drain timeout (DRAIN_TIMEOUT).
 pub const SERVER_DRAIN_TIMEOUT_SECONDS: Metric = Metric("gsd_server_drain_timeout_seconds");
+/// Sessions parked for resume now (ended unannounced, not yet resumed or expired).
+pub const SERVER_SESSIONS_PARKED: Metric = Metric("gsd_server_sessions_parked");
+/// Parked sessions a client took back, by where they were parked (local).
+pub const SERVER_SESSIONS_RESUMED: Metric = Metric("gsd_server_sessions_resumed_total");
+/// Data frames sent again on a resumed session.
+pub const SERVER_FRAMES_REPLAYED: Metric = Metric("gsd_server_frames_replayed_total");
+/// Parked sessions nobody resumed within RESUME_WINDOW (their frames counted unacked).
+pub const SERVER_SESSIONS_EXPIRED: Metric = Metric("gsd_server_sessions_expired_total");
+/// Resumes refused with close 4409, by reason.
+pub const SERVER_RESUME_REFUSED: Metric = Metric("gsd_server_resume_refused_total");
 
 // ---- The client's
 /// Open sessions (welcome received, not ended).
@@ -146,6 +156,10 @@ pub const CLIENT_REQUESTS_LOST: Metric = Metric("gsd_client_requests_lost_total"
 pub const CLIENT_REQUESTS_RESENT: Metric = Metric("gsd_client_requests_resent_total");
 /// Responses to requests already answered, dropped.
 pub const CLIENT_DUPLICATE_RESPONSES: Metric = Metric("gsd_client_duplicate_responses_total");
+/// Cut sessions taken back by a resume: no longer unknown.
+pub const CLIENT_SESSIONS_RESUMED: Metric = Metric("gsd_client_sessions_resumed_total");
+/// Resumes asked for and not granted, by reason (the server's refusal, or `ignored`).
+pub const CLIENT_RESUME_FAILED: Metric = Metric("gsd_client_resume_failed_total");
 /// Frames received from servers, by type.
 pub const CLIENT_MESSAGES_RECEIVED: Metric = Metric("gsd_client_messages_received_total");
 /// Frames sent to servers, by type.
@@ -175,6 +189,11 @@ pub const ALL: &[Metric] = &[
     SERVER_ADMIN_CONNECTIONS_EVICTED,
     SERVER_INFO,
     SERVER_DRAIN_TIMEOUT_SECONDS,
+    SERVER_SESSIONS_PARKED,
+    SERVER_SESSIONS_RESUMED,
+    SERVER_FRAMES_REPLAYED,
+    SERVER_SESSIONS_EXPIRED,
+    SERVER_RESUME_REFUSED,
     CLIENT_SESSIONS,
     CLIENT_USERS,
     CLIENT_SESSIONS_STARTED,
@@ -191,6 +210,8 @@ pub const ALL: &[Metric] = &[
     CLIENT_REQUESTS_LOST,
     CLIENT_REQUESTS_RESENT,
     CLIENT_DUPLICATE_RESPONSES,
+    CLIENT_SESSIONS_RESUMED,
+    CLIENT_RESUME_FAILED,
     CLIENT_MESSAGES_RECEIVED,
     CLIENT_MESSAGES_SENT,
 ];
