@@ -2,6 +2,7 @@
 //! environment variable (clap), with the checks one flag alone cannot make.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -137,10 +138,34 @@ pub struct Config {
     #[arg(long, env = "MAX_SESSIONS", default_value_t = 0)]
     pub max_sessions: usize,
 
+    /// Session resume (protocol 3): how long a session that ended without a
+    /// drain (a reset, a proxy that went away, a silent client) stays parked
+    /// for its client to ask it back with the welcome's token. At most 1h.
+    /// 0s turns resume off: no token in the welcome, the resume headers
+    /// ignored.
+    #[arg(long, env = "RESUME_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub resume_window: Duration,
+
+    /// Most payload bytes of sent, unacknowledged data frames one session
+    /// keeps for a replay, 1024 to 16777216. Past it the oldest go first; a
+    /// resume that needed them counts them lost.
+    #[arg(long, env = "RESUME_MAX_BYTES", default_value_t = 65536,
+        value_parser = clap::value_parser!(u32).range(1024..=16 * 1024 * 1024))]
+    pub resume_max_bytes: u32,
+
+    /// File holding the key resume tokens are signed with, at least 32 bytes
+    /// (the chart mounts a Secret the replicas share). Unset: a random key
+    /// of this process's own, so that its tokens resume on this replica only.
+    #[arg(long, env = "RESUME_KEY_FILE")]
+    pub resume_key_file: Option<PathBuf>,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 }
+
+/// Longest RESUME_WINDOW.
+pub const MAX_RESUME_WINDOW: Duration = Duration::from_secs(3600);
 
 /// An inclusive range of message counts, written `MIN-MAX` or `N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +224,15 @@ impl Config {
                 "DRAIN_PACING ({:?}) must be shorter than DRAIN_TIMEOUT ({:?}): the last notices would come after the deadline",
                 self.drain_pacing, self.drain_timeout
             ));
+        }
+        if self.resume_window > MAX_RESUME_WINDOW {
+            return Err(format!(
+                "RESUME_WINDOW ({:?}) is over {MAX_RESUME_WINDOW:?}: a parked session holds memory for all of it",
+                self.resume_window
+            ));
+        }
+        if let (false, Some(path)) = (self.resume_window.is_zero(), &self.resume_key_file) {
+            crate::resume::read_key(path)?;
         }
         if self.admin_port != 0 && self.admin_port == self.port {
             return Err(format!(
@@ -282,6 +316,52 @@ mod tests {
         assert!(Config::try_parse_from(["gsd-server", "--ping-interval", "often"]).is_err());
         assert!(Config::try_parse_from(["gsd-server", "--fault-drop-owed", "-1"]).is_err());
         assert_eq!((c.fault_reset_at_sigterm, c.fault_close_last_seq_lower), (0, 0));
+        assert_eq!((c.resume_window, c.resume_max_bytes, c.resume_key_file), (Duration::from_secs(30), 65536, None));
+    }
+
+    #[test]
+    fn resume_settings_refuse_garbage_with_their_variable() {
+        for (flag, bad) in [
+            ("--resume-window", "soon"),
+            ("--resume-window", "30"),
+            ("--resume-window", "-1s"),
+            ("--resume-max-bytes", "1023"),
+            ("--resume-max-bytes", "16777217"),
+            ("--resume-max-bytes", "64k"),
+        ] {
+            let arg = format!("{flag}={bad}");
+            let error = Config::try_parse_from(["gsd-server", &arg]).expect_err(bad).to_string();
+            let variable = flag.trim_start_matches("--").replace('-', "_").to_uppercase();
+            assert!(error.contains(&variable), "{flag} {bad:?}: {error}");
+        }
+        let long = Config::try_parse_from(["gsd-server", "--resume-window", "61m"]).unwrap();
+        assert!(long.validate().unwrap_err().contains("RESUME_WINDOW"), "over an hour");
+        let off = Config::try_parse_from(["gsd-server", "--resume-window", "0s"]).unwrap();
+        assert_eq!((off.resume_window, off.validate()), (Duration::ZERO, Ok(())));
+    }
+
+    #[test]
+    fn a_resume_key_file_that_is_missing_or_short_is_refused_by_name_and_never_echoed() {
+        let dir = std::env::temp_dir().join(format!("gsd-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let check = |path: &str| Config::try_parse_from(["gsd-server", "--resume-key-file", path]).unwrap().validate();
+        let missing = dir.join("missing").to_str().unwrap().to_owned();
+        assert!(check(&missing).unwrap_err().contains("cannot read it"), "{:?}", check(&missing));
+        let short = file("short", b"secret-of-31-bytes-xxxxxxxxxxxx\n");
+        let error = check(&short).unwrap_err();
+        assert!(error.contains("holds 31 bytes") && error.contains("at least 32"), "{error}");
+        assert!(!error.contains("secret-of"), "the key's bytes are never printed: {error}");
+        assert_eq!(check(&file("ok", &[7u8; 32])), Ok(()));
+        assert_eq!(check(&file("ok-newline", b"0123456789abcdef0123456789abcdef\r\n")), Ok(()));
+        // Resume off: the file is not read.
+        let off = Config::try_parse_from(["gsd-server", "--resume-window", "0s", "--resume-key-file", &missing]);
+        assert_eq!(off.unwrap().validate(), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

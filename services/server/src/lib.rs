@@ -20,6 +20,7 @@ mod http;
 mod labels;
 pub mod metrics;
 pub mod park;
+mod resume;
 mod session;
 
 use std::future::Future;
@@ -49,6 +50,8 @@ pub enum ServerError {
     Serve(#[from] std::io::Error),
     #[error("{0}")]
     Descriptors(String),
+    #[error("{0}")]
+    Resume(String),
 }
 
 /// What a drain did, for the binary's last log line and for embedding tests.
@@ -112,6 +115,9 @@ pub(crate) struct Shared {
     /// The sessions FAULT_RESET_AT_SIGTERM resets at the signal; `None`
     /// when that fault is off.
     pub reset_pick: Option<Arc<fault::ResetPick>>,
+    /// Session resume: the token key and the parked sessions; `None` when
+    /// RESUME_WINDOW is 0s.
+    pub resume: Option<resume::Resume>,
 }
 
 impl Shared {
@@ -289,6 +295,7 @@ async fn ws_upgrade(
     // Taken before the draining check: the drain cancels before it closes
     // and waits on the tracker, so either this request sees the drain and is
     // refused, or the drain waits for this session.
+    let ask = shared.resume.as_ref().map_or(resume::Ask::New, |resume| resume.ask(&headers));
     let token = shared.sessions.token();
     if shared.is_draining() {
         drop(token);
@@ -304,7 +311,7 @@ async fn ws_upgrade(
         .max_write_buffer_size(gsd_protocol::MAX_WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|e| warn!(error = %e, "upgrade_failed"))
         .on_upgrade(move |socket| async move {
-            session::run(socket, shared, peer, reset_switch).await;
+            session::run(socket, shared, peer, reset_switch, ask).await;
             drop(token);
         })
 }
@@ -322,7 +329,11 @@ pub async fn run<W: Listener, A: Listener>(
     let server_id = config.resolved_server_id();
     let metrics = ServerMetrics::new(&registry, &server_id);
     metrics.drain_timeout.set(config.drain_timeout.as_secs_f64());
+    let addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let resume = resume::Resume::new(&config, resume_origin(admin_addr)).map_err(ServerError::Resume)?;
     let shared = Arc::new(Shared {
+        resume,
         // Before `config` moves in.
         reset_pick: fault::ResetPick::new(config.fault_reset_at_sigterm),
         config,
@@ -341,8 +352,6 @@ pub async fn run<W: Listener, A: Listener>(
         scraped_after_drain: Notify::new(),
         prestop_busy: AtomicBool::new(false),
     });
-    let addr = listener.local_addr()?;
-    let admin_addr = admin.local_addr()?;
     listener.set_liveness(shared.config.ping_interval, shared.config.ping_timeout)?;
     let budget = descriptors::Budget::measure().map_err(ServerError::Descriptors)?;
     let stop_http = CancellationToken::new();
@@ -396,9 +405,14 @@ pub async fn run<W: Listener, A: Listener>(
         stop_http.clone(),
     ));
     servers.close();
-    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, %addr, %admin_addr, "listening");
+    let origin = shared.resume.as_ref().map(|resume| resume.origin.as_str());
+    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, %addr, %admin_addr,
+        resume_window_ms = shared.config.resume_window.as_millis() as u64, resume_origin = origin,
+        resume_key = if shared.config.resume_key_file.is_some() { "file" } else { "process" }, "listening");
+    let expiry = tokio::spawn(expire_parked(shared.clone()));
 
     shutdown.await;
+    expiry.abort();
 
     let summary = drain(&shared).await;
 
@@ -414,6 +428,42 @@ pub async fn run<W: Listener, A: Listener>(
     // connection gives up after one second of graceful shutdown).
     let _ = tokio::time::timeout(Duration::from_secs(2), servers.wait()).await;
     Ok(summary)
+}
+
+/// The admin address other replicas reach this one at, for the tokens:
+/// `$POD_IP` (the chart sets it from the pod's status) with the admin
+/// port, else the admin listener's own address.
+fn resume_origin(admin: std::net::SocketAddr) -> String {
+    match std::env::var("POD_IP").ok().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+        Some(ip) => std::net::SocketAddr::new(ip, admin.port()).to_string(),
+        None => admin.to_string(),
+    }
+}
+
+/// Counts parked sessions given up: expired, with every frame they were
+/// not acked counted unacked.
+fn count_expired(shared: &Shared, expired: Vec<park::Parked>) {
+    for parked in expired {
+        let unacked = (parked.next_seq - 1).saturating_sub(parked.acked);
+        shared.metrics.sessions_expired.inc();
+        shared.metrics.data_unacked.inc_by(unacked);
+        info!(session_id = %parked.session_id, unacked, "session_expired");
+    }
+    if let Some(resume) = &shared.resume {
+        shared.metrics.sessions_parked.set(resume.parked() as i64);
+    }
+}
+
+/// Expires parked sessions as their windows end (checked at least once a
+/// second), until the server stops.
+async fn expire_parked(shared: Arc<Shared>) {
+    let Some(resume) = &shared.resume else { return };
+    loop {
+        let now = Instant::now();
+        let next = resume.next_expiry().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+        tokio::time::sleep_until(next).await;
+        count_expired(&shared, resume.expire(Instant::now()));
+    }
 }
 
 /// The drain proper: from the signal to the last session closed.
@@ -437,6 +487,11 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
         pacing_ms = shared.config.drain_pacing.as_millis() as u64, "drain_start");
     shared.drain.cancel();
     shared.sessions.close();
+    // No replica can fetch a parked session yet (docs/resume.md): a server
+    // that stops gives them up, counted as expired, their frames unacked.
+    if let Some(resume) = &shared.resume {
+        count_expired(shared, resume.expire_all());
+    }
 
     // Each session honours the deadline itself; this bound is only a net
     // under a bug, so that the process always exits.

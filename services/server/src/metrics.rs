@@ -88,6 +88,16 @@ pub struct ServerMetrics {
     /// The configured DRAIN_TIMEOUT, so alerts can compare shutdown
     /// durations with it.
     pub drain_timeout: prometheus::Gauge,
+    /// Sessions parked for resume now.
+    pub sessions_parked: IntGauge,
+    /// Parked sessions taken back, by where they were parked.
+    pub sessions_resumed: IntCounterVec,
+    /// Data frames sent again on resumed sessions.
+    pub frames_replayed: IntCounter,
+    /// Parked sessions nobody resumed in time (or given up at the drain).
+    pub sessions_expired: IntCounter,
+    /// Resumes refused with close 4409, by reason.
+    pub resume_refused: IntCounterVec,
 }
 
 impl ServerMetrics {
@@ -205,8 +215,35 @@ impl ServerMetrics {
                 names::SERVER_DRAIN_TIMEOUT_SECONDS,
                 "The configured drain timeout (DRAIN_TIMEOUT).",
             ),
+            sessions_parked: gauge(registry, names::SERVER_SESSIONS_PARKED, "Sessions parked for resume now."),
+            sessions_resumed: counter_vec(
+                registry,
+                names::SERVER_SESSIONS_RESUMED,
+                "Parked sessions a client took back, by where they were parked.",
+                &["where"],
+            ),
+            frames_replayed: counter(
+                registry,
+                names::SERVER_FRAMES_REPLAYED,
+                "Data frames sent again on a resumed session.",
+            ),
+            sessions_expired: counter(
+                registry,
+                names::SERVER_SESSIONS_EXPIRED,
+                "Parked sessions not resumed within RESUME_WINDOW (or given up when the server stopped).",
+            ),
+            resume_refused: counter_vec(
+                registry,
+                names::SERVER_RESUME_REFUSED,
+                "Resumes refused with close 4409, by reason.",
+                &["reason"],
+            ),
         };
         m.info.with_label_values(&[server_id, env!("CARGO_PKG_VERSION")]).set(1);
+        m.sessions_resumed.with_label_values(&["local"]);
+        for reason in gsd_protocol::resume::REFUSAL_REASONS {
+            m.resume_refused.with_label_values(&[reason]);
+        }
         // Zero-initialise the label values dashboards and alerts rely on, so a
         // rate() over them has data before the first drain.
         for outcome in DrainOutcome::ALL {

@@ -10,8 +10,8 @@
 //! of the same token is told apart from a session never parked here.
 //!
 //! This is the lot alone, with no clock or I/O of its own: the caller passes
-//! `now`, and counts what each call returns. The session loop does not park
-//! into it yet (docs/resume.md's status says what is built).
+//! `now`, and counts what each call returns (crate::resume holds it for the
+//! server).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct Parked {
     /// `next_seq - 1`.
     pub unacked: VecDeque<Frame>,
     pub next_seq: u64,
+    /// The highest seq the client acknowledged: frames from here to the
+    /// first one kept were sent and never acknowledged.
+    pub acked: u64,
     /// Requests received and not answered: id and payload, in arrival order.
     pub pending: Vec<(u64, String)>,
     /// Oldest frames given up to keep the session within its byte bound:
@@ -200,6 +203,7 @@ mod tests {
             nonce,
             unacked: frames.iter().map(|(seq, p)| Frame { seq: *seq, payload: (*p).into() }).collect(),
             next_seq: frames.last().map_or(1, |(seq, _)| seq + 1),
+            acked: frames.first().map_or(0, |(seq, _)| seq - 1),
             pending: pending.iter().map(|(id, p)| (*id, (*p).into())).collect(),
             shed: 0,
         }

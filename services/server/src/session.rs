@@ -18,6 +18,8 @@ use crate::Shared;
 use crate::fault::{ResetSwitch, Ticket};
 use crate::labels::{DrainOutcome, End, Refusal};
 use crate::metrics::{ACK_UNSENT, BINARY_FRAME};
+use crate::park::{Frame, Parked};
+use crate::resume::Ask;
 
 /// Requests a session holds unanswered before it stops reading more.
 const MAX_PENDING_REQUESTS: usize = 1024;
@@ -79,11 +81,71 @@ struct Session {
     /// Makes the connection end with a TCP reset when this session drops it
     /// (FAULT_RESET_AT_SIGTERM).
     reset_switch: ResetSwitch,
+    /// With resume on: the data frames sent and not yet acknowledged, oldest
+    /// first, within RESUME_MAX_BYTES of payload (past it the oldest go),
+    /// for a replay if the session is cut.
+    kept: VecDeque<Frame>,
+    /// Payload bytes held in `kept`.
+    kept_bytes: usize,
+    /// The nonce of the token this session's welcome carried.
+    nonce: u64,
+    /// A session a client took back: the frames to send again after the
+    /// welcome, and the seq the welcome says the data goes on from.
+    resumed: Option<u64>,
 }
 
-/// Runs one upgraded connection to its end.
-pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, reset_switch: ResetSwitch) {
-    let session_id = format!("{:016x}", rand::random::<u64>());
+/// The end of a session a client may ask back: nobody announced it (no
+/// drain, no close 1000 from the client, no close from the server).
+fn unannounced(end: &End) -> bool {
+    match end {
+        End::Vanished | End::TimedOut | End::Failed(_) => true,
+        End::ClientClosed(code) => *code != Some(close::NORMAL),
+        End::DrainComplete | End::DrainDeadline | End::Rejected { .. } | End::Capacity | End::Reset => false,
+    }
+}
+
+/// Answers an upgrade that asked for a session back and cannot have it:
+/// close 4409 with the reason, no welcome, counted. The client opens a new
+/// session.
+async fn refuse_resume(mut socket: WebSocket, shared: &Shared, peer: SocketAddr, reason: &'static str) {
+    shared.metrics.resume_refused.with_label_values(&[reason]).inc();
+    warn!(%peer, reason, "resume_refused");
+    let text = gsd_protocol::resume::refused_reason(reason);
+    let frame = Message::Close(Some(CloseFrame { code: close::RESUME_REFUSED, reason: text.into() }));
+    let handshake = async {
+        if socket.send(frame).await.is_ok() {
+            shared.metrics.sent("close").inc();
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(shared.config.close_timeout, handshake).await;
+}
+
+/// Runs one upgraded connection to its end: a new session, or, if `ask`
+/// asks for a parked one, that session taken back (or the refusal).
+pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, reset_switch: ResetSwitch, ask: Ask) {
+    let parked = match ask {
+        Ask::New => None,
+        Ask::Refused(reason) => return refuse_resume(socket, &shared, peer, reason).await,
+        Ask::Resume { claims, last_seq } => {
+            let resume = shared.resume.as_ref().expect("an ask to resume only where resume is on");
+            match resume.take(&claims, last_seq) {
+                Ok(parked) => {
+                    shared.metrics.sessions_parked.set(resume.parked() as i64);
+                    Some((parked, last_seq))
+                }
+                Err(reason) => return refuse_resume(socket, &shared, peer, reason).await,
+            }
+        }
+    };
+    let session_id = match &parked {
+        Some((parked, _)) => parked.session_id.clone(),
+        None => format!("{:016x}", rand::random::<u64>()),
+    };
     let span =
         info_span!(target: "gsd_server::session", "session", server_id = %shared.server_id, session_id = %session_id);
     async move {
@@ -102,7 +164,14 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             heartbeat,
             reset_ticket: None,
             reset_switch,
+            kept: VecDeque::new(),
+            kept_bytes: 0,
+            nonce: 0,
+            resumed: None,
         };
+        if let Some((parked, last_seq)) = parked {
+            session.take_back(parked, last_seq);
+        }
         let max = session.shared.config.max_sessions;
         if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
             session.shared.active.fetch_sub(1, Ordering::SeqCst);
@@ -121,7 +190,12 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         let (end, rx) = session.serve(rx).await;
         let (data_sent, acked) = (session.next_seq - 1, session.acked);
         let unacked = data_sent.saturating_sub(acked);
-        shared.metrics.data_unacked.inc_by(unacked);
+        // A session cut unannounced waits in the lot for its client; what it
+        // did not get acked is counted when it is resumed or expires.
+        let parked = unannounced(&end) && !shared.is_draining() && session.park();
+        if !parked {
+            shared.metrics.data_unacked.inc_by(unacked);
+        }
         let label = end.label();
         let detail = end.detail();
         session.finish(end, rx).await;
@@ -137,6 +211,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             data_sent,
             acked,
             unacked,
+            parked,
             duration_ms = opened.elapsed().as_millis() as u64,
             "session_close"
         );
@@ -159,14 +234,78 @@ fn is_over_capacity(e: &axum::Error) -> bool {
 }
 
 impl Session {
+    /// Continues a parked session the client asked back, having received
+    /// every frame up to `last_seq`: what it received and never acked, and
+    /// what no longer fits to be replayed, are counted unacked now (the
+    /// client counts the latter lost, from the welcome's `replay_from`).
+    fn take_back(&mut self, parked: Parked, last_seq: u64) {
+        let from = last_seq.max(parked.acked);
+        self.kept = parked.unacked.into_iter().filter(|frame| frame.seq > from).collect();
+        self.kept_bytes = self.kept.iter().map(|frame| frame.payload.len()).sum();
+        self.next_seq = parked.next_seq;
+        let replay_from = self.kept.front().map_or(parked.next_seq, |frame| frame.seq);
+        self.acked = replay_from - 1;
+        self.shared.metrics.data_unacked.inc_by(self.acked.saturating_sub(parked.acked));
+        self.resumed = Some(replay_from);
+        self.shared.metrics.sessions_resumed.with_label_values(&["local"]).inc();
+        info!(session_id = %self.session_id, last_seq, acked = parked.acked, replay_from,
+            replayed = self.kept.len(), next_seq = self.next_seq, "session_resumed");
+    }
+
+    /// Parks this session (it ended unannounced); whether the lot took it.
+    fn park(&mut self) -> bool {
+        let Some(resume) = self.shared.resume.as_ref() else { return false };
+        let parked = Parked {
+            session_id: self.session_id.clone(),
+            nonce: self.nonce,
+            unacked: std::mem::take(&mut self.kept),
+            next_seq: self.next_seq,
+            acked: self.acked,
+            pending: Vec::new(),
+            shed: 0,
+        };
+        let kept = parked.unacked.len();
+        match resume.park(parked) {
+            Ok(shed) => {
+                self.shared.metrics.sessions_parked.set(resume.parked() as i64);
+                debug!(session_id = %self.session_id, kept, shed, next_seq = self.next_seq, acked = self.acked,
+                    "session_parked");
+                true
+            }
+            Err(not) => {
+                warn!(session_id = %self.session_id, reason = ?not, "session_not_parked");
+                false
+            }
+        }
+    }
+
     /// The session loop, until something ends it.
     async fn serve(&mut self, mut rx: SplitStream<WebSocket>) -> (End, SplitStream<WebSocket>) {
         let shared = self.shared.clone();
-        if let Err(end) = self
-            .send(ServerMessage::Welcome { server_id: shared.server_id.clone(), session_id: self.session_id.clone() })
-            .await
-        {
+        let resume_token = shared.resume.as_ref().map(|resume| {
+            let (token, nonce) = resume.issue(&self.session_id);
+            self.nonce = nonce;
+            token
+        });
+        let welcome = ServerMessage::Welcome {
+            server_id: shared.server_id.clone(),
+            session_id: self.session_id.clone(),
+            resume_token,
+            resumed: self.resumed.is_some(),
+            replay_from: self.resumed,
+        };
+        if let Err(end) = self.send(welcome).await {
             return (end, rx);
+        }
+        if self.resumed.is_some() {
+            // The replay: every kept frame again, in order, before anything new.
+            let frames: Vec<Frame> = self.kept.iter().cloned().collect();
+            for Frame { seq, payload } in frames {
+                if let Err(end) = self.send(ServerMessage::Data { seq, payload }).await {
+                    return (end, rx);
+                }
+                shared.metrics.frames_replayed.inc();
+            }
         }
         let period = shared.config.push_interval;
         let pushing = !period.is_zero();
@@ -282,6 +421,16 @@ impl Session {
         let seq = self.next_seq;
         self.next_seq += 1;
         let payload = format!("{}:{seq}", self.session_id);
+        if let Some(resume) = &self.shared.resume {
+            // Kept before it is sent: a send that fails has still maybe
+            // reached the client, and a resume must be able to send it again.
+            self.kept_bytes += payload.len();
+            self.kept.push_back(Frame { seq, payload: payload.clone() });
+            while self.kept_bytes > resume.max_bytes {
+                let Some(oldest) = self.kept.pop_front() else { break };
+                self.kept_bytes -= oldest.payload.len();
+            }
+        }
         self.send(ServerMessage::Data { seq, payload }).await?;
         if let Some(drain) = &mut self.drain {
             drain.sent += 1;
@@ -375,7 +524,13 @@ impl Session {
                         self.pending_bytes += payload.len();
                         self.pending.push_back((at, id, payload));
                     }
-                    ClientMessage::Ack { seq } if seq < self.next_seq => self.acked = self.acked.max(seq),
+                    ClientMessage::Ack { seq } if seq < self.next_seq => {
+                        self.acked = self.acked.max(seq);
+                        while self.kept.front().is_some_and(|frame| frame.seq <= self.acked) {
+                            let frame = self.kept.pop_front().expect("checked");
+                            self.kept_bytes -= frame.payload.len();
+                        }
+                    }
                     ClientMessage::Ack { seq } => {
                         let detail = format!("ack for seq {seq}, but the last seq sent is {}", self.next_seq - 1);
                         self.protocol_error(ACK_UNSENT, &detail, "close 1008");

@@ -1,0 +1,183 @@
+//! Session resume on the server (protocol 3, docs/resume.md): the key the
+//! tokens are signed with, the parking lot, and what an upgrade that asks
+//! for a session back is given.
+//!
+//! The checks that need no state run in the upgrade handler ([`Resume::ask`]:
+//! the token's layout, MAC and expiry, its origin, the client's last seq);
+//! the session itself takes the parked state out of the lot
+//! ([`Resume::take`]) once the upgrade is done, so that an upgrade that
+//! fails on the way never loses a parked session.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use gsd_protocol::header;
+use gsd_protocol::resume::{Claims, Key, MIN_KEY_BYTES};
+use tokio::time::Instant;
+
+use crate::Config;
+use crate::park::{Lot, NotParked, Parked};
+
+/// How long a token is good for from its welcome: a session older than
+/// this can no longer be resumed (it is a cut as in protocol 2). The window
+/// after the cut (RESUME_WINDOW) is the bound that matters; this one only
+/// stops a token kept for days from being tried at all.
+pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Most sessions parked at once when MAX_SESSIONS is 0 (no limit): with
+/// RESUME_MAX_BYTES of 64 KiB, 640 MiB of payload at worst.
+pub(crate) const DEFAULT_MAX_PARKED: usize = 10_000;
+
+/// A server's resume state; absent when RESUME_WINDOW is 0s.
+pub(crate) struct Resume {
+    key: Key,
+    /// The admin address other replicas would fetch a parked session from;
+    /// in every token this server issues, and what a token must name to be
+    /// taken here.
+    pub(crate) origin: String,
+    lot: Mutex<Lot>,
+    /// RESUME_MAX_BYTES: payload bytes of unacked frames a session keeps.
+    pub(crate) max_bytes: usize,
+}
+
+/// What an upgrade asked for.
+pub(crate) enum Ask {
+    /// A new session (no resume header, or resume off).
+    New,
+    /// A session back: checked claims and the last seq the client received.
+    Resume { claims: Claims, last_seq: u64 },
+    /// A resume refused before any state was looked at, with the reason.
+    Refused(&'static str),
+}
+
+/// Wall-clock milliseconds since the Unix epoch (tokens cross replicas).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// RESUME_KEY_FILE's key: its bytes, one trailing newline dropped, at
+/// least [`MIN_KEY_BYTES`] of them. The error names the file, never its
+/// bytes.
+pub(crate) fn read_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut bytes =
+        std::fs::read(path).map_err(|e| format!("RESUME_KEY_FILE {}: cannot read it: {e}", path.display()))?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    if bytes.len() < MIN_KEY_BYTES {
+        return Err(format!(
+            "RESUME_KEY_FILE {} holds {} bytes; a resume key needs at least {MIN_KEY_BYTES} (`head -c 32 /dev/urandom | base64 > FILE`)",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+impl Resume {
+    /// The resume state `config` asks for; `None` when RESUME_WINDOW is 0s.
+    /// `origin` is this replica's admin address as others reach it. The
+    /// key is RESUME_KEY_FILE's bytes (one trailing newline dropped), or,
+    /// without the file, random bytes of this process's own: its tokens
+    /// then resume on this replica only.
+    pub(crate) fn new(config: &Config, origin: String) -> Result<Option<Resume>, String> {
+        if config.resume_window.is_zero() {
+            return Ok(None);
+        }
+        let secret = match &config.resume_key_file {
+            Some(path) => read_key(path)?,
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        let key = Key::new(&secret).map_err(|short| format!("a resume key of {} bytes is too short", short.0))?;
+        let max_parked = if config.max_sessions > 0 { config.max_sessions } else { DEFAULT_MAX_PARKED };
+        let max_bytes = config.resume_max_bytes as usize;
+        Ok(Some(Resume {
+            key,
+            origin,
+            lot: Mutex::new(Lot::new(config.resume_window, max_bytes, max_parked)),
+            max_bytes,
+        }))
+    }
+
+    /// A token for `session_id`, and the nonce the lot must see again.
+    pub(crate) fn issue(&self, session_id: &str) -> (String, u64) {
+        let nonce = rand::random::<u64>();
+        let issued_ms = now_ms();
+        let claims = Claims {
+            origin: self.origin.clone(),
+            session_id: session_id.to_owned(),
+            issued_ms,
+            expires_ms: issued_ms.saturating_add(TOKEN_LIFETIME.as_millis() as u64),
+            nonce,
+        };
+        (self.key.sign(&claims), nonce)
+    }
+
+    /// What the upgrade's headers ask for, with every check that needs no
+    /// parked state. Header values that are not visible ASCII are malformed.
+    pub(crate) fn ask(&self, headers: &HeaderMap) -> Ask {
+        let Some(token) = headers.get(header::RESUME) else { return Ask::New };
+        let Ok(token) = token.to_str() else { return Ask::Refused("malformed") };
+        let claims = match self.key.verify(token, now_ms()) {
+            Ok(claims) => claims,
+            Err(refusal) => return Ask::Refused(refusal.reason()),
+        };
+        if claims.origin != self.origin {
+            return Ask::Refused("other_replica");
+        }
+        let last_seq = headers.get(header::RESUME_LAST_SEQ).and_then(|v| v.to_str().ok()).and_then(|v| {
+            // Digits only: no sign, no spaces, no leading `+`.
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) { None } else { v.parse::<u64>().ok() }
+        });
+        match last_seq {
+            Some(last_seq) => Ask::Resume { claims, last_seq },
+            None => Ask::Refused("last_seq"),
+        }
+    }
+
+    /// Takes the parked session `claims` names, once. A `last_seq` above
+    /// what the session sent is refused, and the session stays parked (a
+    /// client that lies about its seq does not take the session from the
+    /// real one).
+    pub(crate) fn take(&self, claims: &Claims, last_seq: u64) -> Result<Parked, &'static str> {
+        let now = Instant::now();
+        let mut lot = self.lot.lock().expect("not poisoned");
+        let parked = lot.take(&claims.session_id, claims.nonce, now).map_err(|refusal| refusal.reason())?;
+        if last_seq >= parked.next_seq {
+            let _ = lot.park(parked, now);
+            return Err("last_seq");
+        }
+        Ok(parked)
+    }
+
+    /// Parks a session that ended unannounced; how many of its frames were
+    /// shed to fit its byte bound.
+    pub(crate) fn park(&self, parked: Parked) -> Result<u64, NotParked> {
+        self.lot.lock().expect("not poisoned").park(parked, Instant::now())
+    }
+
+    /// Every parked session whose window has ended, to be counted.
+    pub(crate) fn expire(&self, now: Instant) -> Vec<Parked> {
+        self.lot.lock().expect("not poisoned").expire(now)
+    }
+
+    /// Every parked session, whatever its window: what a server that stops
+    /// gives up (counted as expired; no replica can fetch them yet).
+    pub(crate) fn expire_all(&self) -> Vec<Parked> {
+        self.expire(Instant::now() + Duration::from_secs(365 * 24 * 3600))
+    }
+
+    /// Sessions parked now.
+    pub(crate) fn parked(&self) -> usize {
+        self.lot.lock().expect("not poisoned").len()
+    }
+
+    /// When the next parked session expires.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.lot.lock().expect("not poisoned").next_expiry()
+    }
+}
