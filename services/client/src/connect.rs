@@ -10,6 +10,8 @@ use gsd_protocol::{ServerMessage, close};
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -37,6 +39,20 @@ pub(crate) struct Connected<S = MaybeTlsStream<TcpStream>> {
     /// When the welcome arrived: the end of a reconnect's latency, and the
     /// start of the session's length for the backoff.
     pub(crate) welcomed_at: Instant,
+    /// The welcome's resume token (protocol 3), for a resume if this
+    /// session is cut.
+    pub(crate) resume_token: Option<String>,
+    /// A session taken back: the last seq the client had received when it
+    /// asked (the session's seqs go on above it).
+    pub(crate) resumed_after: Option<u64>,
+}
+
+/// What a user asks for after a cut: the session of `token` back, having
+/// received every frame up to `last_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResumeAsk {
+    pub(crate) token: String,
+    pub(crate) last_seq: u64,
 }
 
 /// The longest wait before connect attempt `attempt` (0 is the first retry):
@@ -93,14 +109,15 @@ pub(crate) fn random_up_to(max: Duration) -> Duration {
 
 /// One connection: the welcome's `(server_id, session_id)`, then close 1000.
 pub(crate) async fn check(config: &Config) -> Result<(String, String), String> {
-    let mut connected = connect_once(config).await.map_err(|e| e.to_string())?;
+    let mut connected = connect_once(config, None).await.map_err(|e| e.to_string())?;
     let close = connected.ws.send(Message::Close(Some(normal_close())));
     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
     Ok((connected.server_id, connected.session_id))
 }
 
-/// One attempt: TCP (the host resolved afresh), upgrade, welcome.
-async fn connect_once(config: &Config) -> Result<Connected, ConnectError> {
+/// One attempt: TCP (the host resolved afresh), upgrade (asking for a
+/// session back if `ask` says so), welcome.
+async fn connect_once(config: &Config, ask: Option<&ResumeAsk>) -> Result<Connected, ConnectError> {
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(gsd_protocol::MAX_WIRE_BYTES))
         .max_frame_size(Some(gsd_protocol::MAX_WIRE_BYTES))
@@ -117,26 +134,42 @@ async fn connect_once(config: &Config) -> Result<Connected, ConnectError> {
         tcp.set_nodelay(true).map_err(|e| ConnectError::Io(e.to_string()))?;
         gsd_telemetry::set_tcp_liveness(&tcp, config.ping_interval, config.ping_timeout)
             .map_err(|e| ConnectError::Io(e.to_string()))?;
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-            config.server_url.as_str(),
-            MaybeTlsStream::Plain(tcp),
-            Some(ws_config),
-        )
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(response) => ConnectError::Status(response.status().as_u16()),
-            other => ConnectError::Io(other.to_string()),
-        })?;
+        let mut request =
+            config.server_url.as_str().into_client_request().map_err(|e| ConnectError::Io(e.to_string()))?;
+        if let Some(ask) = ask {
+            // A token is base64url and a seq digits: both always valid header values.
+            let headers = request.headers_mut();
+            let token = HeaderValue::from_str(&ask.token).map_err(|e| ConnectError::Io(e.to_string()))?;
+            headers.insert(gsd_protocol::header::RESUME, token);
+            headers.insert(gsd_protocol::header::RESUME_LAST_SEQ, HeaderValue::from(ask.last_seq));
+        }
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(request, MaybeTlsStream::Plain(tcp), Some(ws_config))
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(response) => ConnectError::Status(response.status().as_u16()),
+                    other => ConnectError::Io(other.to_string()),
+                })?;
         match ws.next().await {
             Some(Ok(Message::Text(text))) => match ServerMessage::decode(text.as_str()) {
-                Ok(ServerMessage::Welcome { server_id, session_id }) => {
-                    Ok(Connected { ws, server_id, session_id, welcomed_at: Instant::now() })
-                }
+                Ok(ServerMessage::Welcome { server_id, session_id, resume_token, resumed, .. }) => Ok(Connected {
+                    ws,
+                    server_id,
+                    session_id,
+                    welcomed_at: Instant::now(),
+                    resume_token,
+                    resumed_after: ask.filter(|_| resumed).map(|ask| ask.last_seq),
+                }),
                 Ok(other) => Err(ConnectError::Protocol(format!("first frame was `{}`, not `welcome`", other.kind()))),
                 Err(e) => Err(ConnectError::Protocol(e.to_string())),
             },
             Some(Ok(Message::Close(Some(frame)))) if u16::from(frame.code) == close::TRY_AGAIN_LATER => {
                 Err(ConnectError::Capacity)
+            }
+            Some(Ok(Message::Close(Some(frame)))) if u16::from(frame.code) == close::RESUME_REFUSED => {
+                // A reason that is not one of the protocol's is still a refusal.
+                let reason = gsd_protocol::resume::refused_reason_of(frame.reason.as_str()).unwrap_or("malformed");
+                Err(ConnectError::ResumeRefused(reason))
             }
             Some(Ok(other)) => Err(ConnectError::Protocol(format!("first frame was not a welcome: {other:?}"))),
             Some(Err(e)) => Err(ConnectError::Io(e.to_string())),
@@ -150,7 +183,15 @@ async fn connect_once(config: &Config) -> Result<Connected, ConnectError> {
 /// until the client shuts down (`None`).
 /// `attempt` is how many failures precede the first try (sessions that ended
 /// too soon count), so that the backoff keeps growing across them.
-pub(crate) async fn connect_loop(shared: Arc<Shared>, first_delay: Duration, mut attempt: u32) -> Option<Connected> {
+/// With `ask`, the first attempts ask for that session back; once a server
+/// refuses (close 4409) or welcomes a new session instead, the failure is
+/// counted and the loop goes on without it.
+pub(crate) async fn connect_loop(
+    shared: Arc<Shared>,
+    first_delay: Duration,
+    mut attempt: u32,
+    mut ask: Option<ResumeAsk>,
+) -> Option<Connected> {
     let config = &shared.config;
     let mut delay = first_delay;
     loop {
@@ -161,11 +202,25 @@ pub(crate) async fn connect_loop(shared: Arc<Shared>, first_delay: Duration, mut
             }
         }
         let result = tokio::select! {
-            result = connect_once(config) => result,
+            result = connect_once(config, ask.as_ref()) => result,
             _ = shared.shutdown.cancelled() => return None,
         };
         match result {
-            Ok(connected) => return Some(connected),
+            Ok(connected) => {
+                if ask.is_some() && connected.resumed_after.is_none() {
+                    shared.metrics.resume_failed.with_label_values(&[crate::metrics::RESUME_IGNORED]).inc();
+                    debug!(server_id = %connected.server_id, "resume_ignored");
+                }
+                return Some(connected);
+            }
+            Err(ConnectError::ResumeRefused(reason)) => {
+                // Refused at once, with a reason: a new session now, no backoff.
+                shared.metrics.connect_failures.with_label_values(&["resume_refused"]).inc();
+                shared.metrics.resume_failed.with_label_values(&[reason]).inc();
+                debug!(reason, "resume_refused");
+                ask = None;
+                delay = Duration::ZERO;
+            }
             Err(e) => {
                 shared.metrics.connect_failures.with_label_values(&[e.label()]).inc();
                 delay = full_jitter(config.backoff_base, config.backoff_cap, attempt);

@@ -14,6 +14,8 @@ pub(crate) enum ConnectError {
     Timeout,
     #[error("server at capacity (close 1013)")]
     Capacity,
+    #[error("resume refused: {0} (close 4409)")]
+    ResumeRefused(&'static str),
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -22,12 +24,13 @@ pub(crate) enum ConnectError {
 
 impl ConnectError {
     /// One of each label, for the metric's label values.
-    pub(crate) const ALL: [ConnectError; 7] = [
+    pub(crate) const ALL: [ConnectError; 8] = [
         ConnectError::Refused,
         ConnectError::Status(503),
         ConnectError::Status(0),
         ConnectError::Timeout,
         ConnectError::Capacity,
+        ConnectError::ResumeRefused(""),
         ConnectError::Protocol(String::new()),
         ConnectError::Io(String::new()),
     ];
@@ -39,6 +42,7 @@ impl ConnectError {
             ConnectError::Status(_) => "http_other",
             ConnectError::Timeout => "timeout",
             ConnectError::Capacity => "capacity",
+            ConnectError::ResumeRefused(_) => "resume_refused",
             ConnectError::Protocol(_) => "protocol",
             ConnectError::Io(_) => "io",
         }

@@ -54,6 +54,10 @@ pub struct Ledger {
     /// a kill, a dead network): what the server sent after the last frame
     /// received cannot be known, so it is not counted in `messages_lost`.
     pub sessions_cut: u64,
+    /// Cut sessions taken back by a resume (protocol 3): their cut is
+    /// accounted for, frame by frame (a gap in the replay is lost). The
+    /// cuts whose loss is unknown are `sessions_cut - sessions_resumed`.
+    pub sessions_resumed: u64,
     /// Requests sent, counting a re-send once more.
     pub requests_sent: u64,
     /// Responses that matched an outstanding request.
@@ -224,6 +228,7 @@ impl AddAssign<&Ledger> for Ledger {
         add(&mut self.messages_lost, other.messages_lost);
         add(&mut self.messages_skipped, other.messages_skipped);
         add(&mut self.sessions_cut, other.sessions_cut);
+        add(&mut self.sessions_resumed, other.sessions_resumed);
         add(&mut self.requests_sent, other.requests_sent);
         add(&mut self.requests_answered, other.requests_answered);
         add(&mut self.requests_resent, other.requests_resent);

@@ -97,6 +97,7 @@ pub async fn run(
                 messages_lost = total.messages_lost,
                 messages_skipped = total.messages_skipped,
                 sessions_cut = total.sessions_cut,
+                sessions_resumed = total.sessions_resumed,
                 requests_sent = total.requests_sent,
                 requests_answered = total.requests_answered,
                 requests_resent = total.requests_resent,

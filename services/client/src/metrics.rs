@@ -45,11 +45,19 @@ pub struct ClientMetrics {
     /// Responses to requests already answered (a re-sent request answered
     /// twice), dropped: proof that re-sending never double-counts.
     pub duplicate_responses: IntCounter,
+    /// Cut sessions a resume took back: their cut is no longer unknown.
+    pub sessions_resumed: IntCounter,
+    /// Resumes asked for and not granted, by reason.
+    pub resume_failed: IntCounterVec,
     /// Frames received from servers, by message type.
     pub messages_received: IntCounterVec,
     /// Frames sent to servers, by message type (plus `ping`).
     pub messages_sent: IntCounterVec,
 }
+
+/// The `reason` of `gsd_client_resume_failed_total` when the server
+/// welcomed a new session instead (resume off there, or a version 2 server).
+pub(crate) const RESUME_IGNORED: &str = "ignored";
 
 impl ClientMetrics {
     pub fn new(registry: &Registry) -> Self {
@@ -122,6 +130,17 @@ impl ClientMetrics {
                 names::CLIENT_DUPLICATE_RESPONSES,
                 "Responses to requests already answered, dropped.",
             ),
+            sessions_resumed: counter(
+                registry,
+                names::CLIENT_SESSIONS_RESUMED,
+                "Cut sessions taken back by a resume: no longer unknown.",
+            ),
+            resume_failed: counter_vec(
+                registry,
+                names::CLIENT_RESUME_FAILED,
+                "Resumes asked for and not granted, by reason (the server's refusal, or ignored).",
+                &["reason"],
+            ),
             messages_received: counter_vec(
                 registry,
                 names::CLIENT_MESSAGES_RECEIVED,
@@ -145,6 +164,9 @@ impl ClientMetrics {
         }
         for failure in &crate::labels::ConnectError::ALL {
             m.connect_failures.with_label_values(&[failure.label()]);
+        }
+        for reason in gsd_protocol::resume::REFUSAL_REASONS.iter().chain(&[RESUME_IGNORED]) {
+            m.resume_failed.with_label_values(&[reason]);
         }
         // The welcome is read while connecting, before a session counts frames.
         for kind in ServerMessage::TYPES.iter().filter(|kind| **kind != "welcome") {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::connect::{Connected, Ws, connect_loop, normal_close, random_up_to};
+use crate::connect::{Connected, ResumeAsk, Ws, connect_loop, normal_close, random_up_to};
 use crate::labels::{DrainOutcome, EndReason};
 use crate::ledger::{Book, Ledger, Regression, SessionEnd, add};
 use crate::shared::Shared;
@@ -81,7 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         shared: &Arc<Shared>,
         book: &mut Book,
         ledger: &mut Ledger,
-    ) -> (EndReason, Instant, Option<JoinHandle<Option<Connected>>>) {
+    ) -> (EndReason, Instant, Option<JoinHandle<Option<Connected>>>, Option<ResumeAsk>) {
         let span = info_span!(target: "gsd_client::session", "session", user,
             server_id = %connected.server_id, session_id = %connected.session_id);
         let metrics = &shared.metrics;
@@ -91,6 +91,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if !ledger.server_ids.contains(&connected.server_id) {
             ledger.server_ids.insert(connected.server_id.clone());
         }
+        if let Some(last_seq) = connected.resumed_after {
+            // The cut this session continues is accounted for: not unknown.
+            add(&mut ledger.sessions_resumed, 1);
+            metrics.sessions_resumed.inc();
+            info!(user, last_seq, server_id = %connected.server_id, session_id = %connected.session_id, "session_resumed");
+        }
+        let resume_token = connected.resume_token;
         let (sink, stream) = connected.ws.split();
         let heartbeat = Heartbeat::new(shared.config.liveness(), Instant::now().into_std());
         let mut session = Session {
@@ -99,7 +106,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             book,
             ledger,
             sink,
-            received_up_to: 0,
+            // A resumed session's seqs go on from where the cut left them;
+            // a gap to its first frame is loss, counted as any gap.
+            received_up_to: connected.resumed_after.unwrap_or(0),
             processing: VecDeque::new(),
             notice: None,
             close_last_seq: None,
@@ -110,8 +119,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let ended = Instant::now();
         metrics.sessions.dec();
         let _enter = span.enter();
-        session.settle(reason, close_code);
-        (reason, ended, session.next.take())
+        let cut = session.settle(reason, close_code);
+        // A cut session is asked back on the next connect, with its token.
+        let ask = resume_token.filter(|_| cut).map(|token| ResumeAsk { token, last_seq: session.received_up_to });
+        (reason, ended, session.next.take(), ask)
     }
 
     async fn send(&mut self, message: ClientMessage) -> Result<(), tungstenite::Error> {
@@ -322,7 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     let delay = random_up_to(self.shared.config.reconnect_jitter);
                     let span = info_span!(target: "gsd_client::reconnect", "reconnect", user = self.user,
                         reason = "make_before_break");
-                    self.next = Some(tokio::spawn(connect_loop(self.shared.clone(), delay, 0).instrument(span)));
+                    self.next = Some(tokio::spawn(connect_loop(self.shared.clone(), delay, 0, None).instrument(span)));
                 }
             }
             // In a field of its own, cut: a server's text must never pass for
@@ -354,7 +365,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Accounts for the session once it is over, by the rules of
     /// docs/protocol.md ("What lost means"): the ledger's counts are
     /// [`Ledger::settle`]'s, the metrics and the log lines are here.
-    fn settle(&mut self, reason: EndReason, close_code: Option<u16>) {
+    /// Whether the session was cut (what followed it is unknown unless a
+    /// resume takes it back).
+    fn settle(&mut self, reason: EndReason, close_code: Option<u16>) -> bool {
         let metrics = &self.shared.metrics;
         // Frames received and not acked are the client's all the same: they
         // are processed (the work is the client's, not the session's), and
@@ -417,6 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             metrics.sessions_cut.inc();
             info!(reason = reason.label(), received_up_to, unacked, unanswered, "session_cut");
         }
+        settled.cut
     }
 }
 
@@ -454,8 +468,14 @@ mod tests {
             tokio_tungstenite::accept_async(server),
         );
         let ws = client.expect("upgrade").0;
-        let connected =
-            Connected { ws, server_id: "pod-0".into(), session_id: "s1".into(), welcomed_at: Instant::now() };
+        let connected = Connected {
+            ws,
+            server_id: "pod-0".into(),
+            session_id: "s1".into(),
+            welcomed_at: Instant::now(),
+            resume_token: None,
+            resumed_after: None,
+        };
         (connected, server.expect("upgrade"))
     }
 
@@ -500,7 +520,7 @@ mod tests {
         let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
         let session = Session::run(connected, 0, shared, &mut book, &mut ledger);
         let bounded = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(session, play) });
-        let ((reason, _, _), ()) = bounded.await.expect("the session ended");
+        let ((reason, _, _, _), ()) = bounded.await.expect("the session ended");
         (reason, ledger)
     }
 
@@ -519,7 +539,7 @@ mod tests {
             noticed
         };
         let bounded = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(session, play) });
-        let ((reason, ended, _), noticed) = bounded.await.expect("the session ended");
+        let ((reason, ended, _, _), noticed) = bounded.await.expect("the session ended");
         assert_eq!(reason, EndReason::Drain);
         assert_eq!(ended - noticed, Duration::from_secs(3) + NOTICE_DEADLINE_MARGIN);
         assert_eq!((ledger.drains_incomplete, ledger.drains_complete), (1, 0));
@@ -651,6 +671,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_resumed_session_goes_on_from_the_last_seq_and_a_gap_in_the_replay_is_lost_exactly() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (mut connected, mut server) = pipe().await;
+        connected.resumed_after = Some(5);
+        connected.resume_token = Some("t2".into());
+        // The replay starts at 9: seqs 6 to 8 were no longer kept.
+        let play = async {
+            for seq in [9, 10] {
+                send(&mut server, data(seq)).await;
+            }
+            until_acked(&mut server, 10).await;
+            close_with(&mut server, close::NORMAL, 10).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::ServerClose);
+        assert_eq!(ledger.sessions_resumed, 1);
+        assert_eq!(shared.metrics.sessions_resumed.get(), 1);
+        assert_eq!(ledger.messages_lost, 3, "seqs 6, 7 and 8");
+        assert_eq!(shared.metrics.messages_lost.get(), 3);
+        assert_eq!((ledger.data_received, ledger.data_duplicate), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_session_with_a_token_asks_for_itself_back_and_one_without_does_not() {
+        for token in [Some("tok".to_owned()), None] {
+            let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+            let (mut connected, mut server) = pipe().await;
+            connected.resume_token = token.clone();
+            let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+            let session = Session::run(connected, 0, &shared, &mut book, &mut ledger);
+            // Seqs 1 to 3, then the connection ends with no close: a cut.
+            let play = async move {
+                for seq in 1..=3 {
+                    send(&mut server, data(seq)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(server);
+            };
+            let ((reason, _, _, ask), ()) = tokio::join!(session, play);
+            assert_eq!(reason, EndReason::Error);
+            assert_eq!(ledger.sessions_cut, 1);
+            let want = token.map(|token| ResumeAsk { token, last_seq: 3 });
+            assert_eq!(ask, want, "the ask carries the token and the last seq received");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_silent_server_is_pinged_then_given_up_after_the_liveness_bound() {
         let shared = shared(&["--ping-interval", "10s", "--ping-timeout", "4s", "--request-interval", "0s"]);
         // The server's end is never read: no pong, no frame of any kind.
@@ -658,7 +725,7 @@ mod tests {
         let opened = Instant::now();
         let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
         let session = Session::run(connected, 0, &shared, &mut book, &mut ledger);
-        let (reason, ended, _) =
+        let (reason, ended, _, _) =
             tokio::time::timeout(Duration::from_secs(60), session).await.expect("the session ended");
         assert_eq!(reason, EndReason::Timeout);
         assert_eq!(ended - opened, Duration::from_secs(14));

@@ -34,6 +34,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
     let mut reconnect = Reconnect::default();
     let mut last_end: Option<(Instant, EndReason)> = None;
     let mut last_server: Option<String> = None;
+    let mut ask = None;
     loop {
         let reconnect_span = match last_end {
             Some((_, reason)) => {
@@ -45,7 +46,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         let connected = match prefetched.take() {
             Some(handle) => handle.await.ok().flatten(),
             None => {
-                connect_loop(shared.clone(), first_delay, reconnect.short_sessions)
+                connect_loop(shared.clone(), first_delay, reconnect.short_sessions, ask.take())
                     .instrument(reconnect_span.clone())
                     .await
             }
@@ -66,8 +67,9 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
         last_server = Some(connected.server_id.clone());
         drop(reconnect_span);
         let welcomed_at = connected.welcomed_at;
-        let (reason, ended, next) = Session::run(connected, user, &shared, &mut book, &mut ledger).await;
+        let (reason, ended, next, cut) = Session::run(connected, user, &shared, &mut book, &mut ledger).await;
         prefetched = next;
+        ask = cut;
         last_end = Some((ended, reason));
         if reason == EndReason::Shutdown || shared.shutdown.is_cancelled() {
             break;
@@ -103,6 +105,7 @@ pub(crate) async fn run(user: u32, shared: Arc<Shared>) -> Ledger {
                 messages_lost = ledger.messages_lost,
                 messages_skipped = ledger.messages_skipped,
                 sessions_cut = ledger.sessions_cut,
+                sessions_resumed = ledger.sessions_resumed,
                 data_unacked = ledger.data_unacked,
                 data_duplicate = ledger.data_duplicate,
                 requests_lost = ledger.requests_lost,
