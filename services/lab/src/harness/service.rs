@@ -41,6 +41,9 @@ struct Endpoint {
     /// Cancelled when the pod's network is cut: its connections stop
     /// carrying bytes either way, silently (a partition, not a reset).
     cut: CancellationToken,
+    /// Cancelled (and replaced) by [`Balancer::reset`]: the connections
+    /// open then are reset on both sides; later ones are not.
+    reset: CancellationToken,
 }
 
 /// What the accept loop, the probe loop and the handle share.
@@ -80,8 +83,15 @@ impl Balancer {
     /// Adds pod `id`'s endpoint `addr`, whose readiness is probed on
     /// `admin`; it takes traffic once the probe passes.
     pub fn add(&self, id: &str, addr: SocketAddr, admin: SocketAddr) {
-        let endpoint =
-            Endpoint { id: id.to_owned(), addr, admin, ready: false, removed: false, cut: CancellationToken::new() };
+        let endpoint = Endpoint {
+            id: id.to_owned(),
+            addr,
+            admin,
+            ready: false,
+            removed: false,
+            cut: CancellationToken::new(),
+            reset: CancellationToken::new(),
+        };
         self.inner.endpoints.lock().unwrap().push(endpoint);
     }
 
@@ -100,6 +110,16 @@ impl Balancer {
         for e in self.inner.endpoints.lock().unwrap().iter_mut().filter(|e| e.id == id) {
             e.cut.cancel();
             e.ready = false;
+        }
+    }
+
+    /// Resets every connection open to pod `id` now, on both sides (a TCP
+    /// RST to the client and to the server, as a proxy in front of the pods
+    /// that restarts does); the pod stays an endpoint, and new connections
+    /// reach it as before.
+    pub fn reset(&self, id: &str) {
+        for e in self.inner.endpoints.lock().unwrap().iter_mut().filter(|e| e.id == id) {
+            std::mem::take(&mut e.reset).cancel();
         }
     }
 
@@ -134,7 +154,7 @@ impl Drop for Balancer {
 }
 
 impl Inner {
-    fn pick(&self, client: IpAddr, affinity: bool) -> Option<(SocketAddr, CancellationToken)> {
+    fn pick(&self, client: IpAddr, affinity: bool) -> Option<(SocketAddr, CancellationToken, CancellationToken)> {
         let endpoints = self.endpoints.lock().unwrap();
         let eligible: Vec<&Endpoint> = endpoints.iter().filter(|e| e.ready && !e.removed).collect();
         if eligible.is_empty() {
@@ -143,14 +163,14 @@ impl Inner {
         if affinity {
             let mut sticky = self.affinity.lock().unwrap();
             if let Some(e) = sticky.get(&client).and_then(|id| eligible.iter().find(|e| &e.id == id)) {
-                return Some((e.addr, e.cut.clone()));
+                return Some((e.addr, e.cut.clone(), e.reset.clone()));
             }
             let e = eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()];
             sticky.insert(client, e.id.clone());
-            return Some((e.addr, e.cut.clone()));
+            return Some((e.addr, e.cut.clone(), e.reset.clone()));
         }
         let e = eligible[self.next.fetch_add(1, Ordering::Relaxed) % eligible.len()];
-        Some((e.addr, e.cut.clone()))
+        Some((e.addr, e.cut.clone(), e.reset.clone()))
     }
 }
 
@@ -165,7 +185,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, affinity: bool, s
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let Some((backend, cut)) = inner.pick(peer.ip(), affinity) else {
+        let Some((backend, cut, reset)) = inner.pick(peer.ip(), affinity) else {
             // No endpoint: the connection is reset, as a Service without
             // endpoints rejects it.
             let _ = inbound.set_zero_linger();
@@ -182,6 +202,11 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, affinity: bool, s
                 // Partitioned: hold both sockets, forward nothing, close
                 // nothing, until the lab stops.
                 _ = cut.cancelled() => stop.cancelled().await,
+                // Reset: both sockets dropped with SO_LINGER 0, an RST each way.
+                _ = reset.cancelled() => {
+                    let _ = inbound.set_zero_linger();
+                    let _ = outbound.set_zero_linger();
+                }
             }
         });
     }
