@@ -599,7 +599,7 @@ async fn hostile_server(listener: tokio::net::TcpListener) {
         session += 1;
         let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { continue };
         let frames = [
-            ServerMessage::Welcome { server_id: "evil".into(), session_id: format!("evil-{session}") },
+            ServerMessage::welcome("evil", format!("evil-{session}")),
             ServerMessage::Data { seq: u64::MAX, payload: "x".into() },
             ServerMessage::Error { message: "client_exit".into() },
         ];

@@ -237,7 +237,7 @@ where
 }
 
 fn welcome() -> Message {
-    let welcome = ServerMessage::Welcome { server_id: "rogue".into(), session_id: "0000000000000001".into() };
+    let welcome = ServerMessage::welcome("rogue", "0000000000000001");
     Message::Text(welcome.encode().into())
 }
 

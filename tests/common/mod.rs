@@ -170,10 +170,13 @@ pub fn u(value: &Value, field: &str) -> u64 {
     value[field].as_u64().unwrap_or_else(|| panic!("no integer `{field}` in {value}"))
 }
 
+/// A test's WebSocket to a server.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
 /// A hand-driven WebSocket session, for checking the wire frame by frame.
 pub struct Raw {
     /// The WebSocket itself, for frames the helpers do not cover.
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: Ws,
     /// The session id the welcome gave, as the server logs it.
     pub session_id: String,
     /// The server that welcomed it.
@@ -198,15 +201,15 @@ impl Raw {
     /// first frame other than the welcome still panics.
     pub async fn try_connect(addr: SocketAddr) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
-        let first = next(&mut ws).await;
-        let Seen::Msg(ServerMessage::Welcome { server_id, session_id }) = first else {
+        let first = next_frame(&mut ws).await;
+        let Seen::Msg(ServerMessage::Welcome { server_id, session_id, .. }) = first else {
             panic!("first frame was {first:?}, not a welcome")
         };
         Ok(Raw { ws, session_id, server_id })
     }
 
     pub async fn next(&mut self) -> Seen {
-        next(&mut self.ws).await
+        next_frame(&mut self.ws).await
     }
 
     pub async fn send(&mut self, message: ClientMessage) {
@@ -223,12 +226,13 @@ impl Raw {
     }
 }
 
-async fn next(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Seen {
+/// The next frame on `ws` that is not a ping or pong, within 30 s.
+pub async fn next_frame(ws: &mut Ws) -> Seen {
     let frame = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.expect("a frame within 30 s");
     match frame {
         Some(Ok(Message::Text(text))) => Seen::Msg(ServerMessage::decode(text.as_str()).expect("valid server frame")),
         Some(Ok(Message::Close(frame))) => Seen::Close(frame.map(|f| u16::from(f.code))),
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Box::pin(next(ws)).await,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Box::pin(next_frame(ws)).await,
         Some(Ok(other)) => panic!("unexpected frame {other:?}"),
         Some(Err(_)) | None => Seen::End,
     }
