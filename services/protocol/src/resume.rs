@@ -83,11 +83,12 @@ impl Refusal {
 
 /// Every reason a server refuses a resume with (close
 /// [`crate::close::RESUME_REFUSED`], reason `resume refused: <reason>`): the
-/// token's own ([`Refusal::reason`]), then the server's: the session was
+/// token's own ([`Refusal::reason`]), then the servers': the session was
 /// already taken with this token (`replayed`), the token is older than the
-/// session's newest (`stale`), the session is not parked here
-/// (`not_parked`: never, or expired), it was parked by another replica
-/// (`other_replica`), or the last seq the client gave is missing, not a
+/// session's newest (`stale`), the session is not parked where the token
+/// says (`not_parked`: never, expired, or closed normally), the replica that
+/// parked it cannot be reached to hand it over (`origin_gone`: SIGKILLed,
+/// OOM-killed, gone), or the last seq the client gave is missing, not a
 /// number, or above what the server sent (`last_seq`).
 pub const REFUSAL_REASONS: &[&str] = &[
     "oversized",
@@ -98,7 +99,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "replayed",
     "stale",
     "not_parked",
-    "other_replica",
+    "origin_gone",
     "last_seq",
 ];
 
@@ -183,6 +184,35 @@ impl Key {
         }
         Ok(claims)
     }
+}
+
+impl Key {
+    /// The MAC of `parts` (each length-prefixed, after a context label no
+    /// token starts with), base64url: how one replica proves to another that
+    /// it holds the key, for a hand-over (`POST /sessions/<id>/take`).
+    pub fn tag(&self, context: &str, parts: &[&[u8]]) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.0, &tagged(context, parts)).as_ref())
+    }
+
+    /// Whether `tag` is [`Key::tag`] of `context` and `parts` (compared in
+    /// constant time).
+    pub fn check_tag(&self, context: &str, parts: &[&[u8]], tag: &str) -> bool {
+        match URL_SAFE_NO_PAD.decode(tag) {
+            Ok(tag) => hmac::verify(&self.0, &tagged(context, parts), &tag).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The bytes a [`Key::tag`] covers: a zero byte (a token's first byte is
+/// its version, 1), the context, then each part, each with its length.
+fn tagged(context: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut bytes = vec![0u8];
+    for part in std::iter::once(context.as_bytes()).chain(parts.iter().copied()) {
+        bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(part);
+    }
+    bytes
 }
 
 impl fmt::Debug for Key {
@@ -339,6 +369,20 @@ mod tests {
         }
         for other in ["resume refused: nonsense", "server draining; last_seq=3", "", "resume refused: "] {
             assert_eq!(refused_reason_of(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_tag_holds_for_its_own_parts_and_key_only() {
+        let key = Key::new(&[1u8; 32]).unwrap();
+        let tag = key.tag("take", &[b"token", b"1700000000000"]);
+        assert!(key.check_tag("take", &[b"token", b"1700000000000"], &tag));
+        assert!(!key.check_tag("take", &[b"token", b"1700000000001"], &tag), "another time");
+        assert!(!key.check_tag("take", &[b"toke", b"n1700000000000"], &tag), "the parts' bounds are covered");
+        assert!(!key.check_tag("other", &[b"token", b"1700000000000"], &tag), "another context");
+        assert!(!Key::new(&[2u8; 32]).unwrap().check_tag("take", &[b"token", b"1700000000000"], &tag));
+        for garbage in ["", "!!", &"A".repeat(1000)] {
+            assert!(!key.check_tag("take", &[b"token", b"1700000000000"], garbage), "{garbage:?}");
         }
     }
 }

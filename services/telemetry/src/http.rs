@@ -1,6 +1,7 @@
 //! Sockets every gsd binary opens the same way: listeners with a backlog
 //! sized for reconnect storms, TCP keepalive and `TCP_USER_TIMEOUT` matched to
-//! the liveness settings, and a tiny HTTP GET for scraping and probing.
+//! the liveness settings, and a tiny HTTP client (GET for scraping and
+//! probing, POST for one replica to ask another for a parked session).
 
 use std::time::Duration;
 
@@ -51,12 +52,12 @@ pub fn set_tcp_liveness<S: std::os::fd::AsFd>(
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("GET http://{addr}{path}: {source}")]
-    Io { addr: String, path: String, source: std::io::Error },
-    #[error("GET http://{addr}{path}: no answer within {timeout:?}")]
-    Timeout { addr: String, path: String, timeout: Duration },
-    #[error("GET http://{addr}{path}: not an HTTP/1.x response")]
-    Malformed { addr: String, path: String },
+    #[error("{method} http://{addr}{path}: {source}")]
+    Io { method: &'static str, addr: String, path: String, source: std::io::Error },
+    #[error("{method} http://{addr}{path}: no answer within {timeout:?}")]
+    Timeout { method: &'static str, addr: String, path: String, timeout: Duration },
+    #[error("{method} http://{addr}{path}: not an HTTP/1.x response, or one over {max_bytes} bytes")]
+    Malformed { method: &'static str, addr: String, path: String, max_bytes: u64 },
 }
 
 /// `GET http://{addr}{path}` as an HTTP/1.0 request (so the answer is never
@@ -64,21 +65,58 @@ pub enum HttpError {
 /// and the body. Enough to scrape `/metrics`, probe `/readyz` and query a
 /// local Prometheus or Jaeger without a full HTTP client.
 pub async fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), HttpError> {
-    let io = |source| HttpError::Io { addr: addr.to_owned(), path: path.to_owned(), source };
+    exchange("GET", addr, path, &[], u64::MAX, timeout).await
+}
+
+/// `POST http://{addr}{path}` with `headers` and no body, the same way as
+/// [`http_get`], refusing an answer over `max_bytes` (one replica asking
+/// another for a parked session: the answer's size is bounded by the
+/// session's).
+pub async fn http_post(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<(u16, String), HttpError> {
+    exchange("POST", addr, path, headers, max_bytes, timeout).await
+}
+
+async fn exchange(
+    method: &'static str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<(u16, String), HttpError> {
+    let io = |source| HttpError::Io { method, addr: addr.to_owned(), path: path.to_owned(), source };
+    let malformed = || HttpError::Malformed { method, addr: addr.to_owned(), path: path.to_owned(), max_bytes };
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: gsd\r\n\r\n");
+        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: gsd\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if method == "POST" {
+            request.push_str("Content-Length: 0\r\n");
+        }
+        request.push_str("\r\n");
         stream.write_all(request.as_bytes()).await.map_err(io)?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(io)?;
+        // One byte more than allowed tells an answer at the bound from one over it.
+        (&mut stream).take(max_bytes.saturating_add(1)).read_to_end(&mut raw).await.map_err(io)?;
         Ok(raw)
     };
     let raw = tokio::time::timeout(timeout, exchange).await.map_err(|_| HttpError::Timeout {
+        method,
         addr: addr.to_owned(),
         path: path.to_owned(),
         timeout,
     })??;
-    let malformed = || HttpError::Malformed { addr: addr.to_owned(), path: path.to_owned() };
+    if raw.len() as u64 > max_bytes {
+        return Err(malformed());
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(malformed)?;
     let status = head

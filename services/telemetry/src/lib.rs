@@ -11,7 +11,7 @@ mod logs;
 mod metrics;
 pub mod names;
 
-pub use http::{HttpError, http_get, listen, set_tcp_liveness};
+pub use http::{HttpError, http_get, http_post, listen, set_tcp_liveness};
 pub use logs::{LogFormat, Telemetry, TelemetryError, init};
 pub use metrics::{
     COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, metrics_response,
