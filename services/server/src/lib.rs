@@ -163,7 +163,30 @@ fn admin_router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/prestop", get(prestop))
+        .route("/sessions/{id}/take", axum::routing::post(take))
         .with_state(shared)
+}
+
+/// Another replica asks for a session parked here, for a client that
+/// reconnected to it (docs/resume.md §3): see `Resume::hand_over`.
+async fn take(
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    State(shared): State<Arc<Shared>>,
+) -> Response {
+    let Some(resume) = &shared.resume else {
+        return (StatusCode::NOT_FOUND, "resume is off on this replica\n").into_response();
+    };
+    let (status, body) = resume.hand_over(&id, &headers);
+    if status == 200 {
+        shared.metrics.sessions_parked.set(resume.parked() as i64);
+        shared.metrics.sessions_handed_over.inc();
+        info!(session_id = %id, "session_handed_over");
+    } else {
+        warn!(session_id = %gsd_protocol::truncate(&id, 64), status, reason = body.trim(), "hand_over_refused");
+    }
+    let status = StatusCode::from_u16(status).expect("a status hand_over returns");
+    (status, body).into_response()
 }
 
 /// The admin port's bound on a request head, whatever HTTP_HEADER_TIMEOUT
@@ -412,9 +435,9 @@ pub async fn run<W: Listener, A: Listener>(
     let expiry = tokio::spawn(expire_parked(shared.clone()));
 
     shutdown.await;
-    expiry.abort();
 
     let summary = drain(&shared).await;
+    expiry.abort();
 
     let linger = shared.config.metrics_linger;
     if !linger.is_zero() {
@@ -487,17 +510,26 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
         pacing_ms = shared.config.drain_pacing.as_millis() as u64, "drain_start");
     shared.drain.cancel();
     shared.sessions.close();
-    // No replica can fetch a parked session yet (docs/resume.md): a server
-    // that stops gives them up, counted as expired, their frames unacked.
-    if let Some(resume) = &shared.resume {
-        count_expired(shared, resume.expire_all());
-    }
 
     // Each session honours the deadline itself; this bound is only a net
     // under a bug, so that the process always exits.
     let net = started + timeout + shared.config.close_timeout + Duration::from_secs(1);
     if tokio::time::timeout_at(net, shared.sessions.wait()).await.is_err() {
         warn!(server_id = %shared.server_id, open = shared.sessions.len(), "drain_sessions_abandoned");
+    }
+    // Parked sessions wait for their clients, who reconnect to another
+    // replica, which asks this one to hand them over (the admin port serves
+    // on): until none is left, or the drain deadline. What is left then is
+    // given up, counted as expired, its frames unacked.
+    if let Some(resume) = &shared.resume {
+        let parked = resume.parked();
+        if parked > 0 {
+            info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, parked, "drain_waits_for_parked");
+            while resume.parked() > 0 && Instant::now() < started + timeout {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        count_expired(shared, resume.expire_all());
     }
     let duration = started.elapsed();
     shared.metrics.shutdown_duration.observe(duration.as_secs_f64());

@@ -96,6 +96,8 @@ pub struct ServerMetrics {
     pub frames_replayed: IntCounter,
     /// Parked sessions nobody resumed in time (or given up at the drain).
     pub sessions_expired: IntCounter,
+    /// Parked sessions handed over to another replica.
+    pub sessions_handed_over: IntCounter,
     /// Resumes refused with close 4409, by reason.
     pub resume_refused: IntCounterVec,
 }
@@ -232,6 +234,11 @@ impl ServerMetrics {
                 names::SERVER_SESSIONS_EXPIRED,
                 "Parked sessions not resumed within RESUME_WINDOW (or given up when the server stopped).",
             ),
+            sessions_handed_over: counter(
+                registry,
+                names::SERVER_SESSIONS_HANDED_OVER,
+                "Parked sessions handed over to another replica that a client reconnected to.",
+            ),
             resume_refused: counter_vec(
                 registry,
                 names::SERVER_RESUME_REFUSED,
@@ -240,7 +247,9 @@ impl ServerMetrics {
             ),
         };
         m.info.with_label_values(&[server_id, env!("CARGO_PKG_VERSION")]).set(1);
-        m.sessions_resumed.with_label_values(&["local"]);
+        for place in ["local", "fetched"] {
+            m.sessions_resumed.with_label_values(&[place]);
+        }
         for reason in gsd_protocol::resume::REFUSAL_REASONS {
             m.resume_refused.with_label_values(&[reason]);
         }

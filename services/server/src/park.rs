@@ -19,14 +19,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// A data frame kept for replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub seq: u64,
     pub payload: String,
 }
 
-/// What a session leaves behind when it ends unannounced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a session leaves behind when it ends unannounced; what one
+/// replica hands another (as JSON) when a resume reached the other.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Parked {
     pub session_id: String,
     /// The nonce of the newest token the session was given: a resume with

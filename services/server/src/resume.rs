@@ -3,10 +3,12 @@
 //! for a session back is given.
 //!
 //! The checks that need no state run in the upgrade handler ([`Resume::ask`]:
-//! the token's layout, MAC and expiry, its origin, the client's last seq);
-//! the session itself takes the parked state out of the lot
-//! ([`Resume::take`]) once the upgrade is done, so that an upgrade that
-//! fails on the way never loses a parked session.
+//! the token's layout, MAC and expiry, the client's last seq); the session
+//! itself takes the parked state once the upgrade is done, so that an
+//! upgrade that fails on the way never loses a parked session: out of this
+//! replica's lot ([`Resume::take`]), or, when the token names another
+//! replica, out of that one's over its admin port ([`Resume::fetch`], which
+//! the other answers with [`Resume::hand_over`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +26,16 @@ use crate::park::{Lot, NotParked, Parked};
 /// after the cut (RESUME_WINDOW) is the bound that matters; this one only
 /// stops a token kept for days from being tried at all.
 pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The context of a hand-over's tag ([`Key::tag`]).
+const TAKE_CONTEXT: &str = "gsd-take";
+/// A hand-over's time (ms since the epoch) and its tag, as headers.
+const TAKE_TIME: &str = "gsd-take-time";
+const TAKE_TAG: &str = "gsd-take-tag";
+/// How far a hand-over's time may be from the answering replica's clock.
+const TAKE_SKEW: Duration = Duration::from_secs(30);
+/// How long a replica waits for another to hand a session over.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most sessions parked at once when MAX_SESSIONS is 0 (no limit): with
 /// RESUME_MAX_BYTES of 64 KiB, 640 MiB of payload at worst.
@@ -45,8 +57,9 @@ pub(crate) struct Resume {
 pub(crate) enum Ask {
     /// A new session (no resume header, or resume off).
     New,
-    /// A session back: checked claims and the last seq the client received.
-    Resume { claims: Claims, last_seq: u64 },
+    /// A session back: the token, its checked claims and the last seq the
+    /// client received.
+    Resume { token: String, claims: Claims, last_seq: u64 },
     /// A resume refused before any state was looked at, with the reason.
     Refused(&'static str),
 }
@@ -126,36 +139,83 @@ impl Resume {
             Ok(claims) => claims,
             Err(refusal) => return Ask::Refused(refusal.reason()),
         };
-        if claims.origin != self.origin {
-            return Ask::Refused("other_replica");
-        }
         let last_seq = headers.get(header::RESUME_LAST_SEQ).and_then(|v| v.to_str().ok()).and_then(|v| {
             // Digits only: no sign, no spaces, no leading `+`.
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) { None } else { v.parse::<u64>().ok() }
         });
         match last_seq {
-            Some(last_seq) => Ask::Resume { claims, last_seq },
+            Some(last_seq) => Ask::Resume { token: token.to_owned(), claims, last_seq },
             None => Ask::Refused("last_seq"),
         }
     }
 
-    /// Takes the parked session `claims` names, once. A `last_seq` above
-    /// what the session sent is refused, and the session stays parked (a
-    /// client that lies about its seq does not take the session from the
-    /// real one).
-    pub(crate) fn take(&self, claims: &Claims, last_seq: u64) -> Result<Parked, &'static str> {
-        let now = Instant::now();
-        let mut lot = self.lot.lock().expect("not poisoned");
-        let parked = lot.take(&claims.session_id, claims.nonce, now).map_err(|refusal| refusal.reason())?;
-        if last_seq >= parked.next_seq {
-            let _ = lot.park(parked, now);
-            return Err("last_seq");
-        }
-        Ok(parked)
+    /// Whether `claims` name a session parked here (not on another replica).
+    pub(crate) fn is_here(&self, claims: &Claims) -> bool {
+        claims.origin == self.origin
     }
 
-    /// Parks a session that ended unannounced; how many of its frames were
-    /// shed to fit its byte bound.
+    /// Takes the parked session `claims` names out of this replica's lot,
+    /// once.
+    pub(crate) fn take(&self, claims: &Claims) -> Result<Parked, &'static str> {
+        let now = Instant::now();
+        self.lot.lock().expect("not poisoned").take(&claims.session_id, claims.nonce, now).map_err(|r| r.reason())
+    }
+
+    /// Asks the replica that parked the session (the token's origin) to
+    /// hand it over: `POST /sessions/<id>/take` on its admin port, with the
+    /// client's token and a tag under the shared key proving this replica
+    /// holds it. `origin_gone` when that replica cannot be reached.
+    pub(crate) async fn fetch(&self, token: &str, claims: &Claims) -> Result<Parked, &'static str> {
+        let time = now_ms().to_string();
+        let tag = self.key.tag(TAKE_CONTEXT, &[token.as_bytes(), time.as_bytes()]);
+        let headers = [(header::RESUME, token), (TAKE_TIME, time.as_str()), (TAKE_TAG, tag.as_str())];
+        let path = format!("/sessions/{}/take", claims.session_id);
+        // The answer holds at most RESUME_MAX_BYTES of payloads, JSON-escaped
+        // (at most 6 bytes each), and a little state per frame.
+        let bound = (self.max_bytes as u64) * 8 + 64 * 1024;
+        match gsd_telemetry::http_post(&claims.origin, &path, &headers, bound, FETCH_TIMEOUT).await {
+            Ok((200, body)) => serde_json::from_str(&body).map_err(|_| "origin_gone"),
+            Ok((404, _)) => Err("not_parked"),
+            Ok((409, body)) => Err(match body.trim() {
+                "replayed" => "replayed",
+                _ => "stale",
+            }),
+            Ok(_) | Err(_) => Err("origin_gone"),
+        }
+    }
+
+    /// Answers another replica's `POST /sessions/<id>/take`: the parked
+    /// session, once, to a caller that shows a valid token for it and a
+    /// fresh tag under the shared key. The status and the body: 200 and the
+    /// session as JSON; 403 a caller without the key; 400 a request that
+    /// is not one; 404 not parked here; 409 `replayed` or `stale`.
+    pub(crate) fn hand_over(&self, path_id: &str, headers: &HeaderMap) -> (u16, String) {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(token), Some(time), Some(tag)) = (get(header::RESUME), get(TAKE_TIME), get(TAKE_TAG)) else {
+            return (400, "a take needs the Gsd-Resume, Gsd-Take-Time and Gsd-Take-Tag headers\n".into());
+        };
+        if !self.key.check_tag(TAKE_CONTEXT, &[token.as_bytes(), time.as_bytes()], tag) {
+            return (403, "not a replica of this one's key\n".into());
+        }
+        let fresh = time.parse::<u64>().is_ok_and(|t| t.abs_diff(now_ms()) <= TAKE_SKEW.as_millis() as u64);
+        if !fresh {
+            return (403, "a take older or newer than 30 s\n".into());
+        }
+        let claims = match self.key.verify(token, now_ms()) {
+            Ok(claims) if claims.session_id == path_id && self.is_here(&claims) => claims,
+            Ok(_) => return (404, "not_parked\n".into()),
+            Err(refusal) => return (400, format!("{}\n", refusal.reason())),
+        };
+        match self.take(&claims) {
+            Ok(parked) => (200, serde_json::to_string(&parked).expect("a parked session serialises")),
+            Err("not_parked") => (404, "not_parked\n".into()),
+            Err(reason) => (409, format!("{reason}\n")),
+        }
+    }
+
+    /// Parks a session that ended unannounced (or one fetched for a client
+    /// that then asked for too much); how many of its frames were shed to
+    /// fit its byte bound.
     pub(crate) fn park(&self, parked: Parked) -> Result<u64, NotParked> {
         self.lot.lock().expect("not poisoned").park(parked, Instant::now())
     }

@@ -131,11 +131,24 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
     let parked = match ask {
         Ask::New => None,
         Ask::Refused(reason) => return refuse_resume(socket, &shared, peer, reason).await,
-        Ask::Resume { claims, last_seq } => {
+        Ask::Resume { token, claims, last_seq } => {
             let resume = shared.resume.as_ref().expect("an ask to resume only where resume is on");
-            match resume.take(&claims, last_seq) {
+            let (taken, place) = if resume.is_here(&claims) {
+                (resume.take(&claims), "local")
+            } else {
+                (resume.fetch(&token, &claims).await, "fetched")
+            };
+            match taken {
+                // A client that claims more than was sent does not take the
+                // session from the real one: it stays parked (here).
+                Ok(parked) if last_seq >= parked.next_seq => {
+                    let _ = resume.park(parked);
+                    shared.metrics.sessions_parked.set(resume.parked() as i64);
+                    return refuse_resume(socket, &shared, peer, "last_seq").await;
+                }
                 Ok(parked) => {
                     shared.metrics.sessions_parked.set(resume.parked() as i64);
+                    shared.metrics.sessions_resumed.with_label_values(&[place]).inc();
                     Some((parked, last_seq))
                 }
                 Err(reason) => return refuse_resume(socket, &shared, peer, reason).await,
@@ -247,7 +260,6 @@ impl Session {
         self.acked = replay_from - 1;
         self.shared.metrics.data_unacked.inc_by(self.acked.saturating_sub(parked.acked));
         self.resumed = Some(replay_from);
-        self.shared.metrics.sessions_resumed.with_label_values(&["local"]).inc();
         info!(session_id = %self.session_id, last_seq, acked = parked.acked, replay_from,
             replayed = self.kept.len(), next_seq = self.next_seq, "session_resumed");
     }

@@ -110,12 +110,14 @@ pub const SERVER_INFO: Metric = Metric("gsd_server_info");
 pub const SERVER_DRAIN_TIMEOUT_SECONDS: Metric = Metric("gsd_server_drain_timeout_seconds");
 /// Sessions parked for resume now (ended unannounced, not yet resumed or expired).
 pub const SERVER_SESSIONS_PARKED: Metric = Metric("gsd_server_sessions_parked");
-/// Parked sessions a client took back, by where they were parked (local).
+/// Parked sessions a client took back, by where they were parked (local|fetched).
 pub const SERVER_SESSIONS_RESUMED: Metric = Metric("gsd_server_sessions_resumed_total");
 /// Data frames sent again on a resumed session.
 pub const SERVER_FRAMES_REPLAYED: Metric = Metric("gsd_server_frames_replayed_total");
 /// Parked sessions nobody resumed within RESUME_WINDOW (their frames counted unacked).
 pub const SERVER_SESSIONS_EXPIRED: Metric = Metric("gsd_server_sessions_expired_total");
+/// Parked sessions handed over to another replica that a client reconnected to.
+pub const SERVER_SESSIONS_HANDED_OVER: Metric = Metric("gsd_server_sessions_handed_over_total");
 /// Resumes refused with close 4409, by reason.
 pub const SERVER_RESUME_REFUSED: Metric = Metric("gsd_server_resume_refused_total");
 
@@ -193,6 +195,7 @@ pub const ALL: &[Metric] = &[
     SERVER_SESSIONS_RESUMED,
     SERVER_FRAMES_REPLAYED,
     SERVER_SESSIONS_EXPIRED,
+    SERVER_SESSIONS_HANDED_OVER,
     SERVER_RESUME_REFUSED,
     CLIENT_SESSIONS,
     CLIENT_USERS,
