@@ -1,9 +1,9 @@
 //! Session resume (protocol 3, docs/resume.md) between real processes: a
 //! session cut without a drain is parked by the server, and the client that
 //! presents the welcome's token gets it back with every frame it had not
-//! received. Each way a resume is refused is tried and counted, and so is
-//! what resume cannot save (a session expired, frames no longer kept, a
-//! resume that reaches another replica).
+//! received, on the replica that parked it or, handed over, on another.
+//! Each way a resume is refused is tried and counted, and so is what resume
+//! cannot save (a session expired, frames no longer kept, a replica gone).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -222,7 +222,8 @@ async fn every_bad_resume_is_refused_with_4409_by_reason_and_counted() {
     refused(addr, &"A".repeat(600), Some("5"), "oversized").await;
     refused(addr, "not*base64url", Some("5"), "malformed").await;
     refused(addr, &signer.sign(&claims(&origin, &session_id, now_ms() - 1)), Some("5"), "expired").await;
-    refused(addr, &signer.sign(&claims("10.0.0.9:9090", &session_id, later)), Some("5"), "other_replica").await;
+    // A closed port on loopback: the replica the token names is gone.
+    refused(addr, &signer.sign(&claims("127.0.0.1:1", &session_id, later)), Some("5"), "origin_gone").await;
     refused(addr, &signer.sign(&claims(&origin, "0123456789abcdef", later)), Some("5"), "not_parked").await;
     refused(addr, &signer.sign(&claims(&origin, &session_id, later)), Some("5"), "stale").await;
     refused(addr, &token, None, "last_seq").await;
@@ -235,7 +236,7 @@ async fn every_bad_resume_is_refused_with_4409_by_reason_and_counted() {
         ("oversized", 1.0),
         ("malformed", 1.0),
         ("expired", 1.0),
-        ("other_replica", 1.0),
+        ("origin_gone", 1.0),
         ("not_parked", 1.0),
         ("stale", 1.0),
         ("last_seq", 4.0),
@@ -369,14 +370,16 @@ async fn n_sessions_reset_mid_stream_are_all_resumed_with_nothing_lost() {
     }
 }
 
-/// A resume that reaches another replica is refused `other_replica` (the
-/// fetch across replicas is not built yet, docs/resume.md): the client
-/// opens a new session at once and the cut stays unknown, counted.
+/// A resume that reaches another replica is handed over: the other replica
+/// asks the one that parked the session for it over the admin port, and
+/// the client goes on with nothing lost and no cut unknown. Then, with the
+/// parking replica SIGKILLed, the same reset leaves every cut refused
+/// `origin_gone`, counted, and unknown.
 #[tokio::test]
-async fn a_resume_that_reaches_another_replica_is_refused_and_the_cut_stays_unknown() {
+async fn a_resume_that_reaches_another_replica_is_handed_over_and_one_whose_replica_is_gone_is_refused() {
     const USERS: u32 = 5;
     let (key, _) = key_file("other");
-    let (a, _) = server("a", &key, &["--push-interval", "20ms"]).await;
+    let (mut a, a_ws) = server("a", &key, &["--push-interval", "20ms"]).await;
     let (b, b_ws) = server("b", &key, &["--push-interval", "20ms"]).await;
     let service = common::service(&[&a]).await;
     let (mut client, metrics) = Proc::client("client", &service.url(), USERS, &[]).await;
@@ -386,13 +389,75 @@ async fn a_resume_that_reaches_another_replica_is_refused_and_the_cut_stays_unkn
     service.wait_ready("b", Duration::from_secs(20)).await.unwrap();
     service.remove("a");
     service.reset("a");
-    let failed = names::CLIENT_RESUME_FAILED.at(&[("reason", "other_replica")]);
-    wait_metric(metrics, &failed, USERS as f64).await;
+    wait_metric(metrics, names::CLIENT_SESSIONS_RESUMED.at(&[]), USERS as f64).await;
     wait_metric(metrics, names::CLIENT_SESSIONS.at(&[]), USERS as f64).await;
-    assert_eq!(refusals(b.admin(), "other_replica").await, USERS as f64);
+    assert_eq!(metric(b.admin(), names::SERVER_SESSIONS_RESUMED.at(&[("where", "fetched")])).await, Some(USERS as f64));
+    assert_eq!(metric(a.admin(), names::SERVER_SESSIONS_HANDED_OVER.at(&[])).await, Some(USERS as f64));
+    assert_eq!(metric(a.admin(), names::SERVER_SESSIONS_PARKED.at(&[])).await, Some(0.0));
+
+    // Back to a, then a dies: b can fetch nothing from it.
+    service.add("a", a_ws, a.admin());
+    service.wait_ready("a", Duration::from_secs(20)).await.unwrap();
+    service.remove("b");
+    service.reset("b");
+    wait_metric(metrics, names::CLIENT_SESSIONS_RESUMED.at(&[]), 2.0 * USERS as f64).await;
+    service.add("b", b_ws, b.admin());
+    service.wait_ready("b", Duration::from_secs(20)).await.unwrap();
+    service.remove("a");
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    a.wait_exit(Duration::from_secs(10)).await;
+    service.reset("a");
+    let gone = names::CLIENT_RESUME_FAILED.at(&[("reason", "origin_gone")]);
+    wait_metric(metrics, &gone, USERS as f64).await;
+    wait_metric(metrics, names::CLIENT_SESSIONS.at(&[]), USERS as f64).await;
+    assert_eq!(refusals(b.admin(), "origin_gone").await, USERS as f64);
     client.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(client.wait_exit(Duration::from_secs(30)).await.success(), "{}", client.tail());
     let exit = common::only(&client, "client_exit");
-    assert_eq!((common::u(&exit, "sessions_cut"), common::u(&exit, "sessions_resumed")), (USERS as u64, 0), "{exit}");
+    let counts = (common::u(&exit, "sessions_cut"), common::u(&exit, "sessions_resumed"));
+    assert_eq!(counts, (3 * USERS as u64, 2 * USERS as u64), "the last {USERS} cuts unknown: {exit}");
     assert_eq!(common::u(&exit, "messages_lost"), 0, "{exit}");
+}
+
+/// The hand-over endpoint is only for replicas: without the headers, with
+/// a tag under another key or an old one, or for a session the token does
+/// not name, nothing is handed over; with a valid tag the session is, once.
+#[tokio::test]
+async fn the_hand_over_endpoint_hands_a_session_only_to_a_holder_of_the_key_once() {
+    let (key, signer) = key_file("take");
+    let (server, addr) = server("a", &key, &[]).await;
+    let admin = server.admin();
+    let mut held = open(addr).await;
+    read_data(&mut held.raw, 5).await;
+    let session_id = held.raw.session_id.clone();
+    reset(held.raw);
+    wait_metric(admin, names::SERVER_SESSIONS_PARKED.at(&[]), 1.0).await;
+    let token = held.token.clone();
+    let take = |path: String, headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        gsd_telemetry::http_post(&admin.to_string(), &path, &headers, 1 << 20, Duration::from_secs(5)).await.unwrap()
+    };
+    let tagged = |key: &Key, time: u64| {
+        let time = time.to_string();
+        let tag = key.tag("gsd-take", &[token.as_bytes(), time.as_bytes()]);
+        vec![("gsd-resume", token.clone()), ("gsd-take-time", time), ("gsd-take-tag", tag)]
+    };
+    let path = format!("/sessions/{session_id}/take");
+    let other = Key::new(&[3u8; 32]).unwrap();
+    assert_eq!(take(path.clone(), vec![]).await.0, 400, "no headers");
+    assert_eq!(take(path.clone(), tagged(&other, now_ms())).await.0, 403, "another key");
+    assert_eq!(take(path.clone(), tagged(&signer, now_ms() - 60_000)).await.0, 403, "a minute old");
+    let mut garbage = tagged(&signer, now_ms());
+    garbage[2].1 = "not a tag".into();
+    assert_eq!(take(path.clone(), garbage).await.0, 403, "a garbage tag");
+    assert_eq!(take("/sessions/0123456789abcdef/take".into(), tagged(&signer, now_ms())).await.0, 404, "another id");
+    assert_eq!(metric(admin, names::SERVER_SESSIONS_PARKED.at(&[])).await, Some(1.0), "nothing handed over");
+    let (status, body) = take(path.clone(), tagged(&signer, now_ms())).await;
+    assert_eq!(status, 200, "{body}");
+    let parked: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(parked["session_id"], session_id.as_str());
+    assert!(parked["next_seq"].as_u64().unwrap() > 5, "{parked}");
+    let (status, body) = take(path, tagged(&signer, now_ms())).await;
+    assert_eq!((status, body.trim()), (409, "replayed"), "once");
+    assert_eq!(metric(admin, names::SERVER_SESSIONS_HANDED_OVER.at(&[])).await, Some(1.0));
 }
