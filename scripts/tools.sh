@@ -107,17 +107,48 @@ go_build_trimmed() {
     rm -rf "$src"
 }
 
+# scripts/test's background lanes each write `<lane>.rc` (and keep
+# `<lane>.log`) in one directory, GSD_LANES. A script that needs what a lane
+# builds waits for it (at most `timeout` seconds) and fails with the lane's
+# log when the build failed. Without GSD_LANES (a script run on its own) it
+# returns at once: the script's own need_* build what is missing.
+wait_lane() {
+    local name=$1 timeout=$2 t0=$SECONDS
+    [ -n "${GSD_LANES:-}" ] || return 0
+    [ -f "$GSD_LANES/$name.rc" ] || step "waiting for scripts/test's $name lane"
+    until [ -f "$GSD_LANES/$name.rc" ]; do
+        [ $((SECONDS - t0)) -lt "$timeout" ] || {
+            echo "gsd: scripts/test's $name lane not done after $((SECONDS - t0)) s" >&2
+            return 1
+        }
+        sleep 2
+    done
+    if [ "$(cat "$GSD_LANES/$name.rc")" != 0 ]; then
+        tail -n 80 "$GSD_LANES/$name.log" >&2
+        echo "gsd: scripts/test's $name lane failed (exit $(cat "$GSD_LANES/$name.rc"); its log above)" >&2
+        return 1
+    fi
+    LANE_WAITED=$((SECONDS - t0))
+}
+
+# Marks lane `name` done with `status`, atomically (see wait_lane).
+lane_done() {
+    echo "$2" >"$GSD_LANES/$1.rc.tmp" && mv "$GSD_LANES/$1.rc.tmp" "$GSD_LANES/$1.rc"
+}
+
 apt_install() {
     if [ "$(id -u)" != 0 ]; then
         echo "gsd: $* missing; install it (apt-get install $*) or run as root" >&2
         return 1
     fi
     step "apt-get install $*"
+    # Two lanes may install at once: the second waits for dpkg's lock.
+    local lock=(-o DPkg::Lock::Timeout=600)
     if [ -z "${GSD_APT_UPDATED:-}" ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" update -qq >&2
         export GSD_APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq --no-install-recommends "$@" >&2
 }
 
 # prometheus + promtool (Debian's prometheus package).
