@@ -489,6 +489,13 @@ async fn expire_parked(shared: Arc<Shared>) {
     }
 }
 
+/// How long a drain waits for its parked sessions to be handed over. A
+/// client comes back within about a second of its cut (its reconnect
+/// jitter, then a first backoff of 100 ms by default); one that has not
+/// by then, or that never will (a client that went silent, a kill), must
+/// not hold the drain until its deadline.
+const HAND_OVER_GRACE: Duration = Duration::from_secs(2);
+
 /// The drain proper: from the signal to the last session closed.
 async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     let started = Instant::now();
@@ -519,13 +526,15 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     }
     // Parked sessions wait for their clients, who reconnect to another
     // replica, which asks this one to hand them over (the admin port serves
-    // on): until none is left, or the drain deadline. What is left then is
-    // given up, counted as expired, its frames unacked.
+    // on): until none is left, for HAND_OVER_GRACE at most (and never past
+    // the deadline). What is left then is given up, counted as expired,
+    // its frames unacked.
     if let Some(resume) = &shared.resume {
         let parked = resume.parked();
         if parked > 0 {
             info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, parked, "drain_waits_for_parked");
-            while resume.parked() > 0 && Instant::now() < started + timeout {
+            let until = (Instant::now() + HAND_OVER_GRACE).min(started + timeout);
+            while resume.parked() > 0 && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
