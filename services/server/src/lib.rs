@@ -318,13 +318,14 @@ async fn ws_upgrade(
     // Taken before the draining check: the drain cancels before it closes
     // and waits on the tracker, so either this request sees the drain and is
     // refused, or the drain waits for this session.
-    let ask = shared.resume.as_ref().map_or(resume::Ask::New, |resume| resume.ask(&headers));
     let token = shared.sessions.token();
     if shared.is_draining() {
         drop(token);
         shared.metrics.refused(metrics::Refusal::Draining).inc();
         return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another replica\n").into_response();
     }
+    // The token's MAC is checked only for an upgrade that will be served.
+    let ask = shared.resume.as_ref().map_or(resume::Ask::New, |resume| resume.ask(&headers));
     upgrade
         .max_message_size(gsd_protocol::MAX_WIRE_BYTES)
         .max_frame_size(gsd_protocol::MAX_WIRE_BYTES)

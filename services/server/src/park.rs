@@ -172,6 +172,14 @@ impl Lot {
             .collect()
     }
 
+    /// Removes and returns every parked session, whatever its window (a
+    /// server that stops gives them up).
+    pub fn take_all(&mut self) -> Vec<Parked> {
+        self.taken.clear();
+        self.bytes = 0;
+        self.parked.drain().map(|(_, (_, parked))| parked).collect()
+    }
+
     /// Sessions parked now.
     pub fn len(&self) -> usize {
         self.parked.len()

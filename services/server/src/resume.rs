@@ -228,7 +228,7 @@ impl Resume {
     /// Every parked session, whatever its window: what a server that stops
     /// gives up (counted as expired; no replica can fetch them yet).
     pub(crate) fn expire_all(&self) -> Vec<Parked> {
-        self.expire(Instant::now() + Duration::from_secs(365 * 24 * 3600))
+        self.lot.lock().expect("not poisoned").take_all()
     }
 
     /// Sessions parked now.

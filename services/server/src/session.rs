@@ -311,8 +311,8 @@ impl Session {
         }
         if self.resumed.is_some() {
             // The replay: every kept frame again, in order, before anything new.
-            let frames: Vec<Frame> = self.kept.iter().cloned().collect();
-            for Frame { seq, payload } in frames {
+            for i in 0..self.kept.len() {
+                let Frame { seq, payload } = self.kept[i].clone();
                 if let Err(end) = self.send(ServerMessage::Data { seq, payload }).await {
                     return (end, rx);
                 }
