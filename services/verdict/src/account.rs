@@ -172,6 +172,9 @@ pub struct ClientAccount {
     pub duplicate: u64,
     /// Sessions ended with no close and no notice.
     pub cut: u64,
+    /// Of those, sessions taken back by a resume (protocol 3): the server
+    /// replayed what they missed, and any gap in it is in `lost`.
+    pub resumed: u64,
     /// Requests never answered.
     pub requests_lost: u64,
     /// Requests re-sent on a next session.
@@ -187,7 +190,7 @@ type Counter<'a> = (&'a mut u64, Metric, Option<(&'static str, &'static str)>);
 
 /// The counters of a [`ClientAccount`], with their series, in one list:
 /// read, subtract and add go through it, so no field is forgotten by one.
-fn client_counters(a: &mut ClientAccount) -> [Counter<'_>; 12] {
+fn client_counters(a: &mut ClientAccount) -> [Counter<'_>; 13] {
     [
         (&mut a.drains_complete, names::CLIENT_DRAINS, Some(("outcome", "complete"))),
         (&mut a.drains_incomplete, names::CLIENT_DRAINS, Some(("outcome", "incomplete"))),
@@ -198,6 +201,7 @@ fn client_counters(a: &mut ClientAccount) -> [Counter<'_>; 12] {
         (&mut a.unacked, names::CLIENT_DATA_UNACKED, None),
         (&mut a.duplicate, names::CLIENT_DATA_DUPLICATE, None),
         (&mut a.cut, names::CLIENT_SESSIONS_CUT, None),
+        (&mut a.resumed, names::CLIENT_SESSIONS_RESUMED, None),
         (&mut a.requests_lost, names::CLIENT_REQUESTS_LOST, None),
         (&mut a.requests_resent, names::CLIENT_REQUESTS_RESENT, None),
         (&mut a.reconnects_drain, names::CLIENT_RECONNECTS, Some(("reason", "drain"))),
@@ -233,6 +237,11 @@ impl ClientAccount {
         [self.drains_complete, self.drains_incomplete, self.drains_client_left, self.cut]
             .into_iter()
             .fold(0, u64::saturating_add)
+    }
+
+    /// Cut sessions whose loss is unknown: those no resume took back.
+    pub fn unknown_cuts(&self) -> u64 {
+        self.cut.saturating_sub(self.resumed)
     }
 
     /// What happened from `before` to `self`; gauges keep `self`'s value.

@@ -520,7 +520,7 @@ fn clients_lines(label: &str, t: &ClientAccount) -> String {
     format!(
         "{label} {} users | {} reconnects ({} after a drain)\n{indent}drains {} complete, {} incomplete | \
          messages lost {} | requests lost {} (re-sent {}) | received {}, unacked {} (processed, not lost), \
-         duplicate {}, cut {}\n",
+         duplicate {}, cut {} (resumed {})\n",
         t.users,
         t.reconnects,
         t.reconnects_drain,
@@ -532,7 +532,8 @@ fn clients_lines(label: &str, t: &ClientAccount) -> String {
         t.received,
         t.unacked,
         t.duplicate,
-        t.cut
+        t.cut,
+        t.resumed
     )
 }
 
@@ -1069,7 +1070,7 @@ mod tests {
         }
         .decide(vec![Reason::MessagesLost { messages: 1 }]);
         let cut = ClientAccount { cut: 3, reconnects: 3, ..clients };
-        let seen = crate::proxy::Seen { cuts: vec![10.1, 10.2, 10.3], reconnects: vec![(1010.4, 2000)] };
+        let seen = crate::proxy::Seen { cuts: vec![10.1, 10.2, 10.3], reconnects: vec![(1010.4, 2000)], resumed: 0 };
         let via = crate::proxy::Via::new(
             "traefik",
             "traefik-abc",

@@ -85,6 +85,8 @@ pub struct ClientBody {
     pub unacked: u64,
     /// Sessions cut with no close and no notice.
     pub cut: u64,
+    /// Cut sessions taken back by a resume.
+    pub resumed: u64,
     /// Reconnects after a drain.
     pub reconnects_drain: u64,
     /// Reconnects after an error.
@@ -109,6 +111,7 @@ impl ClientBody {
         line(&mut body, names::CLIENT_MESSAGES_LOST, &[], self.lost);
         line(&mut body, names::CLIENT_DATA_UNACKED, &[], self.unacked);
         line(&mut body, names::CLIENT_SESSIONS_CUT, &[], self.cut);
+        line(&mut body, names::CLIENT_SESSIONS_RESUMED, &[], self.resumed);
         for zero in [
             names::CLIENT_MESSAGES_SKIPPED,
             names::CLIENT_DATA_DUPLICATE,

@@ -66,6 +66,8 @@ pub struct Seen {
     pub cuts: Vec<f64>,
     /// Each `reconnected`: when (Unix seconds) and its `latency_us`.
     pub reconnects: Vec<(f64, u64)>,
+    /// `session_resumed` lines: cut sessions a resume took back.
+    pub resumed: u64,
 }
 
 /// A line of a client's log that is not what it claims to be.
@@ -95,7 +97,7 @@ impl Seen {
             let error = |what: String| LineError { line: n + 1, what };
             let event: Value = serde_json::from_str(text).map_err(|e| error(format!("not JSON: {e}")))?;
             let message = event["message"].as_str().unwrap_or_default();
-            if message != "session_cut" && message != "reconnected" {
+            if !matches!(message, "session_cut" | "reconnected" | "session_resumed") {
                 continue;
             }
             let at = event["timestamp"]
@@ -105,7 +107,9 @@ impl Seen {
             if at < since {
                 continue;
             }
-            if message == "session_cut" {
+            if message == "session_resumed" {
+                self.resumed += 1;
+            } else if message == "session_cut" {
                 // To the microsecond, the log's resolution: what is below
                 // is the noise of subtracting two large times.
                 self.cuts.push(((at - since) * 1e6).round() / 1e6);
@@ -275,6 +279,9 @@ pub struct Via {
     pub setting_seconds: f64,
     /// `session_cut` lines after the termination, every log together.
     pub cuts: u64,
+    /// `session_resumed` lines after it: cut sessions taken back by a
+    /// resume, whose loss is counted, not unknown.
+    pub resumed: u64,
     /// The first cut's delay after the termination, in seconds.
     pub first_after_seconds: Option<f64>,
     /// The median delay (nearest rank).
@@ -311,6 +318,7 @@ impl Via {
             setting_name: setting_name.to_owned(),
             setting_seconds: setting.as_secs_f64(),
             cuts: cuts.len() as u64,
+            resumed: seen.resumed,
             first_after_seconds: cuts.first().copied(),
             median_after_seconds: percentile(&cuts, 50),
             last_after_seconds: cuts.last().copied(),
@@ -321,6 +329,11 @@ impl Via {
             p99_ms: percentile(&latencies, 99),
             max_ms: latencies.last().copied(),
         }
+    }
+
+    /// Cuts no resume took back: their loss is unknown.
+    pub fn unknown_cuts(&self) -> u64 {
+        self.cuts.saturating_sub(self.resumed)
     }
 
     /// The setting as the report says it: `Traefik graceTimeOut (10s)`.
@@ -411,6 +424,8 @@ mod tests {
             String::new(),
             line("reconnected", "2026-01-01T00:00:15.250000Z", r#","from":"a","to":"b","latency_us":250000"#),
             line("session_cut", "2026-01-01T00:00:15.400000Z", r#","reason":"timeout""#),
+            line("session_resumed", "2026-01-01T00:00:04.950000Z", r#","user":1"#),
+            line("session_resumed", "2026-01-01T00:00:15.500000Z", r#","user":2"#),
             line("drain_end", "not a time", ""),
             "  ".to_owned() + &line("reconnected", "2026-01-01T00:00:16.000000Z", r#","latency_us":1500"#),
         ]
@@ -419,6 +434,7 @@ mod tests {
         seen.read(&log, since).unwrap();
         assert_eq!(seen.cuts.len(), 2, "the cut before the termination is not its: {seen:?}");
         assert_eq!(seen.cuts, [10.0, 10.4], "to the microsecond");
+        assert_eq!(seen.resumed, 1, "the resume before the termination is not its either");
         assert_eq!(seen.reconnects.iter().map(|r| r.1).collect::<Vec<_>>(), [250_000, 1500]);
         assert!((seen.reconnects[0].0 - (NEW_YEAR + 15.25)).abs() < 1e-6);
         // A second log adds to the first.
@@ -484,11 +500,13 @@ mod tests {
         let seen = Seen {
             cuts: vec![10.4, 10.0, 10.1],
             reconnects: vec![(NEW_YEAR + 10.5, 3000), (NEW_YEAR + 10.2, 1000), (NEW_YEAR + 12.0, 9000)],
+            resumed: 2,
         };
         let via = Via::new("traefik", "traefik-abc", NEW_YEAR, "Traefik graceTimeOut", Duration::from_secs(10), &seen);
         assert_eq!((via.cuts, via.first_after_seconds, via.median_after_seconds), (3, Some(10.0), Some(10.1)));
         assert_eq!((via.last_after_seconds, via.at_setting), (Some(10.4), Some(true)));
         assert_eq!((via.reconnects, via.peak_per_second), (3, 2));
+        assert_eq!((via.resumed, via.unknown_cuts()), (2, 1));
         assert_eq!((via.p50_ms, via.p99_ms, via.max_ms), (Some(3.0), Some(9.0), Some(9.0)));
         assert_eq!(via.setting(), "Traefik graceTimeOut (10s)");
         let none = Via::new("x", "", 0.0, "relay drain", Duration::from_millis(1500), &Seen::default());

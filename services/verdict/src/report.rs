@@ -33,18 +33,19 @@ pub fn render_outcome(reasons: &[Reason], unknown_cuts: u64, elapsed_seconds: f6
 /// as the clients' logs show them.
 ///
 /// ```text
-/// via traefik (pod traefik-abc, Traefik graceTimeOut 10s): 12 sessions cut; 12 reconnects after its termination
+/// via traefik (pod traefik-abc, Traefik graceTimeOut 10s): 12 sessions cut, 12 resumed; 12 reconnects after its termination
 ///     cuts 10.0–10.4 s after its termination (median 10.1 s): at the setting (9.5–12.0 s)
 ///     reconnects: at most 12 in one second; latency p50 3.2 ms, p99 9.9 ms, max 10.0 ms
 /// ```
 pub fn render_via(via: &Via) -> String {
     let pod = if via.pod.is_empty() { String::new() } else { format!("pod {}, ", via.pod) };
     let mut out = format!(
-        "via {} ({pod}{} {}): {} cut; {} after its termination\n",
+        "via {} ({pod}{} {}): {} cut{}; {} after its termination\n",
         via.proxy,
         via.setting_name,
         crate::proxy::seconds(via.setting_seconds),
         crate::proxy::count(via.cuts, "session"),
+        if via.cuts > 0 { format!(", {} resumed", via.resumed) } else { String::new() },
         crate::proxy::count(via.reconnects, "reconnect"),
     );
     if let (Some(first), Some(median), Some(last)) =
@@ -162,11 +163,15 @@ mod tests {
             "via traefik (pod traefik-abc, Traefik graceTimeOut 30s): 0 sessions cut; 0 reconnects after its \
              termination\n"
         );
-        let seen = Seen { cuts: vec![10.0, 10.4, 10.1], reconnects: vec![(10.5, 3200), (10.6, 9900), (12.0, 10_000)] };
+        let seen = Seen {
+            cuts: vec![10.0, 10.4, 10.1],
+            reconnects: vec![(10.5, 3200), (10.6, 9900), (12.0, 10_000)],
+            resumed: 0,
+        };
         let cut = Via::new("traefik", "", 0.0, "Traefik graceTimeOut", ten, &seen);
         assert_eq!(
             render_via(&cut),
-            "via traefik (Traefik graceTimeOut 10s): 3 sessions cut; 3 reconnects after its termination\n    \
+            "via traefik (Traefik graceTimeOut 10s): 3 sessions cut, 0 resumed; 3 reconnects after its termination\n    \
              cuts 10.0–10.4 s after its termination (median 10.1 s): at the setting (9.5–12.0 s)\n    \
              reconnects: at most 2 in one second; latency p50 9.9 ms, p99 10.0 ms, max 10.0 ms\n"
         );

@@ -216,7 +216,7 @@ pub fn attribute(pods: &mut [OldPod], first: f64, seen: &Seen) -> Seen {
             ((at - start) * 1e6).round() / 1e6
         })
         .collect();
-    Seen { cuts, reconnects: seen.reconnects.clone() }
+    Seen { cuts, reconnects: seen.reconnects.clone(), resumed: seen.resumed }
 }
 
 /// Whether every user holds a session again and every cut session's user
@@ -556,7 +556,7 @@ mod tests {
         ];
         // Seconds after the first termination (100.0): p-a's at 110.0 and
         // 110.3, p-b's at 140.1, and one exactly at p-b's start.
-        let seen = Seen { cuts: vec![10.0, 40.1, 10.3, 30.0], reconnects: vec![(110.5, 1000)] };
+        let seen = Seen { cuts: vec![10.0, 40.1, 10.3, 30.0], reconnects: vec![(110.5, 1000)], resumed: 0 };
         let own = attribute(&mut pods, 100.0, &seen);
         assert_eq!(own.cuts, [10.0, 10.1, 10.3, 0.0]);
         assert_eq!(own.reconnects, seen.reconnects, "reconnects are not moved");

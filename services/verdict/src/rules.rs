@@ -281,7 +281,7 @@ pub fn judge(e: &DrainEvidence) -> Vec<Reason> {
 /// planned drain or a kill; the expected, unknowable end of a partition).
 pub fn judge_all(drains: &[DrainEvidence], clients: &ClientAccount) -> Vec<Reason> {
     let mut reasons: Vec<Reason> = drains.iter().flat_map(judge).collect();
-    let attributed = drains.iter().filter_map(|d| d.clients).map(|c| c.cut).fold(0u64, u64::saturating_add);
+    let attributed = drains.iter().filter_map(|d| d.clients).map(|c| c.unknown_cuts()).fold(0u64, u64::saturating_add);
     reasons.extend(judge_clients(clients, attributed));
     reasons
 }
@@ -303,8 +303,10 @@ pub fn judge_clients(c: &ClientAccount, attributed: u64) -> Vec<Reason> {
     if c.duplicate > 0 {
         reasons.push(Reason::Duplicates { frames: c.duplicate });
     }
-    if c.cut > attributed {
-        reasons.push(Reason::SessionsCut { sessions: c.cut - attributed });
+    // A cut that a resume took back is no longer unknown: what its replay
+    // missed is in `lost`.
+    if c.unknown_cuts() > attributed {
+        reasons.push(Reason::SessionsCut { sessions: c.unknown_cuts() - attributed });
     }
     reasons
 }
@@ -325,9 +327,12 @@ pub fn judge_proxy(via: &crate::proxy::Via, mut reasons: Vec<Reason>) -> Vec<Rea
         Reason::SessionsCut { sessions } => Some(*sessions),
         _ => None,
     });
+    // The logs' cuts that a resume took back are no longer unknown; the
+    // rest must be the ones the clients' /metrics count.
+    let unknown = via.unknown_cuts();
     match (counted.unwrap_or(0), via.first_after_seconds, via.last_after_seconds) {
-        (0, ..) if via.cuts == 0 => {}
-        (counted, Some(first), Some(last)) if counted == via.cuts => {
+        (0, ..) if unknown == 0 => {}
+        (counted, Some(first), Some(last)) if counted == unknown => {
             for reason in &mut reasons {
                 if matches!(reason, Reason::SessionsCut { .. }) {
                     *reason = Reason::CutByProxy {
@@ -343,16 +348,22 @@ pub fn judge_proxy(via: &crate::proxy::Via, mut reasons: Vec<Reason>) -> Vec<Rea
                 }
             }
         }
-        (counted, ..) => reasons.push(Reason::Collector {
-            what: format!(
-                "the client logs show {} after the termination of {}, their /metrics count {}: the cuts cannot be \
-                 put down to {}",
-                crate::proxy::count(via.cuts, "session_cut line"),
-                via.proxy,
-                crate::proxy::count(counted, "cut session"),
-                via.setting_name
-            ),
-        }),
+        (counted, ..) => {
+            let resumed = match via.resumed {
+                0 => String::new(),
+                n => format!(" and {}", crate::proxy::count(n, "session_resumed line")),
+            };
+            reasons.push(Reason::Collector {
+                what: format!(
+                    "the client logs show {}{resumed} after the termination of {}, their /metrics count {}: the \
+                     cuts cannot be put down to {}",
+                    crate::proxy::count(via.cuts, "session_cut line"),
+                    via.proxy,
+                    crate::proxy::count(counted, "cut session"),
+                    via.setting_name
+                ),
+            })
+        }
     }
     reasons
 }
@@ -512,7 +523,7 @@ mod tests {
     fn a_proxys_termination_explains_the_cuts_only_when_the_log_and_the_metrics_agree() {
         use crate::proxy::{Seen, Via};
         let via = |cuts: Vec<f64>| {
-            let seen = Seen { cuts, reconnects: Vec::new() };
+            let seen = Seen { cuts, reconnects: Vec::new(), resumed: 0 };
             Via::new("traefik", "traefik-abc", 0.0, "Traefik graceTimeOut", Duration::from_secs(10), &seen)
         };
         let two = via(vec![10.4, 10.0]);
@@ -565,6 +576,48 @@ mod tests {
             ]
         );
         assert_eq!(judge_proxy(&none, Vec::new()), [], "nothing cut: nothing to explain");
+    }
+
+    #[test]
+    fn resumed_cuts_are_not_unknown_and_the_rest_still_are_exactly() {
+        use crate::proxy::{Seen, Via};
+        // 5 cut, 3 taken back by a resume: 2 unknown, the judge names 2.
+        let c = ClientAccount { cut: 5, resumed: 3, ..Default::default() };
+        assert_eq!(c.unknown_cuts(), 2);
+        assert_eq!(judge_clients(&c, 0), [Reason::SessionsCut { sessions: 2 }]);
+        let all = ClientAccount { resumed: 5, ..c };
+        assert_eq!(judge_clients(&all, 0), [], "every cut resumed and nothing lost: PASS");
+        // A resume whose replay missed frames: they are loss, counted exactly.
+        let gap = ClientAccount { lost: 4, ..all };
+        assert_eq!(judge_clients(&gap, 0), [Reason::MessagesLost { messages: 4 }]);
+        // A partition's resumed cuts leave nothing to attribute.
+        let partition = DrainEvidence {
+            ending: Ending::Partitioned,
+            server: None,
+            clients: Some(ClientAccount { cut: 3, resumed: 3, ..Default::default() }),
+            ..clean()
+        };
+        let total = ClientAccount { cut: 4, resumed: 3, ..Default::default() };
+        assert_eq!(judge_all(&[partition], &total), [Reason::SessionsCut { sessions: 1 }]);
+        // Through a proxy: the logs' cuts less their resumes are the unknown
+        // ones the metrics count.
+        let seen = Seen { cuts: vec![10.0, 10.1, 10.2, 10.3, 10.4], reconnects: Vec::new(), resumed: 3 };
+        let via = Via::new("traefik", "", 0.0, "Traefik graceTimeOut", Duration::from_secs(10), &seen);
+        let judged = judge_proxy(&via, judge_clients(&c, 0));
+        assert!(matches!(judged[..], [Reason::CutByProxy { sessions: 2, at_setting: true, .. }]), "{judged:?}");
+        let every = Seen { resumed: 5, ..seen.clone() };
+        let via = Via::new("traefik", "", 0.0, "Traefik graceTimeOut", Duration::from_secs(10), &every);
+        assert_eq!(judge_proxy(&via, judge_clients(&all, 0)), [], "all 5 cut, all 5 resumed");
+        let via = Via::new("traefik", "", 0.0, "Traefik graceTimeOut", Duration::from_secs(10), &seen);
+        assert_eq!(
+            judge_proxy(&via, judge_clients(&all, 0)),
+            [Reason::Collector {
+                what: "the client logs show 5 session_cut lines and 3 session_resumed lines after the termination \
+                       of traefik, their /metrics count 0 cut sessions: the cuts cannot be put down to Traefik \
+                       graceTimeOut"
+                    .into()
+            }]
+        );
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Report {
             .iter()
             .filter(|r| r.ending == Ending::Partitioned)
             .filter_map(|r| r.clients)
-            .map(|c| c.cut)
+            .map(|c| c.unknown_cuts())
             .fold(0, u64::saturating_add);
         Report {
             scenario: c.scenario,
@@ -402,7 +402,8 @@ impl Report {
                 reasons: gsd_verdict::judge(&r.evidence(grace)),
             })
             .collect();
-        let attributed = self.drains.iter().filter_map(|r| r.clients).map(|c| c.cut).fold(0, u64::saturating_add);
+        let attributed =
+            self.drains.iter().filter_map(|r| r.clients).map(|c| c.unknown_cuts()).fold(0, u64::saturating_add);
         let clients = self.clients_account.unwrap_or_default();
         cases.push(Case { name: "clients".into(), reasons: gsd_verdict::judge_clients(&clients, attributed) });
         cases.push(Case { name: "lab".into(), reasons: self.findings.clone() });
@@ -523,8 +524,9 @@ pub fn render(report: &Report) -> String {
         };
         out += &match &row.clients {
             Some(c) => format!(
-                " | clients: received {}, lost {}, unacked {}, cut {}, skipped {}, drains complete {} incomplete {}\n",
-                c.received, c.lost, c.unacked, c.cut, c.skipped, c.drains_complete, c.drains_incomplete
+                " | clients: received {}, lost {}, unacked {}, cut {} (resumed {}), skipped {}, drains complete {} \
+                 incomplete {}\n",
+                c.received, c.lost, c.unacked, c.cut, c.resumed, c.skipped, c.drains_complete, c.drains_incomplete
             ),
             None => " | clients: not read\n".to_owned(),
         };
