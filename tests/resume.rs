@@ -164,6 +164,47 @@ async fn a_reset_session_is_resumed_with_exactly_the_frames_not_received() {
     }
 }
 
+/// A resume can reach the server before the server has seen the cut (a
+/// proxy closes both of its connections at once, and the client's new
+/// upgrade can win the race): the server waits up to a second for the
+/// session to end and be parked, then gives it back. A session that stays
+/// open is not taken from its connection: the resume is refused
+/// `not_parked` after that second, and the open session goes on.
+#[tokio::test]
+async fn a_resume_that_outruns_the_cut_waits_for_the_park_and_a_live_session_is_not_taken() {
+    let (key, _) = key_file("outrun");
+    let (server, addr) = server("a", &key, &[]).await;
+    let admin = server.admin();
+    let mut held = open(addr).await;
+    read_data(&mut held.raw, 5).await;
+    let token = held.token.clone();
+    let asked = tokio::spawn(async move { ask(addr, &token, Some("5")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!asked.is_finished(), "the resume did not wait for the session still open");
+    let session_id = held.raw.session_id.clone();
+    reset(held.raw);
+    let (_ws, welcome) = asked.await.unwrap().expect("resumed once the cut was seen");
+    let ServerMessage::Welcome { session_id: again, resumed, replay_from, .. } = welcome else { panic!("{welcome:?}") };
+    assert_eq!((again, resumed, replay_from), (session_id, true, Some(6)));
+    assert_eq!(metric(admin, names::SERVER_SESSIONS_RESUMED.at(&[("where", "local")])).await, Some(1.0));
+
+    let mut open_one = open(addr).await;
+    read_data(&mut open_one.raw, 2).await;
+    let started = std::time::Instant::now();
+    refused(addr, &open_one.token, Some("2"), "not_parked").await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "refused after {waited:?}, before the wait for the park");
+    assert!(waited < Duration::from_secs(5), "refused after {waited:?}");
+    // The open session goes on: still counted open, still sending.
+    assert_eq!(metric(admin, names::SERVER_SESSIONS.at(&[])).await, Some(2.0), "the resumed one and the open one");
+    let before = metric(admin, names::SERVER_MESSAGES_SENT.at(&[("type", "data")])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = metric(admin, names::SERVER_MESSAGES_SENT.at(&[("type", "data")])).await.unwrap();
+    assert!(after > before, "nothing sent after the refusal: {before} then {after}");
+    read_data(&mut open_one.raw, 3).await;
+    assert_eq!(refusals(admin, "not_parked").await, 1.0);
+}
+
 /// Past RESUME_MAX_BYTES a session keeps only its newest frames: a resume
 /// from seq 0 is given back from the oldest frame kept, and every frame
 /// before it is counted, unacked by the server and (from `replay_from`)

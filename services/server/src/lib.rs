@@ -177,7 +177,7 @@ async fn take(
     let Some(resume) = &shared.resume else {
         return (StatusCode::NOT_FOUND, "resume is off on this replica\n").into_response();
     };
-    let (status, body) = resume.hand_over(&id, &headers);
+    let (status, body) = resume.hand_over(&id, &headers).await;
     if status == 200 {
         shared.metrics.sessions_parked.set(resume.parked() as i64);
         shared.metrics.sessions_handed_over.inc();

@@ -10,16 +10,18 @@
 //! replica, out of that one's over its admin port ([`Resume::fetch`], which
 //! the other answers with [`Resume::hand_over`]).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use gsd_protocol::header;
 use gsd_protocol::resume::{Claims, Key, MIN_KEY_BYTES};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Config;
-use crate::park::{Lot, NotParked, Parked};
+use crate::park::{Lot, NotParked, Parked, TakeRefusal};
 
 /// How long a token is good for from its welcome: a session older than
 /// this can no longer be resumed (it is a cut as in protocol 2). The window
@@ -36,6 +38,12 @@ const TAKE_TAG: &str = "gsd-take-tag";
 const TAKE_SKEW: Duration = Duration::from_secs(30);
 /// How long a replica waits for another to hand a session over.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a resume waits for a session that is still open here to end and
+/// be parked: whatever cut it (a proxy that closed both of its connections,
+/// a reset) reaches the client and this replica at about the same time, and
+/// the client's new upgrade can arrive first. Under [`FETCH_TIMEOUT`], so
+/// that a replica fetching the session still gets an answer.
+const LIVE_WAIT: Duration = Duration::from_secs(1);
 
 /// Most sessions parked at once when MAX_SESSIONS is 0 (no limit): with
 /// RESUME_MAX_BYTES of 64 KiB, 640 MiB of payload at worst.
@@ -51,6 +59,13 @@ pub(crate) struct Resume {
     lot: Mutex<Lot>,
     /// RESUME_MAX_BYTES: payload bytes of unacked frames a session keeps.
     pub(crate) max_bytes: usize,
+    /// Sessions serving here with a token, by id: a resume for one of them
+    /// waits up to [`LIVE_WAIT`] for it to end and be parked. A count, since
+    /// the session resumed from a parked one can start serving before the
+    /// one that parked it has left.
+    live: Mutex<HashMap<String, u32>>,
+    /// Woken when a session is parked or stops serving.
+    changed: Notify,
 }
 
 /// What an upgrade asked for.
@@ -113,6 +128,8 @@ impl Resume {
             origin,
             lot: Mutex::new(Lot::new(config.resume_window, max_bytes, max_parked)),
             max_bytes,
+            live: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
         }))
     }
 
@@ -155,10 +172,43 @@ impl Resume {
     }
 
     /// Takes the parked session `claims` names out of this replica's lot,
-    /// once.
-    pub(crate) fn take(&self, claims: &Claims) -> Result<Parked, &'static str> {
-        let now = Instant::now();
-        self.lot.lock().expect("not poisoned").take(&claims.session_id, claims.nonce, now).map_err(|r| r.reason())
+    /// once. A session still serving here (this replica has not yet seen
+    /// the cut its client saw) is waited for, up to [`LIVE_WAIT`].
+    pub(crate) async fn take(&self, claims: &Claims) -> Result<Parked, &'static str> {
+        let until = Instant::now() + LIVE_WAIT;
+        loop {
+            // Registered before the look, so that a park in between wakes it.
+            let changed = self.changed.notified();
+            let taken = self.lot.lock().expect("not poisoned").take(&claims.session_id, claims.nonce, Instant::now());
+            match taken {
+                Err(TakeRefusal::NotParked) if self.is_live(&claims.session_id) && Instant::now() < until => {
+                    let _ = tokio::time::timeout_at(until, changed).await;
+                }
+                other => return other.map_err(|r| r.reason()),
+            }
+        }
+    }
+
+    /// A session with a token starts serving here.
+    pub(crate) fn enter(&self, session_id: &str) {
+        *self.live.lock().expect("not poisoned").entry(session_id.to_owned()).or_default() += 1;
+    }
+
+    /// A session stops serving here (parked or not).
+    pub(crate) fn leave(&self, session_id: &str) {
+        let mut live = self.live.lock().expect("not poisoned");
+        if let Some(n) = live.get_mut(session_id) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(session_id);
+            }
+        }
+        drop(live);
+        self.changed.notify_waiters();
+    }
+
+    fn is_live(&self, session_id: &str) -> bool {
+        self.live.lock().expect("not poisoned").contains_key(session_id)
     }
 
     /// Asks the replica that parked the session (the token's origin) to
@@ -189,7 +239,7 @@ impl Resume {
     /// fresh tag under the shared key. The status and the body: 200 and the
     /// session as JSON; 403 a caller without the key; 400 a request that
     /// is not one; 404 not parked here; 409 `replayed` or `stale`.
-    pub(crate) fn hand_over(&self, path_id: &str, headers: &HeaderMap) -> (u16, String) {
+    pub(crate) async fn hand_over(&self, path_id: &str, headers: &HeaderMap) -> (u16, String) {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(token), Some(time), Some(tag)) = (get(header::RESUME), get(TAKE_TIME), get(TAKE_TAG)) else {
             return (400, "a take needs the Gsd-Resume, Gsd-Take-Time and Gsd-Take-Tag headers\n".into());
@@ -206,7 +256,7 @@ impl Resume {
             Ok(_) => return (404, "not_parked\n".into()),
             Err(refusal) => return (400, format!("{}\n", refusal.reason())),
         };
-        match self.take(&claims) {
+        match self.take(&claims).await {
             Ok(parked) => (200, serde_json::to_string(&parked).expect("a parked session serialises")),
             Err("not_parked") => (404, "not_parked\n".into()),
             Err(reason) => (409, format!("{reason}\n")),
@@ -217,7 +267,9 @@ impl Resume {
     /// that then asked for too much); how many of its frames were shed to
     /// fit its byte bound.
     pub(crate) fn park(&self, parked: Parked) -> Result<u64, NotParked> {
-        self.lot.lock().expect("not poisoned").park(parked, Instant::now())
+        let parked = self.lot.lock().expect("not poisoned").park(parked, Instant::now());
+        self.changed.notify_waiters();
+        parked
     }
 
     /// Every parked session whose window has ended, to be counted.

@@ -134,7 +134,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         Ask::Resume { token, claims, last_seq } => {
             let resume = shared.resume.as_ref().expect("an ask to resume only where resume is on");
             let (taken, place) = if resume.is_here(&claims) {
-                (resume.take(&claims), "local")
+                (resume.take(&claims).await, "local")
             } else {
                 (resume.fetch(&token, &claims).await, "fetched")
             };
@@ -206,6 +206,9 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         // A session cut unannounced waits in the lot for its client; what it
         // did not get acked is counted when it is resumed or expires.
         let parked = unannounced(&end) && !shared.is_draining() && session.park();
+        if let Some(resume) = &shared.resume {
+            resume.leave(&session.session_id);
+        }
         if !parked {
             shared.metrics.data_unacked.inc_by(unacked);
         }
@@ -297,6 +300,7 @@ impl Session {
         let resume_token = shared.resume.as_ref().map(|resume| {
             let (token, nonce) = resume.issue(&self.session_id);
             self.nonce = nonce;
+            resume.enter(&self.session_id);
             token
         });
         let welcome = ServerMessage::Welcome {
