@@ -208,6 +208,13 @@ fn garbage_values_are_refused_with_a_clear_error() {
         ("client.users=many", "client/users"),
         ("client.clients=0", "client/clients"),
         ("client.clients=many", "client/clients"),
+        ("server.resume.windowSeconds=-1", "server/resume/windowSeconds"),
+        ("server.resume.windowSeconds=3601", "server/resume/windowSeconds"),
+        ("server.resume.windowSeconds=30s", "server/resume/windowSeconds"),
+        ("server.resume.maxBytes=1023", "server/resume/maxBytes"),
+        ("server.resume.maxBytes=16777217", "server/resume/maxBytes"),
+        ("server.resume.existingSecret=My_Key", "server/resume/existingSecret"),
+        ("server.resume.window=30", "additional properties 'window' not allowed"),
     ];
     for (set, needle) in cases {
         refused(&[set], needle);
@@ -223,6 +230,10 @@ fn garbage_values_are_refused_with_a_clear_error() {
     refused(&["server.extraEnv[0].name=1BAD", "server.extraEnv[0].value=x"], "does not match pattern");
     refused(&["server.extraEnv[0].name=RUST_LOG"], "server/extraEnv/0");
     refused(&["server.extraEnv.RUST_LOG=debug"], "server/extraEnv");
+    for owned in ["RESUME_WINDOW", "RESUME_KEY_FILE", "POD_IP"] {
+        let name = format!("server.extraEnv[0].name={owned}");
+        refused(&[&name, "server.extraEnv[0].value=x"], owned);
+    }
     refused(
         &[
             "client.extraEnv[0].name=X",
@@ -237,7 +248,7 @@ fn garbage_values_are_refused_with_a_clear_error() {
 #[test]
 fn rendered_manifests_hold_what_a_drain_depends_on() {
     let Some(docs) = render(&[], "1.31.0") else { return };
-    assert_eq!(kinds(&docs), ["PodDisruptionBudget", "Service", "Deployment", "Deployment", "Pod"]);
+    assert_eq!(kinds(&docs), ["PodDisruptionBudget", "Secret", "Service", "Deployment", "Deployment", "Pod"]);
     let server = find(&docs, "Deployment", "gsd-server");
     let client = find(&docs, "Deployment", "gsd-client");
     let service = find(&docs, "Service", "gsd");
@@ -280,14 +291,15 @@ fn rendered_manifests_hold_what_a_drain_depends_on() {
         assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe}");
     }
     // The HTTP limits, and MAX_SESSIONS from the 256Mi limit: (256 - 48) MiB
-    // at 1 MiB a session.
+    // at 1 MiB a session, and with resume on (the default) 2 x 64 KiB + 1 KiB
+    // more a session: 212992 / 1153.
     assert_eq!(env(c, "HTTP_HEADER_TIMEOUT")["value"], "10s");
     assert_eq!(env(c, "HTTP_IDLE_TIMEOUT")["value"], "30s");
     assert_eq!(env(c, "MAX_HTTP_CONNECTIONS")["value"], "1024");
-    assert_eq!(env(c, "MAX_SESSIONS")["value"], "208");
+    assert_eq!(env(c, "MAX_SESSIONS")["value"], "184");
     for (limit, sessions) in [("1Gi", "976"), ("512M", "440"), ("2147483648", "2000"), ("300000Ki", "244")] {
         let set = format!("server.resources.limits.memory={limit}");
-        let docs = render(&[&set], "1.31.0").unwrap();
+        let docs = render(&[&set, "server.resume.windowSeconds=0"], "1.31.0").unwrap();
         let c = &find(&docs, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(env(c, "MAX_SESSIONS")["value"], sessions, "limit {limit}");
     }
@@ -466,6 +478,14 @@ fn monitoring_ships_the_one_source_of_rules_and_dashboards() {
     assert_eq!(from[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
     assert_eq!(from[0]["ports"][0]["port"], "http", "clients reach /ws");
     assert_eq!(from[1]["ports"][0]["port"], "admin", "monitoring reaches the admin port only");
+    // With resume on (the default), the other server pods reach the admin
+    // port too: a resume that lands on one fetches the session from the
+    // other. With it off, no such rule.
+    assert_eq!(from[2]["from"][0]["podSelector"]["matchLabels"], server["spec"]["selector"]["matchLabels"]);
+    assert_eq!(from[2]["ports"][0]["port"], "admin");
+    assert_eq!(from.as_array().unwrap().len(), 3);
+    let off = render(&["networkPolicy.enabled=true", "server.resume.windowSeconds=0"], "1.31.0").unwrap();
+    assert_eq!(find(&off, "NetworkPolicy", "gsd-server")["spec"]["ingress"].as_array().unwrap().len(), 2);
 
     let pods = render(&["monitoring.podMonitor.enabled=true"], "1.31.0").unwrap();
     let pm = find(&pods, "PodMonitor", "gsd-server");
@@ -952,6 +972,65 @@ fn faults_are_refused_unless_faults_enabled() {
             assert_eq!(ok, parsed.is_ok(), "{key}={text}: chart {ok} ({stderr}), server {:?}", parsed.err());
         }
     }
+}
+
+#[test]
+fn resume_has_one_key_for_every_replica_its_settings_and_an_off_switch() {
+    use base64::Engine as _;
+    let Some(docs) = render(&[], "1.31.0") else { return };
+    let pod = &find(&docs, "Deployment", "gsd-server")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    // The chart's key: random, at least 32 bytes, in a Secret every replica
+    // mounts (the Deployment's one pod template).
+    let secret = find(&docs, "Secret", "gsd-resume-key");
+    let encoded = secret["data"]["resume.key"].as_str().expect("resume.key in the Secret");
+    let key = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
+    assert!(key.len() >= 32, "{} bytes", key.len());
+    let again = render(&[], "1.31.0").unwrap();
+    assert_ne!(find(&again, "Secret", "gsd-resume-key")["data"], secret["data"], "helm template: a new random key");
+    let volume = &pod["volumes"][0];
+    assert_eq!((&volume["name"], &volume["secret"]["secretName"]), (&"resume-key".into(), &"gsd-resume-key".into()));
+    assert_eq!(volume["secret"]["items"][0]["key"], "resume.key");
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/gsd/resume");
+    assert_eq!(c["volumeMounts"][0]["readOnly"], true);
+    assert_eq!(env(c, "RESUME_KEY_FILE")["value"], "/etc/gsd/resume/resume.key");
+    assert_eq!(env(c, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+    // The server takes the rendered settings and the key as they are.
+    let dir = std::env::temp_dir().join(format!("gsd-chart-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("resume.key");
+    std::fs::write(&file, &key).unwrap();
+    let window = env(c, "RESUME_WINDOW")["value"].as_str().unwrap().to_owned();
+    let bytes = env(c, "RESUME_MAX_BYTES")["value"].as_str().unwrap().to_owned();
+    assert_eq!((window.as_str(), bytes.as_str()), ("30s", "65536"));
+    let args = ["gsd-server", "--resume-window", &window, "--resume-max-bytes", &bytes, "--resume-key-file"];
+    let config = gsd_server::Config::try_parse_from(args.iter().copied().chain([file.to_str().unwrap()])).unwrap();
+    assert_eq!(config.validate(), Ok(()), "the server refuses the chart's resume settings");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A Secret of the user's: named, not made.
+    let own = render(&["server.resume.existingSecret=shop-resume"], "1.31.0").unwrap();
+    assert!(!kinds(&own).contains(&"Secret".to_owned()), "{:?}", kinds(&own));
+    let own_pod = &find(&own, "Deployment", "gsd-server")["spec"]["template"]["spec"];
+    assert_eq!(own_pod["volumes"][0]["secret"]["secretName"], "shop-resume");
+
+    // Off: no key, no POD_IP, RESUME_WINDOW 0s, and maxSessions auto back
+    // to 1 MiB a session.
+    let off = render(&["server.resume.windowSeconds=0", "server.resume.maxBytes=1024"], "1.31.0").unwrap();
+    assert!(!kinds(&off).contains(&"Secret".to_owned()), "{:?}", kinds(&off));
+    let off_pod = &find(&off, "Deployment", "gsd-server")["spec"]["template"]["spec"];
+    let off_c = &off_pod["containers"][0];
+    assert!(off_pod.get("volumes").is_none() && off_c.get("volumeMounts").is_none(), "{off_pod}");
+    let names: Vec<&str> = off_c["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(!names.iter().any(|n| ["RESUME_KEY_FILE", "POD_IP"].contains(n)), "{names:?}");
+    assert_eq!(
+        (env(off_c, "RESUME_WINDOW")["value"].as_str(), env(off_c, "MAX_SESSIONS")["value"].as_str()),
+        (Some("0s"), Some("208"))
+    );
+    // A larger replay budget costs sessions: 1 MiB kept = 1024 + 2 x 1024 + 1 KiB.
+    let big = render(&["server.resume.maxBytes=1048576"], "1.31.0").unwrap();
+    let big_c = &find(&big, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(big_c, "MAX_SESSIONS")["value"], (208 * 1024 / 3073).to_string());
 }
 
 #[test]

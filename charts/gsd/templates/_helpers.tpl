@@ -119,7 +119,7 @@ The environment variables the chart sets itself, one name a line; extraEnv
 may not set them (an extraEnv DRAIN_TIMEOUT would slip past the budget check).
 */}}
 {{- define "gsd.serverEnvNames" -}}
-PORT ADMIN_PORT HTTP_HEADER_TIMEOUT HTTP_IDLE_TIMEOUT MAX_HTTP_CONNECTIONS POD_NAME DRAIN_TIMEOUT METRICS_LINGER DRAIN_MESSAGES DRAIN_PACING CLOSE_TIMEOUT PING_INTERVAL PING_TIMEOUT PUSH_INTERVAL PROCESSING_LATENCY MAX_SESSIONS LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT {{ include "gsd.faults" . | fromYaml | values | sortAlpha | join " " }}
+PORT ADMIN_PORT HTTP_HEADER_TIMEOUT HTTP_IDLE_TIMEOUT MAX_HTTP_CONNECTIONS POD_NAME DRAIN_TIMEOUT METRICS_LINGER DRAIN_MESSAGES DRAIN_PACING CLOSE_TIMEOUT PING_INTERVAL PING_TIMEOUT PUSH_INTERVAL PROCESSING_LATENCY MAX_SESSIONS RESUME_WINDOW RESUME_MAX_BYTES RESUME_KEY_FILE POD_IP LOG_FORMAT OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_ENDPOINT {{ include "gsd.faults" . | fromYaml | values | sortAlpha | join " " }}
 {{- end }}
 
 {{/*
@@ -233,6 +233,36 @@ integer forms: plain bytes, K/M/G (powers of 1000) and Ki/Mi/Gi.
 {{- end }}
 
 {{/*
+"true" when session resume is on (server.resume.windowSeconds > 0), else "".
+*/}}
+{{- define "gsd.resumeOn" -}}
+{{- if gt (int .Values.server.resume.windowSeconds) 0 }}true{{ end }}
+{{- end }}
+
+{{/*
+What maxSessions auto budgets per session, in KiB: sessionMemoryKiB, and
+with resume on the frames it keeps for a replay (server.resume.maxBytes)
+twice, once live and once parked (at most as many parked sessions as
+MAX_SESSIONS), plus 1 KiB of parked state.
+*/}}
+{{- define "gsd.sessionBudgetKiB" -}}
+{{- $s := .Values.server }}
+{{- if include "gsd.resumeOn" . }}
+{{- add (int64 $s.sessionMemoryKiB) (mul 2 (div (add (int64 $s.resume.maxBytes) 1023) 1024)) 1 }}
+{{- else }}
+{{- int64 $s.sessionMemoryKiB }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the resume key: server.resume.existingSecret, or the one
+the chart makes.
+*/}}
+{{- define "gsd.resumeSecret" -}}
+{{- .Values.server.resume.existingSecret | default (printf "%s-resume-key" (include "gsd.fullname" .)) }}
+{{- end }}
+
+{{/*
 MAX_SESSIONS: server.maxSessions, or with "auto" as many sessions as fit in
 the memory limit at their worst case, so that the pod's own clients cannot
 get it OOM-killed.
@@ -245,9 +275,10 @@ get it OOM-killed.
 {{- fail "server.maxSessions auto needs server.resources.limits.memory (or set server.maxSessions to a number)" }}
 {{- end }}
 {{- $mib := include "gsd.memoryMiB" $limit | int64 }}
-{{- $n := div (mul (sub $mib (int64 $s.memoryReserveMiB)) 1024) (int64 $s.sessionMemoryKiB) }}
+{{- $per := int64 (include "gsd.sessionBudgetKiB" .) }}
+{{- $n := div (mul (sub $mib (int64 $s.memoryReserveMiB)) 1024) $per }}
 {{- if lt $n 1 }}
-{{- fail (printf "server.resources.limits.memory %s leaves no room for a session after memoryReserveMiB %d at sessionMemoryKiB %d" $limit (int $s.memoryReserveMiB) (int $s.sessionMemoryKiB)) }}
+{{- fail (printf "server.resources.limits.memory %s leaves no room for a session after memoryReserveMiB %d at %d KiB a session (sessionMemoryKiB %d, and the resume budget)" $limit (int $s.memoryReserveMiB) $per (int $s.sessionMemoryKiB)) }}
 {{- end }}
 {{- $n }}
 {{- else }}
