@@ -126,10 +126,25 @@ fn judge(dir: &Path, terminated_at: f64, setting: &str) -> (Output, Value) {
 
 #[tokio::test]
 async fn the_judge_puts_a_relays_cut_down_to_its_drain_setting() {
-    let dir = std::env::temp_dir().join(format!("gsd-tests-proxy-{}", std::process::id()));
+    relay_cut(false).await;
+}
+
+#[tokio::test]
+async fn with_resume_on_a_relays_cut_is_resumed_and_the_judge_passes() {
+    relay_cut(true).await;
+}
+
+/// A relay in front of one server cuts every session at its drain setting;
+/// the client logs and counts the cuts, and gsd-verdict judges them. With
+/// resume off each cut's loss is unknown and the judge names the setting;
+/// with it on each cut session is resumed, 0 lost, and the judge passes.
+async fn relay_cut(resume: bool) {
+    let dir = std::env::temp_dir().join(format!("gsd-tests-proxy-{}-{resume}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut server, addr) = Proc::server("s0", &["--push-interval", "100ms", "--metrics-linger", "0s"]).await;
+    let window = if resume { "30s" } else { "0s" };
+    let args = ["--push-interval", "100ms", "--metrics-linger", "0s", "--resume-window", window];
+    let (mut server, addr) = Proc::server("s0", &args).await;
     let relay = Relay::start(addr).await;
 
     // The client as a cluster runs it, its log (stdout and stderr) to a file.
@@ -181,9 +196,28 @@ async fn the_judge_puts_a_relays_cut_down_to_its_drain_setting() {
     let cuts = events(&log, "session_cut");
     assert_eq!(cuts.len(), USERS as usize, "{cuts:?}");
 
-    // At the setting: exactly the users' sessions, cut by the relay.
     let (out, json) = judge(&dir, terminated_at, "1.5s");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let users = Some(u64::from(USERS));
+    if resume {
+        // Every cut session taken back: nothing lost, nothing unknown.
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(json["reasons"].as_array().map(Vec::len), Some(0), "{stdout}");
+        assert_eq!((json["via"]["cuts"].as_u64(), json["via"]["resumed"].as_u64()), (users, users), "{stdout}");
+        let clients = &json["clients"];
+        assert_eq!((clients["cut"].as_u64(), clients["resumed"].as_u64()), (users, users), "{stdout}");
+        assert_eq!((clients["lost"].as_u64(), clients["duplicate"].as_u64()), (Some(0), Some(0)), "{stdout}");
+        assert!(stdout.contains(&format!("{USERS} sessions cut, {USERS} resumed;")), "{stdout}");
+        let resumed = metric(server.admin(), names::SERVER_SESSIONS_RESUMED.at(&[("where", "local")])).await;
+        assert_eq!(resumed, Some(f64::from(USERS)));
+        server.signal(Signal::SIGTERM);
+        assert!(server.wait_exit(SAFETY).await.success());
+        drop(relay);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    // At the setting: exactly the users' sessions, cut by the relay.
+    assert_eq!(json["clients"]["resumed"].as_u64(), Some(0), "resume off: {stdout}");
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let reasons = json["reasons"].as_array().unwrap();
     assert_eq!(reasons.len(), 1, "the relay's cut and nothing else: {stdout}");
