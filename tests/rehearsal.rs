@@ -155,8 +155,19 @@ fn sessions_a_faulty_server_resets_at_sigterm_are_named_on_both_sides_and_fail()
 
 #[test]
 fn a_partition_is_noticed_by_both_sides_within_the_liveness_bound() {
-    let (output, report) =
-        rehearse(&["--scenario", "partition", "--users", "10", "--ping-interval", "500ms", "--ping-timeout", "500ms"]);
+    // Resume off: every cut is unknown (with it on, see the tests below).
+    let (output, report) = rehearse(&[
+        "--scenario",
+        "partition",
+        "--users",
+        "10",
+        "--ping-interval",
+        "500ms",
+        "--ping-timeout",
+        "500ms",
+        "--resume-window",
+        "0s",
+    ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let row = &rows(&report)[0];
@@ -178,6 +189,53 @@ fn a_partition_is_noticed_by_both_sides_within_the_liveness_bound() {
     assert_eq!(row["clients"]["cut"].as_u64(), Some(sessions), "{row}");
     assert_eq!(report["unknown_cuts"].as_u64(), Some(sessions), "{report}");
     assert!(stdout.contains(&format!("loss in the {sessions} cut session(s) is unknown")), "{stdout}");
+}
+
+/// A partition healed inside the resume window: the users notice the
+/// silence, reconnect through the Service to the other pod and resume there
+/// (fetched from the partitioned pod, which the pods still reach); nothing
+/// is lost and nothing is unknown, and the pod comes back into service.
+#[test]
+fn a_partition_healed_inside_the_window_is_resumed_with_nothing_lost() {
+    let partition = ["--scenario", "partition", "--users", "10", "--ping-interval", "500ms", "--ping-timeout", "500ms"];
+    let (output, report) = rehearse(&[&partition[..], &["--heal-after", "3s"]].concat());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let row = &rows(&report)[0];
+    let sessions = row["sessions"].as_u64().unwrap();
+    assert!(sessions > 0, "{row}");
+    assert_eq!((row["outcome"].as_str(), row["sigkilled"].as_bool()), (Some("partitioned"), Some(false)), "{row}");
+    assert_eq!(row["peer_timeouts"].as_u64(), Some(sessions), "the pod freed them by itself: {row}");
+    let clients = &row["clients"];
+    assert_eq!((clients["cut"].as_u64(), clients["resumed"].as_u64()), (Some(sessions), Some(sessions)), "{row}");
+    assert_eq!((clients["lost"].as_u64(), clients["duplicate"].as_u64()), (Some(0), Some(0)), "{row}");
+    assert_eq!(row["moved"].as_u64(), Some(sessions), "resumed on the other pod: {row}");
+    assert_eq!(report["unknown_cuts"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["heal_after_seconds"].as_f64(), Some(3.0));
+    let totals = &report["totals"];
+    assert_eq!(
+        (totals["sessions_cut"].as_u64(), totals["sessions_resumed"].as_u64()),
+        (Some(sessions), Some(sessions))
+    );
+    assert!(stdout.contains("PASS: every drain completed and nothing was lost"), "{stdout}");
+    assert!(stdout.contains("every one resumed") && !stdout.contains("UNKNOWN"), "{stdout}");
+    assert!(stdout.contains("partition (heals after 3s)") && stdout.contains("resume window 30s"), "{stdout}");
+
+    // The node gone (no heal): the pod is SIGKILLed once it has freed its
+    // sessions. A resume that reached the other pod before that was fetched
+    // (known); the rest are refused `origin_gone` (unknown). Either way each
+    // cut is counted once, and nothing is counted lost.
+    let (output, report) = rehearse(&partition);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let row = &rows(&report)[0];
+    let sessions = row["sessions"].as_u64().unwrap();
+    let clients = &row["clients"];
+    let (cut, resumed) = (clients["cut"].as_u64().unwrap(), clients["resumed"].as_u64().unwrap());
+    assert_eq!(cut, sessions, "{row}");
+    assert_eq!(report["unknown_cuts"].as_u64(), Some(cut - resumed), "{report}");
+    assert_eq!(clients["lost"].as_u64(), Some(0), "{row}");
+    assert_eq!(row["sigkilled"].as_bool(), Some(true));
 }
 
 #[test]
@@ -260,7 +318,9 @@ fn the_benchmark_command_runs_every_scenario_in_its_quick_form() {
         std::process::Command::new(common::lab()).args(["bench", "--quick", "--json"]).arg(&json).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    for table in ["### Drain time", "### Failover", "### Memory per idle session", "### Steady throughput"] {
+    for table in
+        ["### Drain time", "### Failover", "### Memory per idle session", "### Steady throughput", "### Session resume"]
+    {
         assert!(stdout.contains(table), "{stdout}");
     }
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -289,4 +349,22 @@ fn the_benchmark_command_runs_every_scenario_in_its_quick_form() {
     }
     assert!(report["memory"]["server_kib_per_session"].as_f64().unwrap() > 0.0);
     assert!(report["throughput"]["messages_per_cpu_second"].as_f64().unwrap() > 0.0);
+    // 200 sessions reset at once, all resumed; then all parked at once, and
+    // resumed again: 400 cuts, 400 resumes, nothing lost.
+    let resume = &report["resume"];
+    assert_eq!((resume["users"].as_u64(), resume["resumed_first"].as_u64()), (Some(200), Some(200)), "{resume}");
+    assert_eq!(
+        (resume["sessions_cut"].as_u64(), resume["sessions_resumed"].as_u64()),
+        (Some(400), Some(400)),
+        "{resume}"
+    );
+    assert_eq!(
+        (resume["all_parked"].as_bool(), resume["resumed_again"].as_bool()),
+        (Some(true), Some(true)),
+        "{resume}"
+    );
+    assert_eq!((resume["messages_lost"].as_u64(), resume["requests_lost"].as_u64()), (Some(0), Some(0)), "{resume}");
+    assert!(resume["server_cpu_us_per_resume"].as_f64().unwrap() > 0.0, "{resume}");
+    assert!(resume["server_rss_parked_kib"].as_u64().unwrap() > 0, "{resume}");
+    assert!(resume["all_resumed_seconds"].as_f64().unwrap() > 0.0, "{resume}");
 }

@@ -373,6 +373,10 @@ async fn garbage_flags_and_environment_fail_with_a_clear_message() {
         ("lab", &["--scenario", "explode"], &[], "scenario"),
         ("lab", &["--grace", "0s"], &[], "--grace must be larger than 0"),
         ("lab", &["--rounds", "0"], &[], "rounds"),
+        ("lab", &["--heal-after", "3s"], &[], "--heal-after is for --scenario partition only"),
+        ("lab", &["--scenario", "partition", "--heal-after", "0s"], &[], "--heal-after must be larger than 0"),
+        ("lab", &["--scenario", "partition", "--heal-after", "soon"], &[], "heal-after"),
+        ("lab", &["--resume-window", "2h"], &[], "over the servers' limit of 1h"),
         ("lab", &["--users", "100000", "--clients", "20", "--listen", "127.0.0.1:0"], &[], "raise `ulimit -n`"),
     ];
     for (program, args, envs, needle) in cases {

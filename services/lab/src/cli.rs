@@ -41,7 +41,7 @@ pub struct Cli {
 enum Role {
     /// Rehearse a pod deletion, rolling restart or kill (the default).
     #[command(args_override_self = true)]
-    Rehearse(LabConfig),
+    Rehearse(Box<LabConfig>),
     /// Measure drain time against sessions, failover, memory per idle
     /// session and steady throughput, on loopback; prints Markdown tables.
     Bench(BenchConfig),
@@ -69,7 +69,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let program = |name: &str, args: Vec<OsString>| std::iter::once(OsString::from(name)).chain(args);
     let result = match cli.role {
         None => return rehearse(cli.rehearsal),
-        Some(Role::Rehearse(config)) => return rehearse(config),
+        Some(Role::Rehearse(config)) => return rehearse(*config),
         Some(Role::Bench(config)) => return bench(config),
         Some(Role::Server { args }) => gsd_server::cli::main(program("gsd-server", args)),
         Some(Role::Client { args }) => gsd_client::cli::main(program("gsd-client", args)),

@@ -107,6 +107,22 @@ pub struct LabConfig {
     #[arg(long, default_value_t = 0)]
     pub fault_close_last_seq_lower: u32,
 
+    /// The servers' RESUME_WINDOW: how long a session cut without notice
+    /// stays parked for its client to resume it (0s: resume off). Every pod
+    /// signs with the same key, as the chart's pods do.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resume_window: Duration,
+
+    /// `partition` only: the partition heals after this long, counted from
+    /// the cut. The pod stays up and comes back into the Service (a network
+    /// blip, not a dead node); without it the pod is SIGKILLed once it has
+    /// freed its sessions and a replacement is started. The partition is on
+    /// the path between the clients and the pod (the Service stand-in); the
+    /// pods reach each other's admin port throughout, so a resume that
+    /// lands on another pod fetches the session from the partitioned one.
+    #[arg(long, value_parser = parse_duration)]
+    pub heal_after: Option<Duration>,
+
     /// Traffic time before the first deletion and between rounds.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub settle: Duration,
@@ -170,6 +186,17 @@ impl LabConfig {
         }
         if self.readiness_period.is_zero() {
             return Err("--readiness-period must be larger than 0".into());
+        }
+        if self.resume_window > Duration::from_secs(3600) {
+            return Err(format!("--resume-window {:?} is over the servers' limit of 1h", self.resume_window));
+        }
+        if let Some(heal) = self.heal_after {
+            if self.scenario != Scenario::Partition {
+                return Err("--heal-after is for --scenario partition only".into());
+            }
+            if heal.is_zero() {
+                return Err("--heal-after must be larger than 0".into());
+            }
         }
         Ok(())
     }

@@ -19,7 +19,8 @@ use crate::harness::metrics::{scrape, scrape_until, wait_value};
 use crate::harness::{Balancer, Client, Error, Launcher, Reaper, Server};
 use callgrind::Callgrind;
 pub use report::{
-    BenchReport, DrainResult, Failover, FailoverResult, InstructionsResult, MemoryResult, ThroughputResult, render,
+    BenchReport, DrainResult, Failover, FailoverResult, InstructionsResult, MemoryResult, ResumeResult,
+    ThroughputResult, render,
 };
 
 /// gsd-lab bench: drain time against sessions, failover, memory per idle
@@ -35,6 +36,10 @@ pub struct BenchConfig {
     /// Idle sessions in the memory scenario.
     #[arg(long, default_value_t = 10_000)]
     pub memory_sessions: u32,
+    /// Virtual users in the resume scenario: every session cut at once
+    /// (a reset of both ends) and resumed.
+    #[arg(long, default_value_t = 10_000)]
+    pub resume_users: u32,
     /// Busy sessions in the throughput scenario.
     #[arg(long, default_value_t = 1_000)]
     pub throughput_sessions: u32,
@@ -58,7 +63,12 @@ pub struct BenchConfig {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Which scenarios to run, comma-separated (default: all).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "drain,failover,memory,throughput,instructions")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "drain,failover,memory,throughput,resume,instructions"
+    )]
     pub scenarios: Vec<Scenario>,
 }
 
@@ -74,6 +84,9 @@ pub enum Scenario {
     Memory,
     /// Frames per server CPU-second in steady state.
     Throughput,
+    /// Every session of one server cut at once and resumed: latency, CPU
+    /// per resumed session, memory with every session parked.
+    Resume,
     /// Instructions per drained session under callgrind.
     Instructions,
 }
@@ -214,17 +227,15 @@ impl Bench {
         let back = body.filter(|b| all_back(b)).map(|_| signalled.elapsed());
         a.finish(STOP_TIMEOUT).await;
         let totals = client.stop(Duration::from_secs(60)).await?;
-        let mut latencies: Vec<f64> = client.reconnects().iter().map(|r| r.latency_ms).collect();
-        latencies.sort_by(f64::total_cmp);
-        let q = |percent: u64| percentile(&latencies, percent).unwrap_or(f64::NAN);
+        let (reconnects, p50_ms, p99_ms, max_ms) = quantiles(client.reconnects().iter().map(|r| r.latency_ms));
         b.stop(STOP_TIMEOUT).await;
         Ok(FailoverResult {
             variant,
             users,
-            reconnects: latencies.len() as u64,
-            p50_ms: q(50),
-            p99_ms: q(99),
-            max_ms: q(100),
+            reconnects,
+            p50_ms,
+            p99_ms,
+            max_ms,
             all_back_seconds: back.map_or(f64::NAN, |d| d.as_secs_f64()),
             drains_complete: totals.n("drains_complete"),
             drains_incomplete: totals.n("drains_incomplete"),
@@ -303,6 +314,88 @@ impl Bench {
         })
     }
 
+    /// Session resume at scale: `users` sessions on one server behind the
+    /// Service stand-in, every connection reset at once (both ends, as a
+    /// proxy that restarts), and every user resumed on the same server.
+    /// Then the same cut with the endpoint out of the Service, so that every
+    /// session stays parked while the server's memory is read, and back in:
+    /// resumed again.
+    async fn resume(&self, users: u32) -> Result<ResumeResult, Error> {
+        let args = ["--push-interval", "1s", "--metrics-linger", "0s", "--resume-window", "120s"];
+        let mut server = self.server("bench-resume", &args).await?;
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let balancer = Balancer::start(listen, false, Duration::from_millis(100))
+            .await
+            .map_err(|source| Error::Listen { addr: listen, source })?;
+        let (id, addr, admin) = (server.id().to_owned(), server.addr, server.admin);
+        balancer.add(&id, addr, admin);
+        balancer.wait_ready(&id, Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_idle = server.proc.rss_kib();
+        let mut client = self.client(&balancer.url(), users, &["--request-interval", "1s"]).await?;
+        wait_value(client.metrics, names::CLIENT_SESSIONS, users as f64, Duration::from_secs(180)).await?;
+        tokio::time::sleep(SETTLE).await;
+        let rss_live = server.proc.rss_kib();
+
+        // Every session reset at once; the users come back through the
+        // stand-in to the same server and ask for their session.
+        let resumed = |n: u32| {
+            move |body: &str| {
+                let value = |series: names::Metric| gsd_telemetry::sample(body, series).unwrap_or(0.0);
+                value(names::CLIENT_SESSIONS_RESUMED) >= n as f64 && value(names::CLIENT_SESSIONS) >= users as f64
+            }
+        };
+        let seen_before = client.reconnects().len();
+        let cpu_before = (server.proc.cpu_seconds(), client.proc.cpu_seconds());
+        let cut = Instant::now();
+        balancer.reset(&id);
+        let until = Instant::now() + Duration::from_secs(120);
+        let body = scrape_until(client.metrics, until, Duration::from_millis(10), resumed(users)).await;
+        let all_resumed = body.filter(|b| resumed(users)(b)).map(|_| cut.elapsed());
+        let cpu = (server.proc.cpu_seconds() - cpu_before.0, client.proc.cpu_seconds() - cpu_before.1);
+        let (resumed_first, p50_ms, p99_ms, max_ms) =
+            quantiles(client.reconnects()[seen_before..].iter().map(|r| r.latency_ms));
+
+        // The same cut with the endpoint out of the Service: nobody can ask
+        // yet, so every session is parked at once.
+        balancer.remove(&id);
+        balancer.reset(&id);
+        let parked = wait_value(admin, names::SERVER_SESSIONS_PARKED, users as f64, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_parked = server.proc.rss_kib();
+        balancer.forget(&id);
+        balancer.add(&id, addr, admin);
+        balancer.wait_ready(&id, Duration::from_secs(60)).await?;
+        let until = Instant::now() + Duration::from_secs(120);
+        let again = scrape_until(client.metrics, until, Duration::from_millis(50), resumed(2 * users)).await;
+        let again = again.is_some_and(|b| resumed(2 * users)(&b));
+        let totals = client.stop(Duration::from_secs(60)).await?;
+        let account = server.stop(STOP_TIMEOUT).await;
+        let v =
+            |series: String| gsd_telemetry::sample(account.account().unwrap_or_default(), series).unwrap_or(f64::NAN);
+        let per = |cpu: f64| cpu * 1e6 / users.max(1) as f64;
+        Ok(ResumeResult {
+            users,
+            resumed_first,
+            p50_ms,
+            p99_ms,
+            max_ms,
+            all_resumed_seconds: all_resumed.map_or(f64::NAN, |d| d.as_secs_f64()),
+            server_cpu_us_per_resume: per(cpu.0),
+            client_cpu_us_per_resume: per(cpu.1),
+            server_rss_idle_kib: rss_idle,
+            server_rss_live_kib: rss_live,
+            server_rss_parked_kib: if parked.is_ok() { rss_parked } else { 0 },
+            all_parked: parked.is_ok(),
+            resumed_again: again,
+            sessions_resumed: totals.n("sessions_resumed"),
+            sessions_cut: totals.n("sessions_cut"),
+            frames_replayed: v(names::SERVER_FRAMES_REPLAYED.at(&[])) as u64,
+            messages_lost: totals.n("messages_lost"),
+            requests_lost: totals.n("requests_lost"),
+        })
+    }
+
     /// Instructions per drained session: a drain of `sessions` with both
     /// processes under callgrind, its output in a directory of its own.
     async fn instructions(&self, sessions: u32) -> Result<Option<InstructionsResult>, Error> {
@@ -324,6 +417,14 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&dir);
         Ok(counting.instructions.lock().unwrap().take())
     }
+}
+
+/// How many latencies (ms), and their p50, p99 and largest (NaN for none).
+fn quantiles(latencies: impl Iterator<Item = f64>) -> (u64, f64, f64, f64) {
+    let mut sorted: Vec<f64> = latencies.collect();
+    sorted.sort_by(f64::total_cmp);
+    let q = |percent: u64| percentile(&sorted, percent).unwrap_or(f64::NAN);
+    (sorted.len() as u64, q(50), q(99), q(100))
 }
 
 /// The cores and the memory (GiB) of this machine, for the report.
@@ -374,6 +475,12 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
         eprintln!("bench: throughput of {} sessions", config.throughput_sessions);
         throughput = Some(bench.throughput(config.throughput_sessions, config.throughput_window).await?);
     }
+    let mut resume = None;
+    if wanted(Scenario::Resume) {
+        let users = config.users_here(config.resume_users, "resume");
+        eprintln!("bench: {users} sessions cut at once and resumed");
+        resume = Some(bench.resume(users).await?);
+    }
     let mut instructions = None;
     if wanted(Scenario::Instructions) && config.instructions_sessions > 0 {
         instructions = bench.instructions(config.instructions_sessions).await?;
@@ -386,6 +493,7 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
         failover,
         memory,
         throughput,
+        resume,
         instructions,
     })
 }
@@ -398,21 +506,27 @@ impl BenchConfig {
         self.memory_sessions = 500;
         self.throughput_sessions = 100;
         self.throughput_window = Duration::from_secs(3);
+        self.resume_users = 200;
         self.instructions_sessions = 20;
     }
 
     /// `--failover-users`, or fewer if the Service stand-in in this process
     /// cannot proxy that many (said on stderr).
     fn failover_users_here(&self) -> u32 {
+        self.users_here(self.failover_users, "failover")
+    }
+
+    /// `users`, or fewer if the Service stand-in in this process cannot
+    /// proxy that many (said on stderr, naming the `scenario`).
+    fn users_here(&self, users: u32, scenario: &str) -> u32 {
         let room = crate::harness::service::capacity(512) / 100 * 100;
-        let users = u64::from(self.failover_users);
-        if users <= room {
-            return self.failover_users;
+        if u64::from(users) <= room {
+            return users;
         }
         eprintln!(
             "bench: {users} users need {} open files for the Service stand-in; this machine allows fewer \
-             (ulimit -n), so failover is measured with {room} users",
-            users * 2 + 512
+             (ulimit -n), so {scenario} is measured with {room} users",
+            u64::from(users) * 2 + 512
         );
         room as u32
     }

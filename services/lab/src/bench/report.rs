@@ -138,6 +138,49 @@ pub struct ThroughputResult {
     pub messages_per_cpu_second: f64,
 }
 
+/// Every session of one server cut at once (both ends reset) and resumed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumeResult {
+    /// Virtual users, every one on the server.
+    pub users: u32,
+    /// Reconnects the client logged after the first cut.
+    pub resumed_first: u64,
+    /// Median latency, from the cut to the resumed welcome.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// The slowest.
+    pub max_ms: f64,
+    /// The reset to every user's session resumed.
+    pub all_resumed_seconds: f64,
+    /// Server CPU time (user + system) from the reset to the last resume,
+    /// per user.
+    pub server_cpu_us_per_resume: f64,
+    /// The same for the client process.
+    pub client_cpu_us_per_resume: f64,
+    /// The server's RSS with no session.
+    pub server_rss_idle_kib: u64,
+    /// With every user's session open.
+    pub server_rss_live_kib: u64,
+    /// With every session parked and none open (0 when they were not all
+    /// parked: see `all_parked`).
+    pub server_rss_parked_kib: u64,
+    /// Whether every session was parked at once in the second cut.
+    pub all_parked: bool,
+    /// Whether every user resumed again after that.
+    pub resumed_again: bool,
+    /// The client's ledger: sessions resumed, over both cuts.
+    pub sessions_resumed: u64,
+    /// Sessions cut, over both cuts.
+    pub sessions_cut: u64,
+    /// Frames the server replayed.
+    pub frames_replayed: u64,
+    /// Messages the ledger counts lost.
+    pub messages_lost: u64,
+    /// Requests the ledger counts lost.
+    pub requests_lost: u64,
+}
+
 /// Every scenario's results, and the machine they were measured on.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -155,6 +198,8 @@ pub struct BenchReport {
     pub memory: Option<MemoryResult>,
     /// The throughput scenario, if it ran.
     pub throughput: Option<ThroughputResult>,
+    /// The resume scenario, if it ran.
+    pub resume: Option<ResumeResult>,
     /// The instructions scenario, if it ran.
     pub instructions: Option<InstructionsResult>,
 }
@@ -229,6 +274,31 @@ pub fn render(r: &BenchReport) -> String {
             t.messages_per_second,
             t.server_cpu_seconds,
             t.messages_per_cpu_second
+        );
+    }
+    if let Some(r) = &r.resume {
+        out += "\n### Session resume (one server, every session reset at once)\n\n";
+        out += "| users | resumed | p50 | p99 | max | all resumed after | server CPU per resume | client CPU per resume | server RSS idle / live / all parked | cut / resumed (both cuts) | replayed | lost (messages / requests) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        let parked =
+            if r.all_parked { format!("{} KiB", r.server_rss_parked_kib) } else { "not all parked".to_owned() };
+        out += &format!(
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3} s | {:.0} µs | {:.0} µs | {} KiB / {} KiB / {parked} | {} / {}{} | {} | {} / {} |\n",
+            r.users,
+            r.resumed_first,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.all_resumed_seconds,
+            r.server_cpu_us_per_resume,
+            r.client_cpu_us_per_resume,
+            r.server_rss_idle_kib,
+            r.server_rss_live_kib,
+            r.sessions_cut,
+            r.sessions_resumed,
+            if r.resumed_again { "" } else { " (not all back after the second)" },
+            r.frames_replayed,
+            r.messages_lost,
+            r.requests_lost
         );
     }
     out

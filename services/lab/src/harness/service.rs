@@ -113,6 +113,16 @@ impl Balancer {
         }
     }
 
+    /// Ends pod `id`'s partition: new connections carry bytes again and
+    /// its endpoint is back (once its probe passes). The connections open
+    /// through the partition stay silent: both ends gave them up.
+    pub fn heal(&self, id: &str) {
+        for e in self.inner.endpoints.lock().unwrap().iter_mut().filter(|e| e.id == id) {
+            e.cut = CancellationToken::new();
+            e.removed = false;
+        }
+    }
+
     /// Resets every connection open to pod `id` now, on both sides (a TCP
     /// RST to the client and to the server, as a proxy in front of the pods
     /// that restarts does); the pod stays an endpoint, and new connections

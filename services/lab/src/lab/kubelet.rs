@@ -125,6 +125,8 @@ impl Lab {
     /// a replacement. Both sides must notice on their own, within
     /// PING_INTERVAL + PING_TIMEOUT: the pod frees every session and the
     /// users reconnect elsewhere. Then the pod is SIGKILLed (its node is gone).
+    /// With `--heal-after`, a blip instead: no replacement, and at the heal
+    /// the pod comes back into the Service and stays.
     pub(super) async fn partition(&mut self, idx: usize, round: u32) -> Result<(), Error> {
         let c = self.config.clone();
         let mut pod = self.pods.remove(idx);
@@ -137,7 +139,9 @@ impl Lab {
         self.balancer.partition(&id);
         let cut = Instant::now();
         self.remove_endpoint_later(&id);
-        self.start_pod().await?;
+        if c.heal_after.is_none() {
+            self.start_pod().await?;
+        }
         // The pod is alive behind the cut; the lab reads it directly.
         let bound = c.ping_interval + c.ping_timeout;
         let freed = |body: &str| gsd_telemetry::sample(body, names::SERVER_SESSIONS) == Some(0.0);
@@ -150,10 +154,22 @@ impl Lab {
                 "{id}: {open} of its {sessions} sessions still open {freed_after:.1?} after the cut (bound {bound:?})"
             ));
         }
-        pod.proc.signal(Signal::SIGKILL);
-        pod.proc.wait_exit(Duration::from_secs(10)).await;
-        self.balancer.forget(&id);
-        self.rows.push(DrainRow::partitioned(round, &id, sessions, freed_after, before.as_deref(), &body));
+        let mut row = DrainRow::partitioned(round, &id, sessions, freed_after, before.as_deref(), &body);
+        if let Some(heal) = c.heal_after {
+            // After the endpoint's removal has happened, so that it does not
+            // undo the heal.
+            let after = heal.max(c.propagation_delay + Duration::from_millis(50));
+            self.progress.set(self.step(round, &format!("partition of {id} heals")));
+            tokio::time::sleep_until(cut + after).await;
+            self.balancer.heal(&id);
+            self.pods.insert(idx, pod);
+            row.sigkilled = false;
+        } else {
+            pod.proc.signal(Signal::SIGKILL);
+            pod.proc.wait_exit(Duration::from_secs(10)).await;
+            self.balancer.forget(&id);
+        }
+        self.rows.push(row);
         self.open_row = Some(clients_before);
         self.progress.drained();
         Ok(())

@@ -57,6 +57,32 @@ struct Lab {
     /// The clients' account taken just before the last row's termination,
     /// until [`Lab::close_row`] sets the row's side of the clients.
     open_row: Option<Result<ClientAccount, String>>,
+    /// The resume key every pod signs with (RESUME_KEY_FILE), as the
+    /// chart's Secret gives every replica the same one; removed at the end.
+    resume_key: ResumeKey,
+}
+
+/// A file of 32 random bytes (hex), removed when dropped.
+struct ResumeKey(std::path::PathBuf);
+
+impl ResumeKey {
+    fn new() -> Result<ResumeKey, Error> {
+        let path = std::env::temp_dir().join(format!("gsd-lab-resume-key-{}", std::process::id()));
+        let failed = |what: &std::path::Path, e: std::io::Error| Error::Stuck(format!("{}: {e}", what.display()));
+        let mut bytes = [0u8; 32];
+        let random = std::path::Path::new("/dev/urandom");
+        std::io::Read::read_exact(&mut std::fs::File::open(random).map_err(|e| failed(random, e))?, &mut bytes)
+            .map_err(|e| failed(random, e))?;
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, key).map_err(|e| failed(&path, e))?;
+        Ok(ResumeKey(path))
+    }
+}
+
+impl Drop for ResumeKey {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Runs the rehearsal `config` describes, with pods and clients started as
@@ -90,6 +116,7 @@ pub async fn run(config: LabConfig, exe: PathBuf, reaper: Reaper) -> Result<Repo
         progress,
         findings: Vec::new(),
         open_row: None,
+        resume_key: ResumeKey::new()?,
     };
     let outcome = lab.rehearse().await;
     ticker.abort();
@@ -135,8 +162,11 @@ impl Lab {
             c.fault_reset_at_sigterm.to_string(),
             "--fault-close-last-seq-lower".into(),
             c.fault_close_last_seq_lower.to_string(),
+            "--resume-window".into(),
+            d(c.resume_window),
         ];
-        let pod = self.launcher.server(&id, "127.0.0.1", &args, &[]).await?;
+        let key = self.resume_key.0.to_string_lossy().into_owned();
+        let pod = self.launcher.server(&id, "127.0.0.1", &args, &[("RESUME_KEY_FILE", key.as_str())]).await?;
         self.balancer.add(&id, pod.addr, pod.admin);
         self.pods.push(pod);
         Ok(id)

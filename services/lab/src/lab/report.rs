@@ -237,6 +237,9 @@ pub struct ClientTotals {
     /// Sessions that ended with no close and no notice: loss in them cannot
     /// be counted by anyone, so it is not in `messages_lost`.
     pub sessions_cut: u64,
+    /// Of those, sessions a resume took back (replayed from the client's
+    /// last frame): their loss is known, and in `messages_lost`.
+    pub sessions_resumed: u64,
     /// Data frames the clients received but whose ack their server never
     /// got, the session having ended first: processed, not lost; the
     /// clients' side of the pods' unacked counts.
@@ -261,6 +264,7 @@ impl ClientTotals {
         self.messages_lost += exit.n("messages_lost");
         self.messages_skipped += exit.n("messages_skipped");
         self.sessions_cut += exit.n("sessions_cut");
+        self.sessions_resumed += exit.n("sessions_resumed");
         self.data_unacked += exit.n("data_unacked");
         self.data_duplicate += exit.n("data_duplicate");
         self.requests_lost += exit.n("requests_lost");
@@ -304,6 +308,11 @@ pub struct Report {
     pub prestop_seconds: f64,
     /// Its grace period, counted from the start of preStop.
     pub grace_seconds: f64,
+    /// The servers' RESUME_WINDOW (0: resume off).
+    pub resume_window_seconds: f64,
+    /// `partition`: when the partition healed, after the cut (none: the
+    /// pod's node was gone).
+    pub heal_after_seconds: Option<f64>,
     /// How long an endpoint removal took to reach the Service.
     pub propagation_delay_seconds: f64,
     /// The Service's session affinity.
@@ -375,6 +384,8 @@ impl Report {
             users_per_client: c.users,
             prestop_seconds: c.prestop.as_secs_f64(),
             grace_seconds: c.grace.as_secs_f64(),
+            resume_window_seconds: c.resume_window.as_secs_f64(),
+            heal_after_seconds: c.heal_after.map(|d| d.as_secs_f64()),
             propagation_delay_seconds: c.propagation_delay.as_secs_f64(),
             affinity: c.affinity,
             drains: rows,
@@ -417,8 +428,10 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let secs = |s: f64| humantime::format_duration(Duration::from_millis((s * 1000.0).round() as u64)).to_string();
     out += &format!(
-        "gsd-lab: {} | {} round(s) | {} servers | {} client(s) x {} users | preStop {} | grace {} | propagation {}\n\n",
+        "gsd-lab: {}{} | {} round(s) | {} servers | {} client(s) x {} users | preStop {} | grace {} | propagation {} \
+         | resume {}\n\n",
         serde_json::to_value(report.scenario).unwrap().as_str().unwrap(),
+        report.heal_after_seconds.map_or(String::new(), |h| format!(" (heals after {})", secs(h))),
         report.rounds,
         report.servers,
         report.clients,
@@ -426,6 +439,11 @@ pub fn render(report: &Report) -> String {
         secs(report.prestop_seconds),
         secs(report.grace_seconds),
         secs(report.propagation_delay_seconds),
+        if report.resume_window_seconds > 0.0 {
+            format!("window {}", secs(report.resume_window_seconds))
+        } else {
+            "off".to_owned()
+        },
     );
     out += &format!(
         "{:<6} {:<8} {:>8} {:>8} {:>9} {:>10}  {:<10} {:<8} {:>6}\n",
@@ -470,10 +488,21 @@ pub fn render(report: &Report) -> String {
         t.requests_lost,
         t.requests_resent
     );
-    if t.sessions_cut > 0 {
+    if t.sessions_cut > t.sessions_resumed {
+        let resumed = match t.sessions_resumed {
+            0 => String::new(),
+            n => format!(" ({n} of them resumed, replayed from the client's last frame: known)"),
+        };
         out += &format!(
-            "         {} session(s) cut with no close and no notice: what their pod sent after the last frame \
-             received is UNKNOWN, and not in \"messages lost\"\n",
+            "         {} session(s) cut with no close and no notice{resumed}: what their pod sent after the last \
+             frame received in the other {} is UNKNOWN, and not in \"messages lost\"\n",
+            t.sessions_cut,
+            t.sessions_cut - t.sessions_resumed
+        );
+    } else if t.sessions_cut > 0 {
+        out += &format!(
+            "         {} session(s) cut with no close and no notice, every one resumed (replayed from the client's \
+             last frame): any gap is in \"messages lost\"\n",
             t.sessions_cut
         );
     }
