@@ -62,8 +62,10 @@ fn documented(heading: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (flags, envs)
 }
 
-/// Read by the logging and tracing libraries, not by the option parser.
-const NOT_OPTIONS: [&str; 2] = ["RUST_LOG", "OTEL_*"];
+/// Read by the logging and tracing libraries, or (POD_IP, the address the
+/// other replicas fetch a parked session from) by the server itself from
+/// the pod's environment: not by the option parser.
+const NOT_OPTIONS: [&str; 3] = ["RUST_LOG", "OTEL_*", "POD_IP"];
 
 fn check(role: &str, heading: &str) {
     let (help_flags, help_envs) = help_options(role);
