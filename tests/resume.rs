@@ -88,6 +88,24 @@ fn reset(raw: Raw) {
     drop(raw);
 }
 
+/// A session reset once it had received seqs up to `upto`, and parked.
+struct Parked {
+    token: String,
+    session_id: String,
+}
+
+/// A server with resume on (`args` more) holding one parked session.
+async fn one_parked(name: &str, args: &[&str], upto: u64) -> (Proc, SocketAddr, Parked) {
+    let (key, _) = key_file(name);
+    let (server, addr) = server("a", &key, args).await;
+    let mut held = open(addr).await;
+    read_data(&mut held.raw, upto).await;
+    let parked = Parked { token: held.token.clone(), session_id: held.raw.session_id.clone() };
+    reset(held.raw);
+    wait_metric(server.admin(), names::SERVER_SESSIONS_PARKED.at(&[]), 1.0).await;
+    (server, addr, parked)
+}
+
 /// An upgrade asking for a session back: `token` and, unless `None`, the
 /// last seq header's value. What came first: the resumed welcome, or the
 /// close code and reason.
@@ -205,19 +223,49 @@ async fn a_resume_that_outruns_the_cut_waits_for_the_park_and_a_live_session_is_
     assert_eq!(refusals(admin, "not_parked").await, 1.0);
 }
 
+/// A resume the server cannot serve now (MAX_SESSIONS reached) is closed
+/// 1013 before any welcome, and the session it took goes back to the lot:
+/// the client's next try, once there is room, gets it back whole.
+#[tokio::test]
+async fn a_resume_refused_for_capacity_keeps_the_session_parked_for_the_next_try() {
+    let (server, addr, held) = one_parked("capacity", &["--max-sessions", "1"], 5).await;
+    let admin = server.admin();
+    let session_id = held.session_id.clone();
+    // Another user takes the one place.
+    let other = open(addr).await;
+    match ask(addr, &held.token, Some("5")).await {
+        Err((code, _)) => assert_eq!(code, gsd_protocol::close::TRY_AGAIN_LATER),
+        Ok((_, welcome)) => panic!("served beyond MAX_SESSIONS: {welcome:?}"),
+    }
+    assert_eq!(metric(admin, names::SERVER_SESSIONS_PARKED.at(&[])).await, Some(1.0), "back in the lot");
+    drop(other);
+    wait_metric(admin, names::SERVER_SESSIONS.at(&[]), 0.0).await;
+    // The place is given back a moment after the gauge drops: the client's
+    // retries, each refused 1013 and each putting the session back.
+    let mut tries = 0;
+    let welcome = loop {
+        tries += 1;
+        match ask(addr, &held.token, Some("5")).await {
+            Ok((_ws, welcome)) => break welcome,
+            Err((code, _)) if code == gsd_protocol::close::TRY_AGAIN_LATER && tries < 50 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(other) => panic!("try {tries}: {other:?}"),
+        }
+    };
+    let ServerMessage::Welcome { session_id: again, resumed, replay_from, .. } = welcome else { panic!("{welcome:?}") };
+    assert_eq!((again, resumed, replay_from), (session_id, true, Some(6)));
+    assert_eq!(refusals(admin, "replayed").await, 0.0);
+}
+
 /// Past RESUME_MAX_BYTES a session keeps only its newest frames: a resume
 /// from seq 0 is given back from the oldest frame kept, and every frame
 /// before it is counted, unacked by the server and (from `replay_from`)
 /// lost by a client, exactly.
 #[tokio::test]
 async fn frames_past_the_byte_bound_are_not_replayed_and_the_gap_is_exact() {
-    let (key, _) = key_file("shed");
-    let (server, addr) = server("a", &key, &["--resume-max-bytes", "1024"]).await;
+    let (server, addr, held) = one_parked("shed", &["--resume-max-bytes", "1024"], 150).await;
     let admin = server.admin();
-    let mut held = open(addr).await;
-    read_data(&mut held.raw, 150).await;
-    reset(held.raw);
-    wait_metric(admin, names::SERVER_SESSIONS_PARKED.at(&[]), 1.0).await;
     let sent = metric(admin, names::SERVER_MESSAGES_SENT.at(&[("type", "data")])).await.unwrap() as u64;
     let (ws, welcome) = ask(addr, &held.token, Some("0")).await.expect("resumed");
     let ServerMessage::Welcome { replay_from: Some(from), .. } = welcome else { panic!("{welcome:?}") };

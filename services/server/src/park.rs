@@ -180,6 +180,12 @@ impl Lot {
         self.parked.drain().map(|(_, (_, parked))| parked).collect()
     }
 
+    /// Whether `session_id` is parked here for the token with `nonce`
+    /// (expired or not).
+    pub fn holds(&self, session_id: &str, nonce: u64) -> bool {
+        self.parked.get(session_id).is_some_and(|(_, parked)| parked.nonce == nonce)
+    }
+
     /// Sessions parked now.
     pub fn len(&self) -> usize {
         self.parked.len()

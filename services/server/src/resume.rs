@@ -11,7 +11,7 @@
 //! the other answers with [`Resume::hand_over`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
@@ -60,12 +60,11 @@ pub(crate) struct Resume {
     /// RESUME_MAX_BYTES: payload bytes of unacked frames a session keeps.
     pub(crate) max_bytes: usize,
     /// Sessions serving here with a token, by id: a resume for one of them
-    /// waits up to [`LIVE_WAIT`] for it to end and be parked. A count, since
-    /// the session resumed from a parked one can start serving before the
-    /// one that parked it has left.
-    live: Mutex<HashMap<String, u32>>,
-    /// Woken when a session is parked or stops serving.
-    changed: Notify,
+    /// waits up to [`LIVE_WAIT`] for it to end and be parked, woken by the
+    /// session's own [`Notify`] when it is parked or stops serving. A count,
+    /// since the session resumed from a parked one can start serving before
+    /// the one that parked it has left.
+    live: Mutex<HashMap<String, (u32, Arc<Notify>)>>,
 }
 
 /// What an upgrade asked for.
@@ -129,7 +128,6 @@ impl Resume {
             lot: Mutex::new(Lot::new(config.resume_window, max_bytes, max_parked)),
             max_bytes,
             live: Mutex::new(HashMap::new()),
-            changed: Notify::new(),
         }))
     }
 
@@ -177,38 +175,46 @@ impl Resume {
     pub(crate) async fn take(&self, claims: &Claims) -> Result<Parked, &'static str> {
         let until = Instant::now() + LIVE_WAIT;
         loop {
-            // Registered before the look, so that a park in between wakes it.
-            let changed = self.changed.notified();
+            // Whether it serves, read before the lot: a session is parked
+            // before it stops serving, so one that does not serve now and
+            // is not in the lot either will not be parked. The wake-up is
+            // registered before the look, so that a park in between wakes it.
+            let serving = self.live.lock().expect("not poisoned").get(&claims.session_id).map(|(_, n)| n.clone());
+            let changed = serving.as_ref().map(|notify| notify.notified());
             let taken = self.lot.lock().expect("not poisoned").take(&claims.session_id, claims.nonce, Instant::now());
-            match taken {
-                Err(TakeRefusal::NotParked) if self.is_live(&claims.session_id) && Instant::now() < until => {
+            match (taken, changed) {
+                (Err(TakeRefusal::NotParked), Some(changed)) if Instant::now() < until => {
                     let _ = tokio::time::timeout_at(until, changed).await;
                 }
-                other => return other.map_err(|r| r.reason()),
+                (other, _) => return other.map_err(|r| r.reason()),
             }
         }
     }
 
+    /// Whether this replica's lot holds the session `claims` name, for
+    /// their token, whatever replica the token names: a session fetched
+    /// from another replica and parked again here when its client could not
+    /// be served.
+    pub(crate) fn holds(&self, claims: &Claims) -> bool {
+        self.lot.lock().expect("not poisoned").holds(&claims.session_id, claims.nonce)
+    }
+
     /// A session with a token starts serving here.
     pub(crate) fn enter(&self, session_id: &str) {
-        *self.live.lock().expect("not poisoned").entry(session_id.to_owned()).or_default() += 1;
+        let mut live = self.live.lock().expect("not poisoned");
+        live.entry(session_id.to_owned()).or_insert_with(|| (0, Arc::new(Notify::new()))).0 += 1;
     }
 
     /// A session stops serving here (parked or not).
     pub(crate) fn leave(&self, session_id: &str) {
         let mut live = self.live.lock().expect("not poisoned");
-        if let Some(n) = live.get_mut(session_id) {
+        if let Some((n, notify)) = live.get_mut(session_id) {
             *n -= 1;
+            notify.notify_waiters();
             if *n == 0 {
                 live.remove(session_id);
             }
         }
-        drop(live);
-        self.changed.notify_waiters();
-    }
-
-    fn is_live(&self, session_id: &str) -> bool {
-        self.live.lock().expect("not poisoned").contains_key(session_id)
     }
 
     /// Asks the replica that parked the session (the token's origin) to
@@ -267,9 +273,12 @@ impl Resume {
     /// that then asked for too much); how many of its frames were shed to
     /// fit its byte bound.
     pub(crate) fn park(&self, parked: Parked) -> Result<u64, NotParked> {
-        let parked = self.lot.lock().expect("not poisoned").park(parked, Instant::now());
-        self.changed.notify_waiters();
-        parked
+        let id = parked.session_id.clone();
+        let shed = self.lot.lock().expect("not poisoned").park(parked, Instant::now());
+        if let Some((_, notify)) = self.live.lock().expect("not poisoned").get(&id) {
+            notify.notify_waiters();
+        }
+        shed
     }
 
     /// Every parked session whose window has ended, to be counted.

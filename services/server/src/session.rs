@@ -133,7 +133,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         Ask::Refused(reason) => return refuse_resume(socket, &shared, peer, reason).await,
         Ask::Resume { token, claims, last_seq } => {
             let resume = shared.resume.as_ref().expect("an ask to resume only where resume is on");
-            let (taken, place) = if resume.is_here(&claims) {
+            let (taken, place) = if resume.is_here(&claims) || resume.holds(&claims) {
                 (resume.take(&claims).await, "local")
             } else {
                 (resume.fetch(&token, &claims).await, "fetched")
@@ -182,17 +182,24 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             nonce: 0,
             resumed: None,
         };
-        if let Some((parked, last_seq)) = parked {
-            session.take_back(parked, last_seq);
-        }
         let max = session.shared.config.max_sessions;
         if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
             session.shared.active.fetch_sub(1, Ordering::SeqCst);
             session.shared.metrics.refused(Refusal::Capacity).inc();
             warn!(session_id = %session.session_id, %peer, max_sessions = max, "session_refused_capacity");
+            // A session taken back for a client that cannot be served now
+            // goes back to the lot, here: the client keeps asking (a 1013
+            // before the welcome is a failed connect, retried with its ask).
+            if let (Some((parked, _)), Some(resume)) = (parked, session.shared.resume.as_ref()) {
+                let _ = resume.park(parked);
+                session.shared.metrics.sessions_parked.set(resume.parked() as i64);
+            }
             session.finish(End::Capacity, rx).await;
             session.shared.metrics.sessions_closed.with_label_values(&[End::Capacity.label()]).inc();
             return;
+        }
+        if let Some((parked, last_seq)) = parked {
+            session.take_back(parked, last_seq);
         }
         let shared = session.shared.clone();
         session.reset_ticket = shared.reset_pick.as_ref().map(|pick| pick.enter());
