@@ -353,6 +353,10 @@ impl Bench {
         let body = scrape_until(client.metrics, until, Duration::from_millis(10), resumed(users)).await;
         let all_resumed = body.filter(|b| resumed(users)(b)).map(|_| cut.elapsed());
         let cpu = (server.proc.cpu_seconds() - cpu_before.0, client.proc.cpu_seconds() - cpu_before.1);
+        // The log lines come after the counters: every user's, or what
+        // came within the bound (the count says which).
+        let logged = seen_before + users as usize;
+        let _ = client.proc.wait_count("reconnected", logged, Duration::from_secs(30)).await;
         let (resumed_first, p50_ms, p99_ms, max_ms) =
             quantiles(client.reconnects()[seen_before..].iter().map(|r| r.latency_ms));
 

@@ -110,13 +110,13 @@ impl Lab {
 
     /// The endpoint controller's removal of `id`, `--propagation-delay` from
     /// now, concurrently with whatever the kubelet does meanwhile.
-    fn remove_endpoint_later(&self, id: &str) {
+    fn remove_endpoint_later(&self, id: &str) -> tokio::task::JoinHandle<()> {
         let balancer = self.balancer.clone();
         let (id, delay) = (id.to_owned(), self.config.propagation_delay);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             balancer.remove(&id);
-        });
+        })
     }
 
     /// Cuts pod `idx`'s network silently, as when its node dies: the Service
@@ -138,7 +138,7 @@ impl Lab {
         self.progress.set(self.step(round, &format!("partition {id}")));
         self.balancer.partition(&id);
         let cut = Instant::now();
-        self.remove_endpoint_later(&id);
+        let removal = self.remove_endpoint_later(&id);
         if c.heal_after.is_none() {
             self.start_pod().await?;
         }
@@ -156,11 +156,10 @@ impl Lab {
         }
         let mut row = DrainRow::partitioned(round, &id, sessions, freed_after, before.as_deref(), &body);
         if let Some(heal) = c.heal_after {
-            // After the endpoint's removal has happened, so that it does not
-            // undo the heal.
-            let after = heal.max(c.propagation_delay + Duration::from_millis(50));
             self.progress.set(self.step(round, &format!("partition of {id} heals")));
-            tokio::time::sleep_until(cut + after).await;
+            tokio::time::sleep_until(cut + heal).await;
+            // After the endpoint's removal, so that it does not undo the heal.
+            let _ = removal.await;
             self.balancer.heal(&id);
             self.pods.insert(idx, pod);
             row.sigkilled = false;
