@@ -489,7 +489,7 @@ fn sessions_a_proxy_cut_at_its_setting_fail_naming_the_setting() {
     );
     assert!(
         stdout.contains(
-            "via traefik (pod traefik-abc, Traefik graceTimeOut 10s): 12 sessions cut; 12 reconnects after its \
+            "via traefik (pod traefik-abc, Traefik graceTimeOut 10s): 12 sessions cut, 0 resumed; 12 reconnects after its \
              termination\n    cuts 10.0–10.4 s after its termination (median 10.1 s): at the setting (9.5–12.0 s)\n"
         ),
         "{stdout}"
