@@ -199,14 +199,7 @@ impl Bench {
         common.extend_from_slice(server_args);
         let mut a = self.server("bench-a", &common).await?;
         let mut b = self.server("bench-b", &common).await?;
-        let listen = "127.0.0.1:0".parse().unwrap();
-        let balancer = Balancer::start(listen, false, Duration::from_millis(100))
-            .await
-            .map_err(|source| Error::Listen { addr: listen, source })?;
-        for server in [&a, &b] {
-            balancer.add(server.id(), server.addr, server.admin);
-            balancer.wait_ready(server.id(), Duration::from_secs(60)).await?;
-        }
+        let balancer = service(&[&a, &b]).await?;
         let mut args = vec!["--request-interval", "1s"];
         args.extend_from_slice(client_args);
         let mut client = self.client(&balancer.url(), users, &args).await?;
@@ -323,13 +316,8 @@ impl Bench {
     async fn resume(&self, users: u32) -> Result<ResumeResult, Error> {
         let args = ["--push-interval", "1s", "--metrics-linger", "0s", "--resume-window", "120s"];
         let mut server = self.server("bench-resume", &args).await?;
-        let listen = "127.0.0.1:0".parse().unwrap();
-        let balancer = Balancer::start(listen, false, Duration::from_millis(100))
-            .await
-            .map_err(|source| Error::Listen { addr: listen, source })?;
+        let balancer = service(&[&server]).await?;
         let (id, addr, admin) = (server.id().to_owned(), server.addr, server.admin);
-        balancer.add(&id, addr, admin);
-        balancer.wait_ready(&id, Duration::from_secs(60)).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_idle = server.proc.rss_kib();
         let mut client = self.client(&balancer.url(), users, &["--request-interval", "1s"]).await?;
@@ -430,6 +418,19 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&dir);
         Ok(counting.instructions.lock().unwrap().take())
     }
+}
+
+/// The Service stand-in on loopback in front of `servers`, each ready.
+async fn service(servers: &[&Server]) -> Result<Balancer, Error> {
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let balancer = Balancer::start(listen, false, Duration::from_millis(100))
+        .await
+        .map_err(|source| Error::Listen { addr: listen, source })?;
+    for server in servers {
+        balancer.add(server.id(), server.addr, server.admin);
+        balancer.wait_ready(server.id(), Duration::from_secs(60)).await?;
+    }
+    Ok(balancer)
 }
 
 /// How many latencies (ms), and their p50, p99 and largest (NaN for none).
