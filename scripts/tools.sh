@@ -240,8 +240,9 @@ need_kube() {
 
 # What the one-node cluster (scripts/cluster) needs on top of need_kube:
 # the node's components from the same pinning module, CoreDNS from its own
-# module, Debian's container runtime, CNI plugins and debootstrap, and a
-# Prometheus that has the Kubernetes service discovery.
+# module, Debian's container runtime, CNI plugins and debootstrap, and
+# Alertmanager. (The Prometheus with the Kubernetes service discovery that
+# the cluster test starts is need_prometheus_sd's, built when it gets there.)
 need_node() {
     need_kube k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler \
         k8s.io/kubernetes/cmd/kube-proxy
@@ -261,7 +262,6 @@ need_node() {
     python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
     if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
     ALERTMANAGER_BIN="${ALERTMANAGER_BIN:-$(command -v prometheus-alertmanager)}"
-    need_prometheus_sd
     need_pause_source
 }
 
