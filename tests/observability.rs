@@ -262,6 +262,21 @@ async fn jaeger_receives_the_drain_span_with_a_child_per_session() {
         .filter(|s| s["references"][0]["spanID"] == drain["spanID"])
         .collect();
     assert_eq!(children.len(), 3, "one child per session: {trace}");
+    // The drain's log lines join its trace: drain_start and drain_end carry
+    // the drain span's ids, each session_drained its session_drain span's.
+    // (Jaeger writes a trace id without its leading zeros.)
+    let trace_id = trace["traceID"].as_str().unwrap();
+    let joins = |line: &Value, span: &Value| {
+        let logged = line["trace_id"].as_str().unwrap_or_else(|| panic!("no trace_id: {line}"));
+        assert_eq!(logged.len(), 32, "{line}");
+        assert_eq!(logged.trim_start_matches('0'), trace_id.trim_start_matches('0'), "{line}");
+        assert_eq!(line["span_id"], span["spanID"], "{line}");
+    };
+    for message in ["drain_start", "drain_end"] {
+        let lines = server.events(message);
+        assert_eq!(lines.len(), 1, "{message}");
+        joins(&lines[0], drain);
+    }
     for child in children {
         assert_eq!(tag(child, "server_id"), "traced");
         assert_eq!(tag(child, "outcome"), "complete");
@@ -270,7 +285,11 @@ async fn jaeger_receives_the_drain_span_with_a_child_per_session() {
         let remaining = tag(child, "remaining");
         assert_eq!(remaining.to_string().trim_matches('"'), u(logged, "remaining").to_string(), "{child}");
         assert!(child["duration"].as_u64().unwrap() > 0);
+        joins(logged, child);
     }
+    // A line outside every span (the start) carries none.
+    let start = server.events("start");
+    assert!(start.len() == 1 && start[0].get("trace_id").is_none(), "{start:?}");
     let _ = jaeger.kill().await;
 }
 
@@ -299,6 +318,9 @@ async fn without_an_otlp_endpoint_nothing_is_exported_or_said() {
     assert!(client.wait_exit(SAFETY).await.success());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(knocks.load(std::sync::atomic::Ordering::SeqCst), 0, "something tried to export");
+    // Nothing exported, no ids: the drain's lines have none.
+    let drain_end = server.events("drain_end");
+    assert!(drain_end.len() == 1 && drain_end[0].get("trace_id").is_none(), "{drain_end:?}");
     for proc in [&server, &client] {
         let log = proc.tail().to_lowercase();
         for word in ["otlp", "opentelemetry", "export"] {

@@ -514,8 +514,13 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
         warn!(target: "gsd_server::lifecycle", server_id = %shared.server_id, chosen,
             asked = shared.config.fault_reset_at_sigterm, "fault_reset_at_sigterm_chosen");
     }
-    info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, sessions, timeout_ms = timeout.as_millis() as u64,
-        pacing_ms = shared.config.drain_pacing.as_millis() as u64, "drain_start");
+    // The drain's own lines are logged in its span: with traces exported,
+    // they carry its trace and span ids (gsd_telemetry's JSON lines).
+    span.in_scope(|| {
+        info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, sessions,
+            timeout_ms = timeout.as_millis() as u64, pacing_ms = shared.config.drain_pacing.as_millis() as u64,
+            "drain_start");
+    });
     shared.drain.cancel();
     shared.sessions.close();
 
@@ -523,7 +528,9 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     // under a bug, so that the process always exits.
     let net = started + timeout + shared.config.close_timeout + Duration::from_secs(1);
     if tokio::time::timeout_at(net, shared.sessions.wait()).await.is_err() {
-        warn!(server_id = %shared.server_id, open = shared.sessions.len(), "drain_sessions_abandoned");
+        span.in_scope(
+            || warn!(server_id = %shared.server_id, open = shared.sessions.len(), "drain_sessions_abandoned"),
+        );
     }
     // Parked sessions wait for their clients, who reconnect to another
     // replica, which asks this one to hand them over (the admin port serves
@@ -533,7 +540,9 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     if let Some(resume) = &shared.resume {
         let parked = resume.parked();
         if parked > 0 {
-            info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, parked, "drain_waits_for_parked");
+            span.in_scope(
+                || info!(target: "gsd_server::lifecycle", server_id = %shared.server_id, parked, "drain_waits_for_parked"),
+            );
             let until = (Instant::now() + HAND_OVER_GRACE).min(started + timeout);
             while resume.parked() > 0 && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -558,20 +567,22 @@ async fn drain(shared: &Arc<Shared>) -> DrainSummary {
     span.record("incomplete", summary.incomplete);
     span.record("duration_ms", duration.as_millis() as u64);
     shared.drain_span.lock().expect("not poisoned").take();
-    drop(span);
     shared.drain_finished.store(true, Ordering::SeqCst);
-    info!(
-        target: "gsd_server::lifecycle",
-        server_id = %shared.server_id,
-        sessions = summary.sessions,
-        complete = summary.complete,
-        incomplete = summary.incomplete,
-        client_left = summary.client_left,
-        peer_lost = summary.peer_lost,
-        reset = summary.reset,
-        messages = summary.messages,
-        duration_ms = duration.as_millis() as u64,
-        "drain_end"
-    );
+    span.in_scope(|| {
+        info!(
+            target: "gsd_server::lifecycle",
+            server_id = %shared.server_id,
+            sessions = summary.sessions,
+            complete = summary.complete,
+            incomplete = summary.incomplete,
+            client_left = summary.client_left,
+            peer_lost = summary.peer_lost,
+            reset = summary.reset,
+            messages = summary.messages,
+            duration_ms = duration.as_millis() as u64,
+            "drain_end"
+        )
+    });
+    drop(span);
     summary
 }

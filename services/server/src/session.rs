@@ -491,8 +491,10 @@ impl Session {
         let dropped = shared.config.fault_drop_owed.min(remaining);
         let lowered = shared.config.fault_close_last_seq_lower.min(remaining - dropped);
         let ack_target = last_seq - (dropped + lowered) as u64;
+        // The session's drain lines are logged in its session_drain span
+        // (with traces exported, they carry its ids: the drain's trace).
+        span.in_scope(|| debug!(session_id = %self.session_id, remaining, last_seq, deadline_ms, "drain_notice"));
         self.drain = Some(Drain { started: now, remaining, sent: 0, last_seq, ack_target, span });
-        debug!(session_id = %self.session_id, remaining, last_seq, deadline_ms, "drain_notice");
         self.send(ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq: Some(last_seq) }).await?;
         for _ in dropped + lowered..remaining {
             self.push().await?;
@@ -680,6 +682,7 @@ impl Session {
             drain.span.record("outcome", outcome);
             drain.span.record("duration_ms", duration_ms);
             let (remaining, sent, acked) = (drain.remaining, drain.sent, self.acked);
+            let _in_drain = drain.span.enter();
             if complete {
                 info!(session_id = %self.session_id, remaining, sent, acked, outcome, duration_ms, "session_drained");
             } else {

@@ -6,24 +6,63 @@
 //! ```
 //!
 //! The event's fields are flattened beside `message`; the innermost span's
-//! fields go under `span`. A span's fields are rendered to JSON once, when
+//! fields go under `span`. When spans are exported (OTLP), a line inside a
+//! span also carries `trace_id` and `span_id`: the W3C ids (32 and 16 lower
+//! hex digits) of the innermost exported span around it, the ones its trace
+//! shows in Jaeger or Tempo, so that a drain's lines and its trace join:
+//!
+//! ```json
+//! {"timestamp":"…","level":"INFO","message":"drain_end","trace_id":"5d41c0e2a07f4b6c9e3a1f2b7c8d9e01","span_id":"a1b2c3d4e5f60718","span":{…}}
+//! ```
+//!
+//! A span's fields are rendered to JSON once, when
 //! the span is created, and copied into every event inside it; nothing is
 //! serialised into a value tree or parsed back, which is what made the
 //! generic JSON formatter the largest cost of a drain (a quarter of the
 //! server's instructions per drained session).
 
 use std::fmt::{self, Write as _};
+use std::sync::{Arc, OnceLock};
 
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 /// The event formatter of `LOG_FORMAT=json`.
-pub struct JsonLines;
+pub struct JsonLines {
+    /// Where the ids of `trace_id` and `span_id` are looked up: the
+    /// dispatcher this formatter runs in, once it is built (see
+    /// [`JsonLines::with_trace_ids`]). `None`: no ids, and no look-up, in a
+    /// process that exports nothing.
+    dispatch: Option<Arc<OnceLock<WeakDispatch>>>,
+}
+
+impl JsonLines {
+    /// Lines without trace ids.
+    pub fn new() -> Self {
+        JsonLines { dispatch: None }
+    }
+
+    /// Lines with the trace and span ids of the OpenTelemetry layer of the
+    /// dispatcher that `slot` will hold. The dispatcher is asked directly,
+    /// not through `tracing::dispatcher::get_default`: inside an event's
+    /// dispatch that one answers with the no-op dispatcher.
+    pub fn with_trace_ids(slot: Arc<OnceLock<WeakDispatch>>) -> Self {
+        JsonLines { dispatch: Some(slot) }
+    }
+}
+
+impl Default for JsonLines {
+    fn default() -> Self {
+        JsonLines::new()
+    }
+}
 
 /// Renders fields as the inside of a JSON object: `"k":v,"k2":v2`.
 pub struct JsonFields;
@@ -56,6 +95,12 @@ where
         event.record(&mut visitor);
         visitor.result?;
         if let Some(span) = ctx.lookup_current() {
+            // Before the span's extensions are borrowed below: the lookup
+            // reads them too.
+            let dispatch = self.dispatch.as_ref().and_then(|slot| slot.get()).and_then(WeakDispatch::upgrade);
+            if let Some((trace_id, span_id)) = dispatch.and_then(|dispatch| exported_ids(&span, &dispatch)) {
+                write!(writer, ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"")?;
+            }
             writer.write_str(",\"span\":{")?;
             let extensions = span.extensions();
             match extensions.get::<FormattedFields<N>>() {
@@ -68,6 +113,22 @@ where
         }
         writer.write_str("}\n")
     }
+}
+
+/// The trace and span ids of the innermost span around `span` (itself
+/// first) that the OpenTelemetry layer exports: gsd's spans are, a
+/// library's are filtered out of it (crate::logs), and a line inside one of
+/// those gets its gsd parent's ids. `None` when no layer exports any.
+fn exported_ids<'a, S>(span: &SpanRef<'a, S>, dispatch: &Dispatch) -> Option<(TraceId, SpanId)>
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    span.scope().find_map(|span| {
+        let cx = tracing_opentelemetry::get_otel_context(&span.id(), dispatch)?;
+        let otel = cx.span();
+        let ids = otel.span_context();
+        ids.is_valid().then(|| (ids.trace_id(), ids.span_id()))
+    })
 }
 
 /// Writes each field as `"name":value`, comma-separated.
@@ -169,7 +230,7 @@ impl fmt::Write for Escaped<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use tracing_subscriber::layer::SubscriberExt;
 
@@ -193,13 +254,89 @@ mod tests {
         let sink = Sink::default();
         let out = sink.clone();
         let layer = tracing_subscriber::fmt::layer()
-            .event_format(JsonLines)
+            .event_format(JsonLines::new())
             .fmt_fields(JsonFields)
             .with_writer(move || out.clone());
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, emit);
+        parse(&sink)
+    }
+
+    fn parse(sink: &Sink) -> Vec<serde_json::Value> {
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
+    }
+
+    /// The lines of `emit` with an OpenTelemetry layer exporting gsd's spans
+    /// only, as crate::logs installs it (the tracer exports nowhere), and
+    /// `trace_ids` as given to the formatter.
+    fn traced_lines(trace_ids: bool, emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::Layer as _;
+        let sink = Sink::default();
+        let out = sink.clone();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("gsd-test"))
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.target().starts_with("gsd")));
+        let slot = Arc::new(OnceLock::new());
+        let lines = if trace_ids { JsonLines::with_trace_ids(slot.clone()) } else { JsonLines::new() };
+        let fmt = tracing_subscriber::fmt::layer()
+            .event_format(lines)
+            .fmt_fields(JsonFields)
+            .with_writer(move || out.clone());
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(otel).with(fmt));
+        slot.set(dispatch.downgrade()).unwrap();
+        tracing::dispatcher::with_default(&dispatch, emit);
+        parse(&sink)
+    }
+
+    /// The W3C ids of `span` as the OpenTelemetry layer has them.
+    fn otel_ids(span: &tracing::Span) -> (String, String) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let cx = span.context();
+        let otel = cx.span();
+        let ids = otel.span_context();
+        (ids.trace_id().to_string(), ids.span_id().to_string())
+    }
+
+    #[test]
+    fn a_line_inside_an_exported_span_carries_its_trace_and_span_ids() {
+        let mut want = Vec::new();
+        let seen = traced_lines(true, || {
+            let drain = tracing::info_span!(target: "gsd_server::drain", "drain", sessions = 2u64);
+            let session = tracing::info_span!(target: "gsd_server::drain", parent: &drain, "session_drain");
+            want.push(otel_ids(&drain));
+            want.push(otel_ids(&session));
+            drain.in_scope(|| tracing::info!("drain_start"));
+            session.in_scope(|| {
+                tracing::info!("session_drained");
+                // A library's span is not exported: its lines get the ids
+                // of the gsd span around it.
+                tracing::info_span!(target: "hyper::proto", "read").in_scope(|| tracing::info!("inner"));
+            });
+            tracing::info!("outside");
+        });
+        let (drain, session) = (&want[0], &want[1]);
+        assert_eq!(drain.0.len(), 32, "{drain:?}");
+        assert_eq!(drain.1.len(), 16, "{drain:?}");
+        assert_eq!(drain.0, session.0, "one trace");
+        assert_ne!(drain.1, session.1);
+        let ids = |line: &serde_json::Value| {
+            (line["trace_id"].as_str().map(str::to_owned), line["span_id"].as_str().map(str::to_owned))
+        };
+        assert_eq!(ids(&seen[0]), (Some(drain.0.clone()), Some(drain.1.clone())), "{}", seen[0]);
+        assert_eq!(ids(&seen[1]), (Some(session.0.clone()), Some(session.1.clone())), "{}", seen[1]);
+        assert_eq!(ids(&seen[2]), (Some(session.0.clone()), Some(session.1.clone())), "{}", seen[2]);
+        assert_eq!(seen[2]["span"]["name"], "read", "the span object stays the innermost one");
+        assert_eq!(ids(&seen[3]), (None, None), "{}", seen[3]);
+
+        // Not asked (nothing exported): no ids, even with the layer there.
+        let plain = traced_lines(false, || {
+            tracing::info_span!(target: "gsd_server::drain", "drain").in_scope(|| tracing::info!("drain_start"))
+        });
+        assert!(plain[0].get("trace_id").is_none() && plain[0].get("span_id").is_none(), "{}", plain[0]);
+        assert_eq!(plain[0]["span"]["name"], "drain");
     }
 
     #[test]

@@ -64,17 +64,7 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
         }
         _ => EnvFilter::new("info"),
     };
-    let fmt_layer = match format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_target(false)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(crate::json::JsonLines)
-            .fmt_fields(crate::json::JsonFields)
-            .boxed(),
-    };
-
+    // Before the log layer: its JSON lines carry the exported spans' ids.
     let provider = match otlp_endpoint() {
         None => None,
         Some((variable, endpoint)) => Some(otlp_provider(default_service).map_err(|detail| TelemetryError::Otlp {
@@ -83,6 +73,22 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
             detail,
         })?),
     };
+    // The JSON lines' trace ids are looked up in the dispatcher built below.
+    let slot = std::sync::Arc::new(std::sync::OnceLock::new());
+    let fmt_layer = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_target(false)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(if provider.is_some() {
+                crate::json::JsonLines::with_trace_ids(slot.clone())
+            } else {
+                crate::json::JsonLines::new()
+            })
+            .fmt_fields(crate::json::JsonFields)
+            .boxed(),
+    };
     let otel_layer = provider.as_ref().map(|provider| {
         // Only gsd's own spans go to the collector, never the HTTP stack's.
         tracing_opentelemetry::layer()
@@ -90,11 +96,10 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.target().starts_with("gsd")))
     });
 
-    tracing_subscriber::registry()
-        .with(otel_layer)
-        .with(fmt_layer.with_filter(filter))
-        .try_init()
-        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    let dispatch =
+        tracing::Dispatch::new(tracing_subscriber::registry().with(otel_layer).with(fmt_layer.with_filter(filter)));
+    let _ = slot.set(dispatch.downgrade());
+    dispatch.try_init().map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(Telemetry { provider })
 }
 
