@@ -211,6 +211,26 @@ need_helm() {
     fi
 }
 
+# helm-docs, which writes charts/gsd/README.md from values.yaml's
+# `# key -- text` comments and charts/gsd/README.md.gotmpl (tests/chart.rs
+# checks that it leaves no diff), and go-jsonnet's jsonnet, which renders
+# mixin/ (tests/chart.rs compares it with the chart): each one `go install`
+# from the Go module proxy, a minute or two of CPU on the first run.
+need_helm_docs() {
+    HELM_DOCS_BIN="${HELM_DOCS_BIN:-$tools_dir/bin/helm-docs}"
+    [ -x "$HELM_DOCS_BIN" ] && return 0
+    step "go install helm-docs v1.14.2 (first run only)"
+    GOBIN="$(dirname "$HELM_DOCS_BIN")" go install -trimpath -ldflags "-s -w" \
+        github.com/norwoodj/helm-docs/cmd/helm-docs@v1.14.2
+}
+need_jsonnet() {
+    JSONNET_BIN="${JSONNET_BIN:-$tools_dir/bin/jsonnet}"
+    [ -x "$JSONNET_BIN" ] && return 0
+    step "go install jsonnet (go-jsonnet v0.22.0; first run only)"
+    GOBIN="$(dirname "$JSONNET_BIN")" go install -trimpath -ldflags "-s -w" \
+        github.com/google/go-jsonnet/cmd/jsonnet@v0.22.0
+}
+
 # etcd, kube-apiserver, kube-controller-manager and kubectl (plus any other
 # k8s.io/kubernetes/cmd/... given as arguments), built once from the Go
 # module proxy at the versions pinned in scripts/tools/kube/go.mod

@@ -1244,7 +1244,11 @@ fn the_verdicts_proxy_phase_gets_its_env_json_logs_and_exactly_its_rbac_in_the_p
     let off = render(&["verdict.enabled=true"], "1.31.0").unwrap();
     assert!(!off.iter().any(|d| d["metadata"]["name"] == "gsd-verdict-shop"));
     let c = client(&off);
-    assert_eq!(env(&c, "LOG_FORMAT")["value"], "pretty");
+    assert_eq!(env(&c, "LOG_FORMAT")["value"], "json", "the chart's default");
+    let server = &find(&off, "Deployment", "gsd-server")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(server, "LOG_FORMAT")["value"], "json", "the chart's default");
+    let pretty = client(&render(&["verdict.enabled=true", "client.logFormat=pretty"], "1.31.0").unwrap());
+    assert_eq!(env(&pretty, "LOG_FORMAT")["value"], "pretty", "the user's choice without the proxy phase");
     assert!(c["env"].as_array().unwrap().iter().all(|e| e["name"] != "RUST_LOG"));
     let v = &find(&off, "Pod", "gsd-verdict")["spec"]["containers"][0];
     assert!(v["env"].as_array().unwrap().iter().all(|e| !e["name"].as_str().unwrap().starts_with("VERDICT_VIA")));
@@ -1328,37 +1332,152 @@ fn a_half_given_or_malformed_proxy_phase_is_refused() {
     }
 }
 
-#[test]
-fn the_chart_readme_is_generated_from_values_yaml() {
-    let out = Command::new(root().join("scripts/chart-readme")).arg("--stdout").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let committed = std::fs::read_to_string(chart().join("README.md")).unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout) == committed,
-        "charts/gsd/README.md is stale: run scripts/chart-readme"
-    );
-    // Every value has a row.
-    for key in [
-        "server.pingInterval",
-        "client.reconnectBackoffCap",
-        "monitoring.labels",
-        "verdict.enabled",
-        "verdict.via.name",
-    ] {
-        assert!(committed.contains(&format!("| `{key}` |")), "no row for {key}");
+/// `helm-docs --dry-run` on a chart directory: the README it would write.
+fn helm_docs(helm_docs: &Path, chart: &Path) -> String {
+    let out = Command::new(helm_docs)
+        .args(["--chart-search-root"])
+        .arg(chart)
+        .args(["--sort-values-order", "file", "--log-level", "warning", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm-docs: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What a README's values table leaves undocumented of `values`: every
+/// row with an empty description (helm-docs lists an undocumented value so),
+/// and every value with no row of its own or of a parent.
+fn undocumented(readme: &str, values: &Value) -> Vec<String> {
+    let rows: Vec<(String, String)> = readme
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Key |") && !l.starts_with("| Name |"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+            (cells.len() >= 4).then(|| (cells[0].trim().to_owned(), cells[cells.len() - 1].trim().to_owned()))
+        })
+        .collect();
+    let mut missing: Vec<String> = rows.iter().filter(|(_, d)| d.is_empty()).map(|(k, _)| k.clone()).collect();
+    fn leaves(value: &Value, prefix: &str, out: &mut Vec<String>) {
+        match value.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    leaves(v, &format!("{prefix}{k}."), out);
+                }
+            }
+            _ => out.push(prefix.trim_end_matches('.').to_owned()),
+        }
     }
-    // The generator can fail: an undocumented value is refused.
-    let dir = tempdir("gsd-readme");
-    let copy = dir.join("scripts");
-    std::fs::create_dir_all(copy.join("../charts/gsd")).unwrap();
-    std::fs::copy(root().join("scripts/chart-readme"), copy.join("chart-readme")).unwrap();
-    std::fs::copy(chart().join("Chart.yaml"), dir.join("charts/gsd/Chart.yaml")).unwrap();
-    let values = std::fs::read_to_string(chart().join("values.yaml")).unwrap() + "\nundocumented: 1\n";
-    std::fs::write(dir.join("charts/gsd/values.yaml"), values).unwrap();
-    let out = Command::new("python3").arg(copy.join("chart-readme")).arg("--stdout").output().unwrap();
+    let mut all = Vec::new();
+    leaves(values, "", &mut all);
+    let documented =
+        |leaf: &str| rows.iter().any(|(k, d)| !d.is_empty() && (leaf == k || leaf.starts_with(&format!("{k}."))));
+    missing.extend(all.into_iter().filter(|leaf| !documented(leaf)));
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+#[test]
+fn helm_docs_writes_the_chart_readme_and_every_value_is_documented() {
+    let Some(tool) = common::tool("helm-docs", "HELM_DOCS_BIN") else { return };
+    let committed = std::fs::read_to_string(chart().join("README.md")).unwrap();
+    assert!(helm_docs(&tool, &chart()) == committed, "charts/gsd/README.md is stale: run scripts/chart-docs");
+    let values: Value = serde_norway::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap();
+    assert_eq!(undocumented(&committed, &values), Vec::<String>::new(), "values without a `# key -- text` comment");
+    for key in ["server.pingInterval", "client.reconnectBackoffCap", "monitoring.labels", "verdict.via.name"] {
+        assert!(committed.contains(&format!("| {key} |")), "no row for {key}");
+    }
+    assert!(committed.contains("helm install gsd oci://"), "the OCI install comes first");
+
+    // The check can fail: a value without a comment, a comment whose text
+    // holds ` -- ` (helm-docs would read a wrong key from it) and a map
+    // whose parent is not documented are each named.
+    let dir = tempdir("gsd-helm-docs");
+    let copy = dir.join("gsd");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["Chart.yaml", "README.md.gotmpl"] {
+        std::fs::copy(chart().join(file), copy.join(file)).unwrap();
+    }
+    let values_text = std::fs::read_to_string(chart().join("values.yaml")).unwrap()
+        + "\nundocumented: 1\n# twice -- a value -- with a dash pair\ntwice: 2\nnested:\n  deep: 3\n";
+    std::fs::write(copy.join("values.yaml"), &values_text).unwrap();
+    let readme = helm_docs(&tool, &copy);
+    let values: Value = serde_norway::from_str(&values_text).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("undocumented has no `# undocumented -- ...` comment"));
+    assert_eq!(undocumented(&readme, &values), ["nested.deep", "twice", "undocumented"]);
+}
+
+/// `jsonnet -e EXPR` run at the repository's root, parsed.
+fn jsonnet(tool: &Path, expr: &str) -> Value {
+    let out = Command::new(tool).current_dir(root()).args(["-e", expr]).output().unwrap();
+    assert!(out.status.success(), "jsonnet {expr}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The first place where `a` and `b` differ (a JSON path), numbers equal
+/// to 15 significant digits: jsonnet prints a number such as the
+/// dashboard's 1e-9 by its own rules, which can come back one ulp away.
+fn differs(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(p), Some(q)) => differs(p, q, &format!("{path}.{k}")),
+                _ => Some(format!("{path}.{k}: only on one side")),
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| differs(p, q, &format!("{path}[{i}]")))
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            ((x - y).abs() > 1e-15 * x.abs().max(y.abs())).then(|| format!("{path}: {x} != {y}"))
+        }
+        _ => (a != b).then(|| format!("{path}: {a} != {b}")),
+    }
+}
+
+#[test]
+fn the_mixin_renders_what_the_chart_ships() {
+    let Some(tool) = common::tool("jsonnet", "JSONNET_BIN") else { return };
+    let mixin = |config: &str| {
+        jsonnet(
+            &tool,
+            &format!(
+                "local m = (import 'mixin/mixin.libsonnet') + {{ _config+:: {config} }}; \
+                 {{ alerts: m.prometheusAlerts, rules: m.prometheusRules, dashboards: m.grafanaDashboards }}"
+            ),
+        )
+    };
+    let sets = ["monitoring.prometheusRule.enabled=true", "monitoring.dashboards.enabled=true"];
+    let Some(docs) = render(&sets, "1.31.0") else { return };
+    let rendered = mixin("{}");
+    // The rules file has alerts only: every group is an alert group.
+    assert_eq!(differs(&rendered["alerts"], &find(&docs, "PrometheusRule", "gsd")["spec"], "alerts"), None);
+    assert_eq!(rendered["rules"], serde_json::json!({"groups": []}));
+    let alerts = rendered["alerts"]["groups"][0]["rules"].as_array().unwrap();
+    assert!(alerts.iter().any(|r| r["alert"] == "GsdMessagesLost"), "{alerts:?}");
+    // Every dashboard of the ConfigMap, parsed, and no other.
+    let cm = find(&docs, "ConfigMap", "gsd-dashboards");
+    let shipped: serde_json::Map<String, Value> = cm["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::from_str(v.as_str().unwrap()).unwrap()))
+        .collect();
+    assert!(!shipped.is_empty());
+    assert_eq!(differs(&rendered["dashboards"], &Value::Object(shipped), "dashboards"), None);
+
+    // The runbook base moves the same way in both (a trailing slash too),
+    // and the comparison sees a difference.
+    let base = "https://wiki.example/gsd-runbook/";
+    let moved = rendered_rules(&[&format!("monitoring.prometheusRule.runbookBaseUrl={base}")]).unwrap();
+    let ours = mixin(&format!("{{ runbookBaseUrl: '{base}' }}"));
+    assert_eq!(differs(&ours["alerts"], &moved, "alerts"), None);
+    let url = ours["alerts"]["groups"][0]["rules"][0]["annotations"]["runbook_url"].as_str().unwrap();
+    assert!(url.starts_with("https://wiki.example/gsd-runbook#gsd"), "{url}");
+    let moved_only_here = differs(&ours["alerts"], &rendered["alerts"], "alerts").unwrap();
+    assert!(moved_only_here.contains("runbook_url"), "{moved_only_here}");
 }
 
 #[test]
