@@ -19,6 +19,21 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # distroless cc: glibc and libgcc only, no shell, uid 65532 ("nonroot").
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/gsd-server /out/gsd-client /out/gsd-verdict /usr/local/bin/
+# The OCI annotations registries and scanners show. The version is the
+# workspace's (Cargo.toml) and the chart's appVersion, which tests/chart.rs
+# holds equal; scripts/release passes it again with the commit and the
+# build time (org.opencontainers.image.revision and .created, as --label).
+# Declared in this stage, after the build: a new value changes no cached
+# layer of the builder.
+ARG GSD_VERSION=0.1.0
+LABEL org.opencontainers.image.title="gsd" \
+      org.opencontainers.image.description="gsd-server, gsd-client and gsd-verdict: WebSocket sessions that survive pod termination without losing a message" \
+      org.opencontainers.image.version="${GSD_VERSION}" \
+      org.opencontainers.image.source="https://github.com/gsd-project/gsd" \
+      org.opencontainers.image.url="https://github.com/gsd-project/gsd" \
+      org.opencontainers.image.documentation="https://github.com/gsd-project/gsd/blob/main/README.md" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="gsd maintainers"
 USER 65532:65532
 EXPOSE 8080 9091
 # Exec form: the binary is PID 1 and gets the kubelet's SIGTERM itself.
