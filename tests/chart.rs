@@ -712,7 +712,7 @@ fn doc_sets(block: &str, command: &str) -> Vec<String> {
 #[test]
 fn the_documented_walkthrough_is_what_the_chart_renders() {
     // The kind path: the image built, loaded and installed is one and the same.
-    let kind = doc_block("docs/kubernetes.md", "## Install", "sh");
+    let kind = doc_block("docs/kubernetes.md", "### From a checkout, on kind", "sh");
     let lines: Vec<&str> = kind.lines().collect();
     assert_eq!(lines.len(), 5, "the five-line kind path: {kind}");
     let image = lines[0].strip_prefix("docker build -t ").unwrap().strip_suffix(" .").unwrap();
@@ -730,19 +730,32 @@ fn the_documented_walkthrough_is_what_the_chart_renders() {
     let page = std::fs::read_to_string(root().join("docs/kubernetes.md")).unwrap();
     assert!(page.contains(&format!("`k3d image import {image} --cluster gsd`")));
 
-    // The README's short path: the same image, then the verdict's test.
-    let short = doc_block("README.md", "## On Kubernetes", "sh");
+    // The README's OCI path first: the release pushed where the install
+    // and the verdict's upgrade take it from, at the chart's version.
+    let chart_yaml: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+    let version = chart_yaml["version"].as_str().unwrap();
+    let oci = doc_block("README.md", "## On Kubernetes", "sh");
+    let lines: Vec<&str> = oci.lines().collect();
+    assert_eq!(lines.len(), 4, "{oci}");
+    let registry = lines[0].strip_prefix("scripts/release --registry ").unwrap().split_whitespace().next().unwrap();
+    let chart_ref = format!("oci://{registry}/charts/gsd --version {version}");
+    assert_eq!(lines[1], format!("helm install gsd {chart_ref} --wait"));
+    assert_eq!(lines[2], format!("helm upgrade gsd {chart_ref} --reuse-values --set verdict.enabled=true"));
+    assert!(lines[3].starts_with("helm test gsd --logs --timeout 5m"));
+
+    // Then its kind path: the same image as docs/kubernetes.md's.
+    let short = doc_block("README.md", "From a checkout, on kind:", "sh");
     let lines: Vec<&str> = short.lines().collect();
-    assert_eq!(lines.len(), 5, "{short}");
+    assert_eq!(lines.len(), 3, "{short}");
     assert_eq!(lines[0], format!("docker build -t {image} ."));
     assert_eq!(lines[1], format!("kind create cluster --name gsd && kind load docker-image {image} --name gsd"));
     assert!(lines[2].starts_with("helm install gsd charts/gsd ") && lines[2].ends_with(" --wait"));
-    assert!(lines[4].starts_with("helm test gsd --logs --timeout 5m"));
     let install = doc_sets(lines[2], "helm install");
     let Some(docs) = render(&install.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0") else { return };
     assert_eq!(find(&docs, "Pod", "gsd-test-connection")["spec"]["containers"][0]["image"], image);
     let mut upgraded = install.clone();
-    upgraded.extend(doc_sets(lines[3], "helm upgrade gsd charts/gsd --reuse-values"));
+    upgraded.push("verdict.enabled=true".to_owned());
     let docs = render(&upgraded.iter().map(String::as_str).collect::<Vec<_>>(), "1.31.0").unwrap();
     assert_eq!(find(&docs, "Pod", "gsd-verdict")["spec"]["containers"][0]["image"], image);
 
@@ -1774,4 +1787,45 @@ fn the_route_and_the_ingress_take_ws_to_the_server_service() {
     refused(&["ingress.enabled=true", "ingress.tlsSecretName=ws-tls"], "ingress.tlsSecretName needs ingress.host");
     refused(&["ingress.host=WS.example.test"], "ingress/host");
     refused(&["ingress.className=Traefik Ingress"], "ingress/className");
+}
+
+#[test]
+fn scripts_release_refuses_garbage_before_it_builds_anything() {
+    let release = |args: &[&str]| {
+        let out = Command::new(root().join("scripts/release")).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (args, said) in [
+        (&[][..], "--registry is required"),
+        (&["--registry"][..], "--registry needs a value"),
+        (&["--registry", ""][..], "--registry needs a value"),
+        (&["--registry", "oci://r.example/x"][..], "give it without a scheme"),
+        (&["--registry", "r.example/x/"][..], "no trailing slash"),
+        (&["--registry", "r.example:port"][..], "is not HOST[:PORT][/PATH]"),
+        (&["--registry", "[::1"][..], "is not HOST[:PORT][/PATH]"),
+        (&["--registry", "r.example/UPPER"][..], "is not HOST[:PORT][/PATH]"),
+        (&["--registry", "r.example", "--out"][..], "--out needs a value"),
+        (&["--registry", "r.example", "--sign"][..], "unknown argument: --sign"),
+    ] {
+        let (code, stderr) = release(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage: scripts/release"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_image_chart_and_workspace_versions_agree() {
+    // scripts/release refuses to publish when they differ; this says so first.
+    let chart_yaml: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+    let app = chart_yaml["appVersion"].as_str().unwrap();
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let docker = dockerfile.lines().find_map(|l| l.strip_prefix("ARG GSD_VERSION=")).expect("ARG GSD_VERSION");
+    assert_eq!((app, docker), (env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_VERSION")));
+    for label in ["title", "version", "revision", "created", "source", "licenses"] {
+        let key = format!("org.opencontainers.image.{label}");
+        let release = std::fs::read_to_string(root().join("scripts/release")).unwrap();
+        assert!(dockerfile.contains(&key) || release.contains(&key), "{key} is set by neither");
+    }
 }
