@@ -1823,9 +1823,9 @@ fn the_image_chart_and_workspace_versions_agree() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     let docker = dockerfile.lines().find_map(|l| l.strip_prefix("ARG GSD_VERSION=")).expect("ARG GSD_VERSION");
     assert_eq!((app, docker), (env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_VERSION")));
+    let release = std::fs::read_to_string(root().join("scripts/release")).unwrap();
     for label in ["title", "version", "revision", "created", "source", "licenses"] {
         let key = format!("org.opencontainers.image.{label}");
-        let release = std::fs::read_to_string(root().join("scripts/release")).unwrap();
         assert!(dockerfile.contains(&key) || release.contains(&key), "{key} is set by neither");
     }
 }

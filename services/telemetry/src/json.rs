@@ -278,7 +278,7 @@ mod tests {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let otel = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("gsd-test"))
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.target().starts_with("gsd")));
+            .with_filter(tracing_subscriber::filter::filter_fn(crate::logs::exported));
         let slot = Arc::new(OnceLock::new());
         let lines = if trace_ids { JsonLines::with_trace_ids(slot.clone()) } else { JsonLines::new() };
         let fmt = tracing_subscriber::fmt::layer()

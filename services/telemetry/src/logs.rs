@@ -93,7 +93,7 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
         // Only gsd's own spans go to the collector, never the HTTP stack's.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(default_service))
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.target().starts_with("gsd")))
+            .with_filter(tracing_subscriber::filter::filter_fn(exported))
     });
 
     let dispatch =
@@ -101,6 +101,12 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
     let _ = slot.set(dispatch.downgrade());
     dispatch.try_init().map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(Telemetry { provider })
+}
+
+/// Whether a span or event is exported over OTLP: gsd's own, never the
+/// HTTP stack's.
+pub(crate) fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("gsd")
 }
 
 fn otlp_provider(default_service: &'static str) -> Result<SdkTracerProvider, String> {
