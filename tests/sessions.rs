@@ -493,3 +493,56 @@ async fn sessions_over_max_sessions_are_refused_with_1013() {
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(SAFETY).await.success());
 }
+
+/// A log reader that stops (a stuck collector, a full pipe) must not stall
+/// a drain: the server's stdout here is a pipe nobody reads. Its session
+/// lines fill the pipe before the signal; the drain still completes, the
+/// process exits, and it says on stderr that its last lines could not be
+/// written.
+#[tokio::test]
+async fn a_stdout_nobody_reads_does_not_stall_a_drain() {
+    let _alone = TIMING.write().await;
+    let (port, admin) = (common::free_port(), common::free_port());
+    let mut server = std::process::Command::new(common::lab())
+        .args(["server", "--bind", "127.0.0.1", "--port", &port.to_string(), "--admin-port", &admin.to_string()])
+        .args(["--push-interval", "200ms", "--metrics-linger", "0s"])
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held, never read: the pipe stays open and fills.
+    let _unread = server.stdout.take();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    common::eventually("the server's admin port", Duration::from_secs(20), || async {
+        metric(admin, names::SERVER_SESSIONS).await
+    })
+    .await;
+    let users = 400;
+    let (mut client, _) =
+        Proc::client("client", &format!("ws://127.0.0.1:{port}/ws"), users, &["--request-interval", "100ms"]).await;
+    wait_metric(admin, names::SERVER_SESSIONS, users as f64).await;
+    // A pipe holds 64 KiB: 400 sessions' lines at debug fill it many times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signalled = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), Signal::SIGTERM).unwrap();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < SAFETY, "the server is stuck after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("stdout is not being read"), "{stderr}");
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(SAFETY).await.success());
+    let exit = only(&client, "client_exit");
+    assert_eq!(u(&exit, "drains_complete"), u64::from(users), "{exit}");
+    assert_eq!((u(&exit, "drains_incomplete"), u(&exit, "messages_lost")), (0, 0), "{exit}");
+    assert_eq!(u(&exit, "requests_lost"), 0, "{exit}");
+}

@@ -61,6 +61,7 @@ pub(crate) const RESUME_IGNORED: &str = "ignored";
 
 impl ClientMetrics {
     pub fn new(registry: &Registry) -> Self {
+        gsd_telemetry::register_log_lines_dropped(registry, names::CLIENT_LOG_LINES_DROPPED);
         let m = ClientMetrics {
             sessions: gauge(registry, names::CLIENT_SESSIONS, "Open sessions (welcome received, not ended)."),
             users: gauge(registry, names::CLIENT_USERS, "Virtual users in this process."),

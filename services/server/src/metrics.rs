@@ -104,6 +104,7 @@ pub struct ServerMetrics {
 
 impl ServerMetrics {
     pub fn new(registry: &Registry, server_id: &str) -> Self {
+        gsd_telemetry::register_log_lines_dropped(registry, names::SERVER_LOG_LINES_DROPPED);
         let messages_sent =
             counter_vec(registry, names::SERVER_MESSAGES_SENT, "Frames sent to clients, by type.", &["type"]);
         let messages_received =

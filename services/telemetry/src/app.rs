@@ -57,6 +57,25 @@ pub struct App {
 /// How long the exporter gets to send the last spans (the drain's) at exit.
 const TRACE_FLUSH: Duration = Duration::from_secs(3);
 
+/// How long the exit waits for the last log lines to reach stdout: a
+/// stdout nobody reads cannot hold the process past it.
+const LOG_FLUSH: Duration = Duration::from_secs(2);
+
+/// The same after a second signal, which means "now".
+const LOG_FLUSH_INTERRUPTED: Duration = Duration::from_millis(300);
+
+/// Writes out the buffered log lines, or says on stderr (which is not
+/// buffered) that some could not be.
+fn flush_logs(timeout: Duration) {
+    if !crate::writer::flush(timeout) {
+        eprintln!("gsd: stdout is not being read: the last log lines were not written within {timeout:?}");
+    }
+    let dropped = crate::writer::lines_dropped();
+    if dropped > 0 {
+        eprintln!("gsd: {dropped} log lines were dropped because stdout did not keep up");
+    }
+}
+
 impl App {
     /// A service that logs and traces: `format` for its log lines, `name`
     /// for its spans (unless the OTLP environment names it).
@@ -104,6 +123,7 @@ impl App {
         if let Some(telemetry) = telemetry {
             telemetry.shutdown(TRACE_FLUSH);
         }
+        flush_logs(LOG_FLUSH);
         Ok(output)
     }
 }
@@ -140,6 +160,7 @@ impl Signals {
     pub fn exit_on_next(mut self, log: impl FnOnce(&'static str) + Send + 'static) {
         tokio::spawn(async move {
             log(self.recv().await);
+            flush_logs(LOG_FLUSH_INTERRUPTED);
             std::process::exit(INTERRUPTED.into());
         });
     }

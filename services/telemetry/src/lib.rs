@@ -10,10 +10,12 @@ mod json;
 mod logs;
 mod metrics;
 pub mod names;
+mod writer;
 
 pub use http::{HttpError, http_get, http_post, listen, set_tcp_liveness};
 pub use logs::{LogFormat, Telemetry, TelemetryError, init};
 pub use metrics::{
     COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, metrics_response,
-    render, sample,
+    register_log_lines_dropped, render, sample,
 };
+pub use writer::lines_dropped as log_lines_dropped;

@@ -77,10 +77,12 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
     let slot = std::sync::Arc::new(std::sync::OnceLock::new());
     let fmt_layer = match format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(crate::writer::LogWriter::stdout())
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_target(false)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(crate::writer::LogWriter::stdout())
             .event_format(if provider.is_some() {
                 crate::json::JsonLines::with_trace_ids(slot.clone())
             } else {

@@ -61,6 +61,28 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Regis
     metric
 }
 
+/// The counter of log lines dropped because stdout did not keep up
+/// ([`crate::log_lines_dropped`], one count per process), registered in
+/// `registry` as `name`: read at each scrape.
+pub fn register_log_lines_dropped(registry: &Registry, name: Metric) {
+    struct Dropped(prometheus::core::Desc, Metric);
+    const HELP: &str = "Log lines dropped because stdout did not keep up (its reader stopped).";
+    impl prometheus::core::Collector for Dropped {
+        fn desc(&self) -> Vec<&prometheus::core::Desc> {
+            vec![&self.0]
+        }
+
+        fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+            let counter = prometheus::IntCounter::new(self.1.name(), HELP).expect("valid counter");
+            counter.inc_by(crate::writer::lines_dropped());
+            prometheus::core::Collector::collect(&counter)
+        }
+    }
+    let desc = prometheus::core::Desc::new(name.name().to_owned(), HELP.to_owned(), Vec::new(), Default::default())
+        .expect("valid counter");
+    registry.register(Box::new(Dropped(desc, name))).expect("each metric is registered once per registry");
+}
+
 /// A counter, registered in `registry`.
 pub fn counter(registry: &Registry, name: Metric, help: &str) -> prometheus::IntCounter {
     registered(registry, prometheus::IntCounter::new(name.name(), help).expect("valid counter"))

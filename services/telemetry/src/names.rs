@@ -100,6 +100,8 @@ pub const SERVER_HTTP_TIMEOUTS: Metric = Metric("gsd_server_http_timeouts_total"
 pub const SERVER_ACCEPT_ERRORS: Metric = Metric("gsd_server_accept_errors_total");
 /// Open connections, HTTP and sessions (each holds a descriptor), by port.
 pub const SERVER_CONNECTIONS: Metric = Metric("gsd_server_connections");
+/// Log lines dropped because stdout did not keep up (its reader stopped).
+pub const SERVER_LOG_LINES_DROPPED: Metric = Metric("gsd_server_log_lines_dropped_total");
 /// Most connections the port holds at once, derived from the descriptor limit, by port.
 pub const SERVER_CONNECTIONS_MAX: Metric = Metric("gsd_server_connections_max");
 /// Idle admin connections closed to admit one from an address holding fewer.
@@ -124,6 +126,8 @@ pub const SERVER_RESUME_REFUSED: Metric = Metric("gsd_server_resume_refused_tota
 // ---- The client's
 /// Open sessions (welcome received, not ended).
 pub const CLIENT_SESSIONS: Metric = Metric("gsd_client_sessions");
+/// Log lines dropped because stdout did not keep up (its reader stopped).
+pub const CLIENT_LOG_LINES_DROPPED: Metric = Metric("gsd_client_log_lines_dropped_total");
 /// Virtual users in this process.
 pub const CLIENT_USERS: Metric = Metric("gsd_client_users");
 /// Sessions started (welcome received).
@@ -187,6 +191,7 @@ pub const ALL: &[Metric] = &[
     SERVER_HTTP_TIMEOUTS,
     SERVER_ACCEPT_ERRORS,
     SERVER_CONNECTIONS,
+    SERVER_LOG_LINES_DROPPED,
     SERVER_CONNECTIONS_MAX,
     SERVER_ADMIN_CONNECTIONS_EVICTED,
     SERVER_INFO,
@@ -198,6 +203,7 @@ pub const ALL: &[Metric] = &[
     SERVER_SESSIONS_HANDED_OVER,
     SERVER_RESUME_REFUSED,
     CLIENT_SESSIONS,
+    CLIENT_LOG_LINES_DROPPED,
     CLIENT_USERS,
     CLIENT_SESSIONS_STARTED,
     CLIENT_RECONNECT_LATENCY_SECONDS,
