@@ -22,6 +22,12 @@ use crate::shared::Shared;
 /// Data frames a session holds in processing before it stops reading more.
 const MAX_PROCESSING: usize = 4096;
 
+/// Most processed frames one ack waits for. An ack is cumulative and goes
+/// when every frame received is processed, or when this many are: a drain's
+/// owed frames, which arrive together, cost one ack (one write on each
+/// side), not one each, and a steady stream is still acked every this many.
+const ACK_BATCH: usize = 32;
+
 /// A drain in progress, as the client sees it.
 struct Notice {
     /// Data frames the notice announced.
@@ -178,7 +184,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     return (EndReason::Shutdown, None);
                 }
             }
-            let next_done = self.processing.front().map(|(at, _)| *at);
+            // When the next ack is due: every frame received processed, or
+            // the first ACK_BATCH of them.
+            let next_done = self.processing.get(ACK_BATCH - 1).or(self.processing.back()).map(|(at, _)| *at);
             // Not reading (a full processing queue) is this side's choice,
             // not the server's silence: liveness waits while it lasts.
             let reading = self.processing.len() < MAX_PROCESSING;
@@ -347,10 +355,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         Ok(None)
     }
 
-    /// Acks, cumulatively, every data frame whose processing is done.
+    /// Acks, cumulatively, every data frame whose processing is done, once
+    /// that is all of them or [`ACK_BATCH`] of them.
     async fn ack_processed(&mut self) -> Result<(), tungstenite::Error> {
         let now = Instant::now();
         let done = self.processing.iter().take_while(|(at, _)| *at <= now).count();
+        if done < self.processing.len().min(ACK_BATCH) {
+            return Ok(());
+        }
         let Some(&(_, seq)) = done.checked_sub(1).and_then(|last| self.processing.get(last)) else {
             return Ok(());
         };
@@ -594,14 +606,15 @@ mod tests {
     async fn frames_in_processing_when_the_session_ends_are_processed_and_counted_unacked_not_lost() {
         let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s", "--processing-time", "1s"]);
         let (connected, mut server) = pipe().await;
-        // All three owed frames arrive at once; seq 1 is acked after 1 s and
-        // the server closes at once, with seqs 2 and 3 still in processing.
+        // Seq 1 is acked after 1 s; seqs 2 and 3 follow, and the server
+        // closes at once, with them still in processing.
         let play = async {
             send(&mut server, notice(3)).await;
-            for seq in 1..=3 {
+            send(&mut server, data(1)).await;
+            until_acked(&mut server, 1).await;
+            for seq in 2..=3 {
                 send(&mut server, data(seq)).await;
             }
-            until_acked(&mut server, 1).await;
             close_with(&mut server, close::GOING_AWAY, 3).await;
         };
         let (reason, ledger) = session_against(&shared, connected, play).await;
@@ -612,6 +625,48 @@ mod tests {
         assert_eq!(ledger.messages_lost, 0, "the client holds them: not lost");
         assert_eq!(shared.metrics.messages_lost.get(), 0);
         assert_eq!(ledger.drains_incomplete, 1, "received frames went unacked");
+    }
+
+    /// The seqs of the acks the client sends until it acks `seq` or later.
+    async fn acks_until(server: &mut WebSocketStream<DuplexStream>, seq: u64) -> Vec<u64> {
+        let mut acks = Vec::new();
+        while let Some(Ok(message)) = server.next().await {
+            let Message::Text(text) = message else { continue };
+            if let Ok(ClientMessage::Ack { seq: acked }) = ClientMessage::decode(text.as_str()) {
+                acks.push(acked);
+                if acked >= seq {
+                    return acks;
+                }
+            }
+        }
+        panic!("the session ended before the client acked seq {seq}; acks: {acks:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn owed_frames_that_arrive_together_are_acked_once_and_a_long_run_every_ack_batch() {
+        let shared = shared(&["--ping-interval", "0s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        let mut acks = (Vec::new(), Vec::new());
+        // A notice and its 10 owed frames at once: one ack, of seq 10. Then
+        // 70 frames at once: acks at every 32 processed, then the rest.
+        let play = async {
+            send(&mut server, notice(80)).await;
+            for seq in 1..=10 {
+                send(&mut server, data(seq)).await;
+            }
+            acks.0 = acks_until(&mut server, 10).await;
+            for seq in 11..=80 {
+                send(&mut server, data(seq)).await;
+            }
+            acks.1 = acks_until(&mut server, 80).await;
+            close_with(&mut server, close::GOING_AWAY, 80).await;
+        };
+        let (reason, ledger) = session_against(&shared, connected, play).await;
+        assert_eq!(reason, EndReason::Drain);
+        assert_eq!(acks.0, [10], "one cumulative ack for the frames that came together");
+        assert_eq!(acks.1, [42, 74, 80], "every {ACK_BATCH} processed, then the rest");
+        assert_eq!((ledger.data_processed, ledger.data_unacked, ledger.messages_lost), (80, 0, 0));
+        assert_eq!(ledger.drains_complete, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,12 +56,20 @@ pub const MAX_WIRE_BYTES: usize = 2 * MAX_FRAME_BYTES;
 /// grows for a larger frame and shrinks back.
 pub const READ_BUFFER_BYTES: usize = 1024;
 
+/// Bytes the server's WebSocket layer may hold before it writes: frames
+/// queued together (a drain's notice and owed frames, a replay, answers due
+/// at once) leave in one write when the session flushes them, rather than
+/// one system call each. Every single send is flushed at once, as before.
+/// The client writes each frame at once (a write buffer of 0).
+pub const WRITE_BUFFER_BYTES: usize = 4096;
+
 /// Bound on the bytes queued for writing on one connection: a peer that
 /// stops reading gets backpressure (its session's sends wait), never an
-/// unbounded buffer. With a write buffer of 0 the layer flushes each frame
-/// before taking the next, so this holds at most one frame, and the largest
-/// frame gsd sends (a response echoing a request of [`MAX_FRAME_BYTES`]) fits.
-pub const MAX_WRITE_BUFFER_BYTES: usize = 2 * MAX_FRAME_BYTES;
+/// unbounded buffer. The layer takes a frame while it holds less than its
+/// write buffer ([`WRITE_BUFFER_BYTES`] on the server, 0 on the client), so
+/// this holds at most that and one frame, and the largest frame gsd sends (a
+/// response echoing a request of [`MAX_FRAME_BYTES`]) fits.
+pub const MAX_WRITE_BUFFER_BYTES: usize = WRITE_BUFFER_BYTES + 2 * MAX_FRAME_BYTES;
 
 /// Most bytes of client input that an error frame or a log line quotes;
 /// longer input is cut with a marker ([`truncate`]), so that a bad frame

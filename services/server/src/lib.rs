@@ -331,7 +331,7 @@ async fn ws_upgrade(
         .max_frame_size(gsd_protocol::MAX_WIRE_BYTES)
         .read_buffer_size(gsd_protocol::READ_BUFFER_BYTES)
         .accept_unmasked_frames(false)
-        .write_buffer_size(0)
+        .write_buffer_size(gsd_protocol::WRITE_BUFFER_BYTES)
         .max_write_buffer_size(gsd_protocol::MAX_WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|e| warn!(error = %e, "upgrade_failed"))
         .on_upgrade(move |socket| async move {

@@ -243,6 +243,22 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
     .await
 }
 
+/// Runs a write to the connection. Almost every write completes at once;
+/// only one that has to wait (a client that stopped reading) also watches
+/// the drain deadline, so a full buffer cannot hold the server past it, and
+/// the common case pays for no deadline future.
+async fn within_deadline(shared: &Shared, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(written) = first {
+        return written.map_err(|e| End::Failed(e.to_string()));
+    }
+    tokio::select! {
+        written = &mut write => written.map_err(|e| End::Failed(e.to_string())),
+        _ = shared.deadline_passed() => Err(End::DrainDeadline),
+    }
+}
+
 /// Whether the WebSocket layer refused a frame or message over
 /// [`gsd_protocol::MAX_WIRE_BYTES`].
 fn is_over_capacity(e: &axum::Error) -> bool {
@@ -317,18 +333,22 @@ impl Session {
             resumed: self.resumed.is_some(),
             replay_from: self.resumed,
         };
-        if let Err(end) = self.send(welcome).await {
+        if let Err(end) = self.queue(welcome).await {
             return (end, rx);
         }
         if self.resumed.is_some() {
-            // The replay: every kept frame again, in order, before anything new.
+            // The replay: every kept frame again, in order, before anything
+            // new, written with the welcome.
             for i in 0..self.kept.len() {
                 let Frame { seq, payload } = self.kept[i].clone();
-                if let Err(end) = self.send(ServerMessage::Data { seq, payload }).await {
+                if let Err(end) = self.queue(ServerMessage::Data { seq, payload }).await {
                     return (end, rx);
                 }
                 shared.metrics.frames_replayed.inc();
             }
+        }
+        if let Err(end) = self.flush().await {
+            return (end, rx);
         }
         let period = shared.config.push_interval;
         let pushing = !period.is_zero();
@@ -417,30 +437,42 @@ impl Session {
     /// Sends one message; during a drain, gives up at the deadline so that a
     /// client that stopped reading cannot hold the server.
     async fn send(&mut self, message: ServerMessage) -> Result<(), End> {
+        self.queue(message).await?;
+        self.flush().await
+    }
+
+    /// Puts one message in the connection's write buffer, unsent until
+    /// [`Session::flush`] (or until the buffer holds
+    /// [`gsd_protocol::WRITE_BUFFER_BYTES`]): a drain's notice and owed
+    /// frames leave in one write.
+    async fn queue(&mut self, message: ServerMessage) -> Result<(), End> {
         let kind = message.kind();
-        self.send_frame(Message::Text(message.encode().into())).await?;
+        let shared = self.shared.clone();
+        within_deadline(&shared, self.tx.feed(Message::Text(message.encode().into()))).await?;
         self.shared.metrics.sent(kind).inc();
         Ok(())
     }
 
-    /// Writes one frame. Almost every write completes at once; only one that
-    /// has to wait (a client that stopped reading) also watches the drain
-    /// deadline, so a full buffer cannot hold the server past it, and the
-    /// common case pays for no deadline future.
-    async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
+    /// Writes what [`Session::queue`] buffered.
+    async fn flush(&mut self) -> Result<(), End> {
         let shared = self.shared.clone();
-        let mut sending = std::pin::pin!(self.tx.send(frame));
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(sending.as_mut().poll(cx))).await;
-        if let std::task::Poll::Ready(sent) = first {
-            return sent.map_err(|e| End::Failed(e.to_string()));
-        }
-        tokio::select! {
-            sent = &mut sending => sent.map_err(|e| End::Failed(e.to_string())),
-            _ = shared.deadline_passed() => Err(End::DrainDeadline),
-        }
+        within_deadline(&shared, self.tx.flush()).await
     }
 
+    /// Writes one frame at once.
+    async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
+        let shared = self.shared.clone();
+        within_deadline(&shared, self.tx.send(frame)).await
+    }
+
+    /// Sends the next data frame.
     async fn push(&mut self) -> Result<(), End> {
+        self.queue_data().await?;
+        self.flush().await
+    }
+
+    /// Queues the next data frame (see [`Session::queue`]).
+    async fn queue_data(&mut self) -> Result<(), End> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let payload = format!("{}:{seq}", self.session_id);
@@ -454,7 +486,7 @@ impl Session {
                 self.kept_bytes -= oldest.payload.len();
             }
         }
-        self.send(ServerMessage::Data { seq, payload }).await?;
+        self.queue(ServerMessage::Data { seq, payload }).await?;
         if let Some(drain) = &mut self.drain {
             drain.sent += 1;
         }
@@ -466,9 +498,10 @@ impl Session {
         while self.pending.front().is_some_and(|(at, _, _)| *at <= now) {
             let (_, id, payload) = self.pending.pop_front().expect("checked");
             self.pending_bytes -= payload.len();
-            self.send(ServerMessage::Response { id, payload }).await?;
+            self.queue(ServerMessage::Response { id, payload }).await?;
         }
-        Ok(())
+        // The answers due together leave in one write.
+        self.flush().await
     }
 
     async fn start_drain(&mut self) -> Result<(), End> {
@@ -495,10 +528,12 @@ impl Session {
         // (with traces exported, they carry its ids: the drain's trace).
         span.in_scope(|| debug!(session_id = %self.session_id, remaining, last_seq, deadline_ms, "drain_notice"));
         self.drain = Some(Drain { started: now, remaining, sent: 0, last_seq, ack_target, span });
-        self.send(ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq: Some(last_seq) }).await?;
+        // The notice and the owed frames leave in one write.
+        self.queue(ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq: Some(last_seq) }).await?;
         for _ in dropped + lowered..remaining {
-            self.push().await?;
+            self.queue_data().await?;
         }
+        self.flush().await?;
         if dropped > 0 {
             // The withheld frames take their seqs, as frames lost on the way
             // would: the close still claims them.
