@@ -4,6 +4,7 @@
 
 mod callgrind;
 mod report;
+mod strace;
 
 use gsd_telemetry::names;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::harness::metrics::{scrape, scrape_until, wait_value};
 use crate::harness::{Balancer, Client, Error, Launcher, Reaper, Server};
 use callgrind::Callgrind;
 pub use report::{
-    BenchReport, DrainResult, Failover, FailoverResult, InstructionsResult, MemoryResult, ResumeResult,
+    BenchReport, DrainResult, Failover, FailoverResult, InstructionsResult, MemoryResult, ResumeResult, SyscallsResult,
     ThroughputResult, render,
 };
 
@@ -59,6 +60,10 @@ pub struct BenchConfig {
     /// does not depend on machine noise. 0 skips it.
     #[arg(long, default_value_t = 200)]
     pub instructions_sessions: u32,
+    /// Also count system calls per drained session (server and client)
+    /// with `strace -c -f` attached, with this many sessions. 0 skips it.
+    #[arg(long, default_value_t = 2000)]
+    pub syscalls_sessions: u32,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -67,7 +72,7 @@ pub struct BenchConfig {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "drain,failover,memory,throughput,resume,instructions"
+        default_value = "drain,failover,memory,throughput,resume,instructions,syscalls"
     )]
     pub scenarios: Vec<Scenario>,
 }
@@ -89,6 +94,8 @@ pub enum Scenario {
     Resume,
     /// Instructions per drained session under callgrind.
     Instructions,
+    /// System calls per drained session under strace.
+    Syscalls,
 }
 
 /// How each failover variant runs its server and its client.
@@ -171,6 +178,8 @@ impl Bench {
                 }
             })
             .await;
+        let client_cpu_at_exit = client.proc.cpu_seconds();
+        let server_cpu_at_exit = server.proc.cpu_at_exit().unwrap_or(f64::NAN);
         server.proc.wait_exit(Duration::from_secs(10)).await;
         let exit = signalled.elapsed();
         let totals = client.stop(Duration::from_secs(60)).await?;
@@ -190,6 +199,48 @@ impl Bench {
             messages_lost: totals.n("messages_lost"),
             server_cpu_us_per_session: per_session(cpu_server - cpu_before.0),
             client_cpu_us_per_session: per_session(cpu_client - cpu_before.1),
+            server_exit_cpu_us_per_session: per_session(server_cpu_at_exit - cpu_before.0),
+            client_exit_cpu_us_per_session: per_session(client_cpu_at_exit - cpu_before.1),
+        })
+    }
+
+    /// System calls per drained session: `strace -c -f` attached to the
+    /// server and the client from just before the signal to the server's
+    /// exit (the client's count stops there too). Requests are off, so that
+    /// the window holds the drain alone; the server lingers for no scrape
+    /// and is not scraped, so that no request of the bench's is counted.
+    async fn syscalls(&self, sessions: u32) -> Result<SyscallsResult, Error> {
+        eprintln!("bench: system calls per drained session under strace ({sessions} sessions)");
+        let mut server = self.server("bench-syscalls", &["--push-interval", "1s", "--metrics-linger", "0s"]).await?;
+        let patient = ["--request-interval", "0s", "--reconnect-jitter", "600s", "--reconnect-backoff-base", "10s"];
+        let mut client = self.client(&server.url(), sessions, &patient).await?;
+        wait_value(server.admin, names::SERVER_SESSIONS, sessions as f64, Duration::from_secs(180)).await?;
+        tokio::time::sleep(SETTLE).await;
+        let dir = std::env::temp_dir();
+        let traced = (strace::Traced::attach(&dir, &server.proc)?, strace::Traced::attach(&dir, &client.proc)?);
+        server.proc.signal(Signal::SIGTERM);
+        let exited = server.proc.wait_exit(STOP_TIMEOUT).await;
+        // The client's last close replies follow the server's last close.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (server_calls, client_calls) = (traced.0.finish()?, traced.1.finish()?);
+        if exited.is_none() {
+            return Err(Error::Stuck(format!("the server did not exit within {STOP_TIMEOUT:?} of SIGTERM")));
+        }
+        let totals = client.stop(Duration::from_secs(60)).await?;
+        let per = |calls: &strace::Syscalls| -> Vec<(String, f64)> {
+            let mut each: Vec<(String, f64)> =
+                calls.0.iter().map(|(name, n)| (name.clone(), *n as f64 / sessions.max(1) as f64)).collect();
+            each.sort_by(|a, b| b.1.total_cmp(&a.1));
+            each
+        };
+        Ok(SyscallsResult {
+            sessions,
+            drains_complete: totals.n("drains_complete"),
+            messages_lost: totals.n("messages_lost"),
+            server_per_session: server_calls.total() as f64 / sessions.max(1) as f64,
+            client_per_session: client_calls.total() as f64 / sessions.max(1) as f64,
+            server: per(&server_calls),
+            client: per(&client_calls),
         })
     }
 
@@ -499,6 +550,10 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
     if wanted(Scenario::Instructions) && config.instructions_sessions > 0 {
         instructions = bench.instructions(config.instructions_sessions).await?;
     }
+    let mut syscalls = None;
+    if wanted(Scenario::Syscalls) && config.syscalls_sessions > 0 {
+        syscalls = Some(bench.syscalls(config.syscalls_sessions).await?);
+    }
     Ok(BenchReport {
         cores,
         log_level: config.log_level,
@@ -509,6 +564,7 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
         throughput,
         resume,
         instructions,
+        syscalls,
     })
 }
 
@@ -522,6 +578,7 @@ impl BenchConfig {
         self.throughput_window = Duration::from_secs(3);
         self.resume_users = 200;
         self.instructions_sessions = 20;
+        self.syscalls_sessions = 20;
     }
 
     /// `--failover-users`, or fewer if the Service stand-in in this process

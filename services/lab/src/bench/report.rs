@@ -25,6 +25,32 @@ pub struct DrainResult {
     pub server_cpu_us_per_session: f64,
     /// The same for the client process.
     pub client_cpu_us_per_session: f64,
+    /// The server's whole CPU time from just before the signal to its exit
+    /// (read while it was a zombie), per session: the drain's cost as an
+    /// outside observer sees it, shutdown and exit included.
+    pub server_exit_cpu_us_per_session: f64,
+    /// The client's over the same window (to the server's exit).
+    pub client_exit_cpu_us_per_session: f64,
+}
+
+/// System calls per drained session, counted by `strace -c -f` attached to
+/// each process from just before the signal to the server's exit.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyscallsResult {
+    /// Sessions drained while traced.
+    pub sessions: u32,
+    /// Drains the client's ledger counts complete.
+    pub drains_complete: u64,
+    /// Messages it counts lost.
+    pub messages_lost: u64,
+    /// Every system call of the server in the window, per session.
+    pub server_per_session: f64,
+    /// The client's.
+    pub client_per_session: f64,
+    /// The server's, by system call, most frequent first.
+    pub server: Vec<(String, f64)>,
+    /// The client's.
+    pub client: Vec<(String, f64)>,
 }
 
 /// Instructions per drained session, counted by callgrind over the drain
@@ -202,16 +228,18 @@ pub struct BenchReport {
     pub resume: Option<ResumeResult>,
     /// The instructions scenario, if it ran.
     pub instructions: Option<InstructionsResult>,
+    /// The syscalls scenario, if it ran.
+    pub syscalls: Option<SyscallsResult>,
 }
 
 /// The results as the Markdown tables of docs/benchmarks.md.
 pub fn render(r: &BenchReport) -> String {
     let mut out = format!("Machine: {} cores, {:.1} GiB. Log level: {}.\n\n", r.cores, r.memory_gib, r.log_level);
     out += "### Drain time against sessions (one server, no preStop)\n\n";
-    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost | server CPU per session | client CPU per session |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost | server CPU per session, to last close / to exit | client CPU per session, to last close / to server exit |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for d in &r.drain {
         out += &format!(
-            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} | {:.0} µs | {:.0} µs |\n",
+            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} | {:.0} / {:.0} µs | {:.0} / {:.0} µs |\n",
             d.sessions,
             d.shutdown_seconds,
             d.exit_seconds,
@@ -220,13 +248,34 @@ pub fn render(r: &BenchReport) -> String {
             d.messages_drained,
             d.messages_lost,
             d.server_cpu_us_per_session,
-            d.client_cpu_us_per_session
+            d.server_exit_cpu_us_per_session,
+            d.client_cpu_us_per_session,
+            d.client_exit_cpu_us_per_session
         );
     }
     if let Some(i) = &r.instructions {
         out += &format!(
             "\nInstructions per drained session (callgrind, {} sessions, drain window): server {:.0}, client {:.0}.\n",
             i.sessions, i.server_instructions_per_session, i.client_instructions_per_session
+        );
+    }
+    if let Some(c) = &r.syscalls {
+        // The calls that make up a tenth of a call per session or more.
+        let top = |each: &[(String, f64)]| {
+            let shown: Vec<String> =
+                each.iter().filter(|(_, n)| *n >= 0.1).map(|(name, n)| format!("{name} {n:.2}")).collect();
+            shown.join(", ")
+        };
+        out += &format!(
+            "\nSystem calls per drained session (strace -c -f, {} sessions, signal to server exit; {} drains complete, \
+             {} lost): server {:.2} ({}), client {:.2} ({}).\n",
+            c.sessions,
+            c.drains_complete,
+            c.messages_lost,
+            c.server_per_session,
+            top(&c.server),
+            c.client_per_session,
+            top(&c.client)
         );
     }
     if !r.failover.is_empty() {

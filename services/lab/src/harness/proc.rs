@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -91,6 +92,9 @@ pub struct Proc {
     reaper: Reaper,
     /// The exit status, once seen.
     status: Option<ExitStatus>,
+    /// Its whole CPU time (user + system), read while it was a zombie, when
+    /// its exit was seen by [`Proc::try_status`].
+    cpu_at_exit: Option<f64>,
 }
 
 impl Proc {
@@ -124,7 +128,16 @@ impl Proc {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let readers = vec![read_lines(stdout, log.clone(), true), read_lines(stderr, log.clone(), false)];
-        Ok(Proc { name: name.to_owned(), child, pid, log, readers, reaper: reaper.clone(), status: None })
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            pid,
+            log,
+            readers,
+            reaper: reaper.clone(),
+            status: None,
+            cpu_at_exit: None,
+        })
     }
 
     /// Every logged event whose `message` is `message`.
@@ -230,6 +243,12 @@ impl Proc {
         (ticks(11) + ticks(12)) / per_second
     }
 
+    /// Its CPU seconds over its whole life, if [`Proc::try_status`] saw it
+    /// exit (a process reaped some other way has none).
+    pub fn cpu_at_exit(&self) -> Option<f64> {
+        self.cpu_at_exit
+    }
+
     /// `/proc/PID/file`, empty once the process is gone.
     fn proc_file(&self, file: &str) -> String {
         std::fs::read_to_string(format!("/proc/{}/{file}", self.pid)).unwrap_or_default()
@@ -243,6 +262,11 @@ impl Proc {
     /// The exit status, if the process has exited.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
+            // Exited but not yet reaped: its CPU time is still in /proc.
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+            if matches!(waitid(Id::Pid(self.pid()), flags), Ok(status) if status.pid().is_some()) {
+                self.cpu_at_exit = Some(self.cpu_seconds());
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.exited(status);
             }
