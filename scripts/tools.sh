@@ -174,6 +174,15 @@ need_netns_tools() {
     if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# valgrind and strace, for the bench's instruction and system-call counts
+# (tests/rehearsal.rs runs `gsd-lab bench --quick`, which counts both).
+need_bench_tools() {
+    local missing=()
+    command -v valgrind >/dev/null || missing+=(valgrind)
+    command -v strace >/dev/null || missing+=(strace)
+    if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
 # Prometheus with its Kubernetes service discovery, which Debian's package
 # leaves out: Prometheus 3.7.3 (module v0.307.3), built once with the
 # discovery plugins cut to kubernetes (file and http are always in), for the

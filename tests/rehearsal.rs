@@ -333,7 +333,26 @@ fn the_benchmark_command_runs_every_scenario_in_its_quick_form() {
         // Both processes did work in the drain window.
         assert!(drain["server_cpu_us_per_session"].as_f64().unwrap() > 0.0, "{drain}");
         assert!(drain["client_cpu_us_per_session"].as_f64().unwrap() > 0.0, "{drain}");
+        // To the exit, the whole cost: at least the drain window's.
+        let (window, exit) =
+            (drain["server_cpu_us_per_session"].as_f64().unwrap(), drain["server_exit_cpu_us_per_session"].as_f64());
+        assert!(exit.is_some_and(|exit| exit >= window), "{drain}");
     }
+    // strace counted the drain: every session drained, and at least a read,
+    // a write and a close each on both sides.
+    let syscalls = &report["syscalls"];
+    assert_eq!(
+        (syscalls["sessions"].as_u64(), syscalls["drains_complete"].as_u64()),
+        (Some(20), Some(20)),
+        "{syscalls}"
+    );
+    assert_eq!(syscalls["messages_lost"], 0, "{syscalls}");
+    assert!(syscalls["server_per_session"].as_f64().unwrap() >= 3.0, "{syscalls}");
+    assert!(syscalls["client_per_session"].as_f64().unwrap() >= 3.0, "{syscalls}");
+    let close = |side: &str| {
+        syscalls[side].as_array().unwrap().iter().find(|row| row[0] == "close").and_then(|row| row[1].as_f64())
+    };
+    assert!(close("server").is_some_and(|n| n >= 1.0), "every session's descriptor closed: {syscalls}");
     // callgrind counted a drain: thousands of instructions per session at least.
     let instructions = &report["instructions"];
     assert_eq!(instructions["sessions"], 20, "{instructions}");

@@ -169,22 +169,21 @@ impl Bench {
         let signalled = Instant::now();
         server.proc.signal(Signal::SIGTERM);
         // CPU and instructions are read at the drain's end, not the exit's.
-        let mut cpu_after = None;
-        let seen = server
-            .scrape_until_exit(Instant::now() + STOP_TIMEOUT, Duration::from_millis(5), |server| {
-                cpu_after = Some((server.cpu_seconds(), client.proc.cpu_seconds()));
-                if let Some(callgrind) = &callgrind {
-                    callgrind.dump();
-                }
-            })
-            .await;
+        // The end is the server's `drain_end` line, not a scrape: scraping
+        // /metrics every few ms would count the bench's own requests (a
+        // third of the instructions under callgrind, where the drain is slow).
+        server.proc.wait_event("drain_end", STOP_TIMEOUT).await?;
+        let (cpu_server, cpu_client) = (server.proc.cpu_seconds(), client.proc.cpu_seconds());
+        if let Some(callgrind) = &callgrind {
+            callgrind.dump();
+        }
+        let seen = server.scrape_until_exit(Instant::now() + STOP_TIMEOUT, Duration::from_millis(5), |_| {}).await;
         let client_cpu_at_exit = client.proc.cpu_seconds();
         let server_cpu_at_exit = server.proc.cpu_at_exit().unwrap_or(f64::NAN);
         server.proc.wait_exit(Duration::from_secs(10)).await;
         let exit = signalled.elapsed();
         let totals = client.stop(Duration::from_secs(60)).await?;
         let v = |series: String| gsd_telemetry::sample(seen.account().unwrap_or_default(), series).unwrap_or(f64::NAN);
-        let (cpu_server, cpu_client) = cpu_after.unwrap_or((f64::NAN, f64::NAN));
         let per_session = |cpu: f64| cpu * 1e6 / sessions.max(1) as f64;
         if let Some(callgrind) = callgrind {
             self.instructions.lock().unwrap().replace(callgrind.result(sessions)?);
@@ -466,7 +465,9 @@ impl Bench {
             instructions: Default::default(),
         };
         counting.drain(sessions).await?;
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("GSD_BENCH_KEEP_CALLGRIND").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         Ok(counting.instructions.lock().unwrap().take())
     }
 }

@@ -163,7 +163,17 @@ impl Proc {
         timeout: Duration,
     ) -> Result<Value, ProcError> {
         let log = self.log.clone();
-        self.wait_until(what, || log.events.lock().unwrap().iter().find(|e| pred(e)).cloned(), timeout).await
+        // Each look reads only the events logged since the last one: a
+        // process that logs tens of thousands of lines is not rescanned
+        // from the start at every line.
+        let seen = std::cell::Cell::new(0);
+        let check = || {
+            let events = log.events.lock().unwrap();
+            let found = events[seen.get()..].iter().find(|e| pred(e)).cloned();
+            seen.set(events.len());
+            found
+        };
+        self.wait_until(what, check, timeout).await
     }
 
     /// Waits for the first event named `message`.
@@ -174,8 +184,13 @@ impl Proc {
     /// Waits until at least `n` events named `message` were logged.
     pub async fn wait_count(&mut self, message: &str, n: usize, timeout: Duration) -> Result<(), ProcError> {
         let log = self.log.clone();
-        let check =
-            || (log.events.lock().unwrap().iter().filter(|e| e["message"] == message).count() >= n).then_some(());
+        let (seen, counted) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        let check = || {
+            let events = log.events.lock().unwrap();
+            counted.set(counted.get() + events[seen.get()..].iter().filter(|e| e["message"] == message).count());
+            seen.set(events.len());
+            (counted.get() >= n).then_some(())
+        };
         self.wait_until(&format!("{n} x {message}"), check, timeout).await
     }
 
