@@ -512,11 +512,15 @@ impl Session {
         let deadline = *shared.deadline.get().expect("set before the drain starts");
         let deadline_ms = deadline.saturating_duration_since(now).as_millis() as u64;
         let parent = shared.drain_span.lock().expect("not poisoned").clone();
+        // A span per drained session is for the trace: made only when spans
+        // are exported (it cost a tenth of a drained session's instructions).
         let span = match parent {
-            Some(parent) => info_span!(target: "gsd_server::drain", parent: &parent, "session_drain",
+            Some(parent) if gsd_telemetry::exporting() => {
+                info_span!(target: "gsd_server::drain", parent: &parent, "session_drain",
                 server_id = %shared.server_id, session_id = %self.session_id, remaining,
-                outcome = tracing::field::Empty, duration_ms = tracing::field::Empty),
-            None => Span::none(),
+                outcome = tracing::field::Empty, duration_ms = tracing::field::Empty)
+            }
+            _ => Span::none(),
         };
         let last_seq = self.next_seq - 1 + remaining as u64;
         // The faults withhold the last of the owed frames: FAULT_DROP_OWED's

@@ -30,7 +30,6 @@ use tracing::field::{Field, Visit};
 use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
@@ -82,6 +81,65 @@ impl<'w> FormatFields<'w> for JsonFields {
     }
 }
 
+/// Writes `at` as RFC 3339 in UTC with microseconds
+/// (`2026-01-01T00:00:00.000000Z`). The date and time to the second are
+/// worked out once per second per thread and kept: a drain logs thousands
+/// of lines a second, and each paid for the calendar arithmetic and the
+/// padded formatting of six fields.
+fn timestamp(out: &mut impl fmt::Write, at: std::time::SystemTime) -> fmt::Result {
+    thread_local! {
+        /// The second last written, and its text to the second.
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let second = since.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != second {
+        text = to_the_second(second);
+        SECOND.set((second, text));
+    }
+    out.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
+    let micros = since.subsec_micros();
+    let mut digits = *b".000000Z";
+    let mut rest = micros;
+    for place in (1..7).rev() {
+        digits[place] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix second, in UTC (proleptic Gregorian
+/// calendar, years 1970 to 9999).
+fn to_the_second(second: u64) -> [u8; 19] {
+    let (days, of_day) = (second / 86_400, second % 86_400);
+    // The civil date of a day count: years of 400 (146,097 days) starting
+    // on 1 March, so that the leap day ends its year.
+    let days = days as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = (year_of_era + era * 400 + i64::from(month <= 2)).clamp(0, 9999) as u64;
+    let mut text = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, of_day / 3600);
+    put(14, 2, of_day / 60 % 60);
+    put(17, 2, of_day % 60);
+    text
+}
+
 impl<S, N> FormatEvent<S, N> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -89,7 +147,7 @@ where
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        timestamp(&mut writer, std::time::SystemTime::now())?;
         write!(writer, "\",\"level\":\"{}\"", event.metadata().level())?;
         let mut visitor = Fields { out: writer.by_ref(), first: false, result: Ok(()) };
         event.record(&mut visitor);
@@ -365,6 +423,26 @@ mod tests {
         assert_eq!(e["span"]["server_id"], "pod-0");
         assert_eq!(e["span"]["name"], "session");
         assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds_across_days_months_and_leap_years() {
+        let at = |second: u64, micros: u32| {
+            let mut text = String::new();
+            let instant = std::time::UNIX_EPOCH + std::time::Duration::new(second, micros * 1000);
+            timestamp(&mut text, instant).unwrap();
+            text
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(at(951_868_799, 999_999), "2000-02-29T23:59:59.999999Z");
+        assert_eq!(at(951_868_800, 0), "2000-03-01T00:00:00.000000Z");
+        assert_eq!(at(1_798_761_599, 120_000), "2026-12-31T23:59:59.120000Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+        assert_eq!(at(4_107_456_000, 0), "2100-02-28T00:00:00.000000Z", "2100 is not a leap year");
+        // The cached second is reused only for the same second.
+        assert_eq!(at(1_798_761_599, 1), "2026-12-31T23:59:59.000001Z");
+        assert_eq!(at(1_798_761_600, 1), "2027-01-01T00:00:00.000001Z");
     }
 
     #[test]

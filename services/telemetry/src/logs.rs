@@ -102,7 +102,17 @@ pub fn init(format: LogFormat, default_service: &'static str) -> Result<Telemetr
         tracing::Dispatch::new(tracing_subscriber::registry().with(otel_layer).with(fmt_layer.with_filter(filter)));
     let _ = slot.set(dispatch.downgrade());
     dispatch.try_init().map_err(|_| TelemetryError::AlreadyInstalled)?;
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     Ok(Telemetry { provider })
+}
+
+/// Set once [`init`] has installed an OTLP exporter.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports spans over OTLP: code may skip spans made
+/// only for the trace (one per drained session) when nothing exports them.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether a span or event is exported over OTLP: gsd's own, never the
