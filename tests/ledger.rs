@@ -274,9 +274,9 @@ async fn a_notice_whose_deadline_passes_is_given_up_and_counted() {
 
 #[tokio::test]
 async fn a_short_close_duplicates_and_unacked_frames_reach_the_exit_ledger_exactly() {
-    // The first session: a notice owing seqs 1 to 5, then seq 1, seq 2 and
-    // seq 2 again; after the ack of seq 1 (processing takes 2 s a frame) a
-    // close 1001 that claims only seq 2 was meant, with seq 2 still in
+    // The first session: a notice owing seqs 1 to 5, then seq 1; after its
+    // ack (processing takes 2 s a frame), seq 2, seq 2 again and a close
+    // 1001 that claims only seq 2 was meant, with seq 2 still in
     // processing. Later sessions: a welcome, then nothing but reading.
     let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let (addr, _) = rogue_server(move |mut ws| {
@@ -286,14 +286,19 @@ async fn a_short_close_duplicates_and_unacked_frames_reach_the_exit_ledger_exact
             if scripted {
                 let notice = ServerMessage::ShutdownNotice { remaining: 5, deadline_ms: 20_000, last_seq: Some(5) };
                 ws.send(Message::Text(notice.encode().into())).await.unwrap();
-                for seq in [1, 2, 2] {
-                    let data = ServerMessage::Data { seq, payload: format!("rogue:{seq}") };
-                    ws.send(Message::Text(data.encode().into())).await.unwrap();
-                }
+                let data = |seq: u64| {
+                    Message::Text(ServerMessage::Data { seq, payload: format!("rogue:{seq}") }.encode().into())
+                };
+                // Seq 1 alone, acked once processed (an ack waits for every
+                // frame received), then seq 2 twice and the close at once.
+                ws.send(data(1)).await.unwrap();
                 while let Some(Ok(message)) = ws.next().await {
                     if message.to_text().is_ok_and(|text| text.contains(r#""type":"ack""#)) {
                         break;
                     }
+                }
+                for seq in [2, 2] {
+                    ws.send(data(seq)).await.unwrap();
                 }
                 let reason = gsd_protocol::close_reason("server draining", 2);
                 let frame = CloseFrame { code: CloseCode::Away, reason: reason.into() };
