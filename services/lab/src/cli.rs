@@ -128,9 +128,14 @@ fn write_all(program: &str, files: impl IntoIterator<Item = (PathBuf, String)>) 
 
 /// `gsd-lab bench`: measures, prints the Markdown tables, writes JSON.
 fn bench(config: BenchConfig) -> ExitCode {
-    let exe = match own_executable("gsd-lab bench") {
-        Ok(exe) => exe,
-        Err(code) => return code,
+    let exe = match (&config.measure, own_executable("gsd-lab bench")) {
+        (Some(other), _) if !other.is_file() => {
+            eprintln!("gsd-lab bench: --measure {}: no such file", other.display());
+            return ExitCode::from(2);
+        }
+        (Some(other), _) => other.clone(),
+        (None, Ok(exe)) => exe,
+        (None, Err(code)) => return code,
     };
     let json = config.json.clone();
     match interruptible(|reaper| crate::bench::run(config, exe, reaper)) {

@@ -148,7 +148,9 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         writer.write_str("{\"timestamp\":\"")?;
         timestamp(&mut writer, std::time::SystemTime::now())?;
-        write!(writer, "\",\"level\":\"{}\"", event.metadata().level())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(event.metadata().level().as_str())?;
+        writer.write_char('"')?;
         let mut visitor = Fields { out: writer.by_ref(), first: false, result: Ok(()) };
         event.record(&mut visitor);
         visitor.result?;
@@ -209,7 +211,9 @@ impl Fields<'_> {
         let name = name.strip_prefix("r#").unwrap_or(name);
         let separator = if self.first { "" } else { "," };
         self.first = false;
-        self.result = write!(self.out, "{separator}")
+        self.result = self
+            .out
+            .write_str(separator)
             .and_then(|_| string(&mut self.out, name))
             .and_then(|_| self.out.write_char(':'))
             .and_then(|_| value(&mut self.out));
@@ -222,15 +226,15 @@ impl Visit for Fields<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| decimal(out, false, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| decimal(out, value < 0, value.unsigned_abs()));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| out.write_str(if value { "true" } else { "false" }));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -250,6 +254,27 @@ impl Visit for Fields<'_> {
     }
 }
 
+/// An integer in decimal: the digits worked out into a buffer and written
+/// at once (the formatting machinery costs several times as much, and a
+/// line carries several counts).
+fn decimal(out: &mut Writer<'_>, negative: bool, mut value: u64) -> fmt::Result {
+    let mut digits = [0u8; 21];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    out.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
+}
+
 /// `value` as a JSON string.
 fn string(out: &mut Writer<'_>, value: &str) -> fmt::Result {
     out.write_char('"')?;
@@ -262,17 +287,20 @@ struct Escaped<'a, 'w>(&'a mut Writer<'w>);
 
 impl fmt::Write for Escaped<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Byte by byte: every character that needs escaping is ASCII, and
+        // no byte of a multi-byte character is, so each cut falls on a
+        // character boundary.
         let mut start = 0;
-        for (i, c) in s.char_indices() {
-            let escape = match c {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                c if (c as u32) < 0x20 => {
+        for (i, byte) in s.bytes().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                byte if byte < 0x20 => {
                     self.0.write_str(&s[start..i])?;
-                    write!(self.0, "\\u{:04x}", c as u32)?;
+                    write!(self.0, "\\u{:04x}", byte)?;
                     start = i + 1;
                     continue;
                 }
@@ -423,6 +451,26 @@ mod tests {
         assert_eq!(e["span"]["server_id"], "pod-0");
         assert_eq!(e["span"]["name"], "session");
         assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn integers_at_their_limits_and_escapes_among_multibyte_characters_stay_exact() {
+        let seen = lines(|| {
+            tracing::info!(
+                zero = 0u64,
+                max = u64::MAX,
+                min = i64::MIN,
+                minus_one = -1i64,
+                no = false,
+                text = "é\"ü\u{1f}\\→\n",
+                "limits"
+            );
+        });
+        let e = &seen[0];
+        assert_eq!((e["zero"].as_u64(), e["max"].as_u64()), (Some(0), Some(u64::MAX)));
+        assert_eq!((e["min"].as_i64(), e["minus_one"].as_i64()), (Some(i64::MIN), Some(-1)));
+        assert_eq!(e["no"].as_bool(), Some(false));
+        assert_eq!(e["text"], "é\"ü\u{1f}\\→\n");
     }
 
     #[test]

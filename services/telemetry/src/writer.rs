@@ -29,7 +29,7 @@ const CHUNK: usize = 64 << 10;
 /// How long the writer thread lets lines gather after the first one of a
 /// batch: a bound on how late a line reaches stdout, and what turns a burst
 /// of lines into one write.
-const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(20);
 
 /// What the loggers and the writer thread share.
 struct Buffered {

@@ -64,6 +64,11 @@ pub struct BenchConfig {
     /// with `strace -c -f` attached, with this many sessions. 0 skips it.
     #[arg(long, default_value_t = 2000)]
     pub syscalls_sessions: u32,
+    /// The gsd-lab whose server and client are measured (default: this
+    /// one): another build, to compare it with this one under the same
+    /// bench (docs/benchmarks.md, "before and after").
+    #[arg(long, value_name = "GSD_LAB")]
+    pub measure: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
