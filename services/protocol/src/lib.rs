@@ -320,17 +320,51 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<
         .map_err(|e| DecodeError::Malformed { kind, detail: truncate(&e.to_string(), MAX_ECHO_BYTES) })
 }
 
+/// `digits` as a JSON number that fits a u64: digits only, no leading
+/// zero. `None` for anything else.
+fn json_u64(digits: &str) -> Option<u64> {
+    let valid = !digits.is_empty()
+        && digits.bytes().all(|byte| byte.is_ascii_digit())
+        && (digits.len() == 1 || !digits.starts_with('0'));
+    valid.then(|| digits.parse().ok()).flatten()
+}
+
+/// `{"type":"shutdown_notice","remaining":R,"deadline_ms":D}`, with
+/// `,"last_seq":L` before the brace or not: the notice as
+/// [`ServerMessage::encode`] writes it. `None` for anything else.
+fn canonical_notice(text: &str) -> Option<ServerMessage> {
+    let rest = text.strip_prefix(r#"{"type":"shutdown_notice","remaining":"#)?.strip_suffix('}')?;
+    let (remaining, rest) = rest.split_once(r#","deadline_ms":"#)?;
+    let (deadline_ms, last_seq) = match rest.split_once(r#","last_seq":"#) {
+        Some((deadline_ms, last_seq)) => (deadline_ms, Some(json_u64(last_seq)?)),
+        None => (rest, None),
+    };
+    let remaining = u32::try_from(json_u64(remaining)?).ok()?;
+    Some(ServerMessage::ShutdownNotice { remaining, deadline_ms: json_u64(deadline_ms)?, last_seq })
+}
+
+/// Appends `value` in decimal.
+pub fn push_decimal(text: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|&digit| char::from(digit)));
+}
+
 /// `{"type":"data","seq":N,"payload":"P"}` exactly, with N a JSON number
 /// that fits a u64 and P free of anything JSON escapes: the data frame as
 /// [`ServerMessage::encode`] writes it. `None` for anything else.
 fn canonical_data(text: &str) -> Option<ServerMessage> {
     let rest = text.strip_prefix(r#"{"type":"data","seq":"#)?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    // JSON numbers have no leading zero.
-    if digits == 0 || (digits > 1 && rest.starts_with('0')) {
-        return None;
-    }
-    let seq = rest[..digits].parse::<u64>().ok()?;
+    let seq = json_u64(&rest[..digits])?;
     let payload = rest[digits..].strip_prefix(r#","payload":""#)?.strip_suffix(r#""}"#)?;
     if payload.bytes().any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
         return None;
@@ -356,10 +390,24 @@ impl ClientMessage {
     pub const TYPES: &'static [&'static str] = &["request", "ack"];
 
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        // An ack in the very form gsd's clients write it, read without a
+        // JSON parser; anything else takes the general path.
+        if let Some(rest) = text.strip_prefix(r#"{"type":"ack","seq":"#) {
+            if let Some(seq) = rest.strip_suffix('}').and_then(json_u64) {
+                return Ok(ClientMessage::Ack { seq });
+            }
+        }
         decode(text, Self::TYPES)
     }
 
     pub fn encode(&self) -> String {
+        if let ClientMessage::Ack { seq } = self {
+            let mut text = String::with_capacity(40);
+            text.push_str(r#"{"type":"ack","seq":"#);
+            push_decimal(&mut text, *seq);
+            text.push('}');
+            return text;
+        }
         serde_json::to_string(self).expect("a ClientMessage always serialises")
     }
 
@@ -384,10 +432,27 @@ impl ServerMessage {
         if let Some(data) = canonical_data(text).filter(|_| text.len() <= MAX_FRAME_BYTES) {
             return Ok(data);
         }
+        if let Some(notice) = canonical_notice(text) {
+            return Ok(notice);
+        }
         decode(text, Self::TYPES)
     }
 
     pub fn encode(&self) -> String {
+        // A data frame, most of what a server sends, is written directly,
+        // in the very bytes serde_json gives (tested), when its payload
+        // needs no escape.
+        if let ServerMessage::Data { seq, payload } = self {
+            if !payload.bytes().any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
+                let mut text = String::with_capacity(payload.len() + 48);
+                text.push_str(r#"{"type":"data","seq":"#);
+                push_decimal(&mut text, *seq);
+                text.push_str(r#","payload":""#);
+                text.push_str(payload);
+                text.push_str(r#""}"#);
+                return text;
+            }
+        }
         serde_json::to_string(self).expect("a ServerMessage always serialises")
     }
 
@@ -418,6 +483,73 @@ impl ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acks_are_written_as_serde_json_writes_them_and_the_fast_path_decides_as_the_general_decoder() {
+        for seq in [0, 1, 42, u64::MAX] {
+            let ack = ClientMessage::Ack { seq };
+            assert_eq!(ack.encode(), serde_json::to_string(&ack).unwrap());
+        }
+        let frames = [
+            r#"{"type":"ack","seq":7}"#,
+            r#"{"type":"ack","seq":0}"#,
+            r#"{"type":"ack","seq":07}"#,
+            r#"{"type":"ack","seq":-1}"#,
+            r#"{"type":"ack","seq":18446744073709551615}"#,
+            r#"{"type":"ack","seq":18446744073709551616}"#,
+            r#"{"type":"ack","seq":}"#,
+            r#"{"type":"ack","seq":7 }"#,
+            r#"{"type":"ack","seq":7}}"#,
+            r#"{"type":"ack","seq":7,"seq":8}"#,
+            r#"{"type":"ack","seq":1e3}"#,
+        ];
+        for frame in frames {
+            assert_eq!(ClientMessage::decode(frame), decode::<ClientMessage>(frame, ClientMessage::TYPES), "{frame}");
+        }
+    }
+
+    #[test]
+    fn the_notice_fast_path_decides_as_the_general_decoder_does() {
+        for (remaining, deadline_ms, last_seq) in
+            [(1, 20_000, Some(5)), (0, 0, None), (u32::MAX, u64::MAX, Some(u64::MAX))]
+        {
+            let notice = ServerMessage::ShutdownNotice { remaining, deadline_ms, last_seq };
+            let text = notice.encode();
+            assert_eq!(canonical_notice(&text), Some(notice.clone()), "{text}");
+        }
+        let frames = [
+            r#"{"type":"shutdown_notice","remaining":3,"deadline_ms":20000,"last_seq":9}"#,
+            r#"{"type":"shutdown_notice","remaining":3,"deadline_ms":20000}"#,
+            r#"{"type":"shutdown_notice","remaining":4294967296,"deadline_ms":1}"#,
+            r#"{"type":"shutdown_notice","remaining":03,"deadline_ms":1}"#,
+            r#"{"type":"shutdown_notice","remaining":3,"deadline_ms":1,"last_seq":}"#,
+            r#"{"type":"shutdown_notice","remaining":3,"deadline_ms":1,"last_seq":2,"last_seq":3}"#,
+            r#"{"type":"shutdown_notice","remaining":3,"deadline_ms":1,"deadline_ms":2}"#,
+            r#"{"type":"shutdown_notice","remaining":3,"deadline_ms":-1}"#,
+            r#"{"type":"shutdown_notice","remaining":3}"#,
+            r#"{"type":"shutdown_notice","remaining":3,"deadline_ms":1,"last_seq":null}"#,
+        ];
+        for frame in frames {
+            assert_eq!(ServerMessage::decode(frame), decode::<ServerMessage>(frame, ServerMessage::TYPES), "{frame}");
+        }
+    }
+
+    #[test]
+    fn data_frames_are_written_as_serde_json_writes_them() {
+        for (seq, payload) in
+            [(0, ""), (1, "ab12:1"), (u64::MAX, "é→\u{7f}"), (7, "a\"b"), (8, "back\\slash"), (9, "ctl\u{1}\n")]
+        {
+            let data = ServerMessage::Data { seq, payload: payload.into() };
+            assert_eq!(data.encode(), serde_json::to_string(&data).unwrap(), "{seq} {payload:?}");
+            assert_eq!(ServerMessage::decode(&data.encode()), Ok(data));
+        }
+        let mut text = String::new();
+        for value in [0, 9, 10, 1234567890, u64::MAX] {
+            text.clear();
+            push_decimal(&mut text, value);
+            assert_eq!(text, value.to_string());
+        }
+    }
 
     #[test]
     fn the_data_frame_fast_path_decides_as_the_general_decoder_does() {

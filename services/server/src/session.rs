@@ -475,7 +475,10 @@ impl Session {
     async fn queue_data(&mut self) -> Result<(), End> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let payload = format!("{}:{seq}", self.session_id);
+        let mut payload = String::with_capacity(self.session_id.len() + 21);
+        payload.push_str(&self.session_id);
+        payload.push(':');
+        gsd_protocol::push_decimal(&mut payload, seq);
         if let Some(resume) = &self.shared.resume {
             // Kept before it is sent: a send that fails has still maybe
             // reached the client, and a resume must be able to send it again.
