@@ -34,13 +34,38 @@ pub enum ProcError {
 /// What a child wrote, shared between its reader tasks and its [`Proc`].
 #[derive(Default)]
 struct Log {
-    /// Every stdout line that parsed as JSON.
-    events: Mutex<Vec<Value>>,
+    /// Every stdout line, and those of them that parsed as JSON so far:
+    /// lines are parsed when someone looks, not as they arrive, so that a
+    /// process logging thousands of lines a second (a drain at info) does
+    /// not share its cores with a JSON parser in the bench.
+    events: Mutex<Events>,
     /// The last lines of stdout and stderr, for error messages.
     tail: Mutex<VecDeque<String>>,
     /// Woken at every line (and at the end of each stream), so that waiters
     /// re-check at once rather than on a timer.
     changed: Notify,
+}
+
+/// A child's stdout lines, and the JSON events among them parsed so far.
+#[derive(Default)]
+struct Events {
+    lines: Vec<String>,
+    /// How many of `lines` were parsed into `parsed`.
+    read: usize,
+    parsed: Vec<Value>,
+}
+
+impl Events {
+    /// Every line that is a JSON object, parsing those not parsed yet.
+    fn parsed(&mut self) -> &[Value] {
+        for line in &self.lines[self.read..] {
+            if let Ok(value) = serde_json::from_str::<Value>(line) {
+                self.parsed.push(value);
+            }
+        }
+        self.read = self.lines.len();
+        &self.parsed
+    }
 }
 
 /// Pids of every child still running, so that a signal or a panic in the
@@ -142,12 +167,12 @@ impl Proc {
 
     /// Every logged event whose `message` is `message`.
     pub fn events(&self, message: &str) -> Vec<Value> {
-        self.log.events.lock().unwrap().iter().filter(|e| e["message"] == message).cloned().collect()
+        self.log.events.lock().unwrap().parsed().iter().filter(|e| e["message"] == message).cloned().collect()
     }
 
     /// How many events named `message` were logged so far.
     pub fn count(&self, message: &str) -> usize {
-        self.log.events.lock().unwrap().iter().filter(|e| e["message"] == message).count()
+        self.log.events.lock().unwrap().parsed().iter().filter(|e| e["message"] == message).count()
     }
 
     /// The last lines the process wrote.
@@ -168,7 +193,8 @@ impl Proc {
         // from the start at every line.
         let seen = std::cell::Cell::new(0);
         let check = || {
-            let events = log.events.lock().unwrap();
+            let mut events = log.events.lock().unwrap();
+            let events = events.parsed();
             let found = events[seen.get()..].iter().find(|e| pred(e)).cloned();
             seen.set(events.len());
             found
@@ -178,7 +204,21 @@ impl Proc {
 
     /// Waits for the first event named `message`.
     pub async fn wait_event(&mut self, message: &str, timeout: Duration) -> Result<Value, ProcError> {
-        self.wait_for(message, |e| e["message"] == message, timeout).await
+        // Only a line that names the message is parsed while waiting.
+        let log = self.log.clone();
+        let needle = format!("\"message\":{}", Value::from(message));
+        let seen = std::cell::Cell::new(0);
+        let check = || {
+            let events = log.events.lock().unwrap();
+            let found = events.lines[seen.get()..]
+                .iter()
+                .filter(|line| line.contains(&needle))
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|e| e["message"] == message);
+            seen.set(events.lines.len());
+            found
+        };
+        self.wait_until(message, check, timeout).await
     }
 
     /// Waits until at least `n` events named `message` were logged.
@@ -186,7 +226,8 @@ impl Proc {
         let log = self.log.clone();
         let (seen, counted) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
         let check = || {
-            let events = log.events.lock().unwrap();
+            let mut events = log.events.lock().unwrap();
+            let events = events.parsed();
             counted.set(counted.get() + events[seen.get()..].iter().filter(|e| e["message"] == message).count());
             seen.set(events.len());
             (counted.get() >= n).then_some(())
@@ -328,9 +369,7 @@ fn read_lines(stream: impl AsyncRead + Unpin + Send + 'static, log: Arc<Log>, pa
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if parse {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    log.events.lock().unwrap().push(value);
-                }
+                log.events.lock().unwrap().lines.push(line.clone());
             }
             let mut tail = log.tail.lock().unwrap();
             tail.push_back(line);
