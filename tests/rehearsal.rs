@@ -387,3 +387,34 @@ fn the_benchmark_command_runs_every_scenario_in_its_quick_form() {
     assert!(resume["server_rss_parked_kib"].as_u64().unwrap() > 0, "{resume}");
     assert!(resume["all_resumed_seconds"].as_f64().unwrap() > 0.0, "{resume}");
 }
+
+/// `gsd-lab bench` refuses, before starting anything, what it cannot
+/// measure: sizes past the descriptors a process may open here, a build to
+/// measure that does not exist, and malformed flags.
+#[test]
+fn the_benchmark_command_refuses_what_it_cannot_measure_with_a_clear_error() {
+    let run = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(common::lab()).arg("bench").args(args).output().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30), "{args:?} started measuring");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let too_many = run(&["--scenarios", "drain", "--drain-sizes", "100000000"]);
+    assert!(too_many.contains("100000200 open files") && too_many.contains("ulimit -Hn"), "{too_many}");
+    let missing = run(&["--measure", "/nonexistent/gsd-lab", "--scenarios", "drain"]);
+    assert!(missing.contains("--measure /nonexistent/gsd-lab: no such file"), "{missing}");
+    for garbage in [
+        &["--drain-sizes", "ten"][..],
+        &["--drain-sizes", "-5"],
+        &["--scenarios", "everything"],
+        &["--syscalls-sessions", "1e3"],
+        &["--throughput-window", "forever"],
+    ] {
+        let said = run(garbage);
+        assert!(
+            said.contains("error: invalid value") || said.contains("error: unexpected argument"),
+            "{garbage:?}: {said}"
+        );
+    }
+}

@@ -127,6 +127,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a terminating server is scraped before the bench gives up on it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Descriptors a server or client process needs besides its sessions
+/// (listeners, the metrics port, the runtime, the logs), with room to spare.
+const DESCRIPTOR_RESERVE: u64 = 200;
+
 /// What every scenario starts its processes with.
 struct Bench {
     /// Starts gsd-lab's server and client, under callgrind in the
@@ -162,6 +166,7 @@ impl Bench {
 
     async fn drain(&self, sessions: u32) -> Result<DrainResult, Error> {
         let mut server = self.server("bench-drain", &["--push-interval", "1s", "--metrics-linger", "30s"]).await?;
+        let rss_idle = server.proc.rss_kib();
         // There is no other replica to go to: the users wait 10 s or more
         // before they knock again, so that the drain window holds the drain
         // alone, not also 503s to users reconnecting to the draining server.
@@ -169,6 +174,7 @@ impl Bench {
         let mut client = self.client(&server.url(), sessions, &patient).await?;
         wait_value(server.admin, names::SERVER_SESSIONS, sessions as f64, Duration::from_secs(180)).await?;
         tokio::time::sleep(SETTLE).await;
+        let rss_loaded = server.proc.rss_kib();
         let callgrind = self.callgrind.clone().map(|dir| Callgrind::start(dir, &[&server.proc, &client.proc]));
         let cpu_before = (server.proc.cpu_seconds(), client.proc.cpu_seconds());
         let signalled = Instant::now();
@@ -205,6 +211,8 @@ impl Bench {
             client_cpu_us_per_session: per_session(cpu_client - cpu_before.1),
             server_exit_cpu_us_per_session: per_session(server_cpu_at_exit - cpu_before.0),
             client_exit_cpu_us_per_session: per_session(client_cpu_at_exit - cpu_before.1),
+            server_rss_kib: rss_loaded,
+            server_kib_per_session: rss_loaded.saturating_sub(rss_idle) as f64 / sessions.max(1) as f64,
         })
     }
 
@@ -523,6 +531,18 @@ pub async fn run(mut config: BenchConfig, exe: PathBuf, reaper: Reaper) -> Resul
     let (cores, memory_gib) = machine();
     let mut drain = Vec::new();
     if wanted(Scenario::Drain) {
+        // One server holds every session, one client opens them: each
+        // needs a descriptor per session in one process.
+        let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+        if let Some(&n) = config.drain_sizes.iter().find(|&&n| u64::from(n) + DESCRIPTOR_RESERVE > hard) {
+            return Err(Error::Stuck(format!(
+                "a drain of {n} sessions needs {} open files in the server process and as many in the \
+                 client's; the hard limit here is {hard} (ulimit -Hn), and raising it needs \
+                 CAP_SYS_RESOURCE: measure at most {} sessions here",
+                u64::from(n) + DESCRIPTOR_RESERVE,
+                hard.saturating_sub(DESCRIPTOR_RESERVE)
+            )));
+        }
         for &n in &config.drain_sizes {
             eprintln!("bench: drain with {n} sessions");
             drain.push(bench.drain(n).await?);

@@ -31,6 +31,12 @@ pub struct DrainResult {
     pub server_exit_cpu_us_per_session: f64,
     /// The client's over the same window (to the server's exit).
     pub client_exit_cpu_us_per_session: f64,
+    /// The server's resident memory with every session open, just before
+    /// the signal.
+    pub server_rss_kib: u64,
+    /// That less its RSS before the first session, per session (sessions
+    /// with traffic, not idle ones: compare with the memory scenario).
+    pub server_kib_per_session: f64,
 }
 
 /// System calls per drained session, counted by `strace -c -f` attached to
@@ -236,10 +242,10 @@ pub struct BenchReport {
 pub fn render(r: &BenchReport) -> String {
     let mut out = format!("Machine: {} cores, {:.1} GiB. Log level: {}.\n\n", r.cores, r.memory_gib, r.log_level);
     out += "### Drain time against sessions (one server, no preStop)\n\n";
-    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost | server CPU per session, to last close / to exit | client CPU per session, to last close / to server exit |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| sessions | shutdown (signal to last close) | signal to exit | complete | incomplete | messages drained | lost | server CPU per session, to last close / to exit | client CPU per session, to last close / to server exit | server RSS (per session) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for d in &r.drain {
         out += &format!(
-            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} | {:.0} / {:.0} µs | {:.0} / {:.0} µs |\n",
+            "| {} | {:.3} s | {:.3} s | {} | {} | {} | {} | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {} KiB ({:.1} KiB) |\n",
             d.sessions,
             d.shutdown_seconds,
             d.exit_seconds,
@@ -250,7 +256,9 @@ pub fn render(r: &BenchReport) -> String {
             d.server_cpu_us_per_session,
             d.server_exit_cpu_us_per_session,
             d.client_cpu_us_per_session,
-            d.client_exit_cpu_us_per_session
+            d.client_exit_cpu_us_per_session,
+            d.server_rss_kib,
+            d.server_kib_per_session
         );
     }
     if let Some(i) = &r.instructions {
