@@ -134,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn send(&mut self, message: ClientMessage) -> Result<(), tungstenite::Error> {
         let kind = message.kind();
         self.sink.send(Message::Text(message.encode().into())).await?;
-        self.shared.metrics.messages_sent.with_label_values(&[kind]).inc();
+        self.shared.metrics.sent.inc(kind);
         Ok(())
     }
 
@@ -164,6 +164,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut exit_by: Option<Instant> = None;
+        // The timers are made once and moved, not made anew on every turn of
+        // the loop (each would be registered with the runtime's timer wheel
+        // and taken out again): a drained session turns the loop for every
+        // frame it reads.
+        let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let mut exit_timer = std::pin::pin!(tokio::time::sleep_until(never));
+        let mut ack_timer = std::pin::pin!(tokio::time::sleep_until(never));
+        let mut ack_due: Option<Instant> = None;
+        let mut give_up_timer = std::pin::pin!(tokio::time::sleep_until(never));
+        let mut give_up_armed: Option<Instant> = None;
+        // The liveness timer fires at the earliest moment a beat can be due
+        // and is set again after each check: frames heard in between only
+        // move the real due time later.
+        let liveness = self.heartbeat.next_check().is_some();
+        let beat_due = |heartbeat: &Heartbeat| heartbeat.next_check().map_or(never, Instant::from_std);
+        let mut beat_timer = std::pin::pin!(tokio::time::sleep_until(beat_due(&self.heartbeat)));
         loop {
             if let Some(by) = exit_by {
                 // A drain in progress is waited for (within SHUTDOWN_TIMEOUT):
@@ -187,30 +203,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             // When the next ack is due: every frame received processed, or
             // the first ACK_BATCH of them.
             let next_done = self.processing.get(ACK_BATCH - 1).or(self.processing.back()).map(|(at, _)| *at);
+            if next_done != ack_due {
+                ack_due = next_done;
+                ack_timer.as_mut().reset(next_done.unwrap_or(never));
+            }
             // Not reading (a full processing queue) is this side's choice,
             // not the server's silence: liveness waits while it lasts.
             let reading = self.processing.len() < MAX_PROCESSING;
-            let next_beat = self.heartbeat.next_check().filter(|_| reading).map(Instant::from_std);
             let give_up_at = self.notice.as_ref().map(|n| n.give_up_at);
+            if give_up_at != give_up_armed {
+                give_up_armed = give_up_at;
+                give_up_timer.as_mut().reset(give_up_at.unwrap_or(never));
+            }
             let outcome: Result<Option<(EndReason, Option<u16>)>, tungstenite::Error> = tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled(), if exit_by.is_none() => {
-                    exit_by = Some(Instant::now() + config.shutdown_timeout);
+                    let by = Instant::now() + config.shutdown_timeout;
+                    exit_by = Some(by);
+                    exit_timer.as_mut().reset(by);
                     Ok(None)
                 }
-                _ = tokio::time::sleep_until(exit_by.unwrap_or_else(Instant::now)), if exit_by.is_some() => Ok(None),
+                _ = &mut exit_timer, if exit_by.is_some() => Ok(None),
                 // A server that floods data waits (TCP backpressure) until
                 // processing catches up, rather than growing `processing`.
                 frame = stream.next(), if reading => self.on_frame(frame).await,
-                _ = tokio::time::sleep_until(next_done.unwrap_or_else(Instant::now)), if next_done.is_some() => {
+                _ = &mut ack_timer, if ack_due.is_some() => {
+                    // Set again on the next turn, from what is left.
+                    ack_due = None;
                     self.ack_processed().await.map(|_| None)
                 }
-                _ = tokio::time::sleep_until(next_beat.unwrap_or_else(Instant::now)), if next_beat.is_some() => {
-                    self.beat().await
+                _ = &mut beat_timer, if liveness && reading => {
+                    let beat = self.beat().await;
+                    beat_timer.as_mut().reset(beat_due(&self.heartbeat));
+                    beat
                 }
                 // The server announced a deadline and let it pass: count what
                 // it still owed and move on.
-                _ = tokio::time::sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                _ = &mut give_up_timer, if give_up_armed.is_some() => {
                     warn!(received_up_to = self.received_up_to, "drain_deadline_passed");
                     Ok(Some((EndReason::Drain, None)))
                 }
@@ -245,7 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Beat::Wait => Ok(None),
             Beat::Ping => {
                 self.sink.send(Message::Ping(Default::default())).await?;
-                self.shared.metrics.messages_sent.with_label_values(&["ping"]).inc();
+                self.shared.metrics.sent.inc("ping");
                 Ok(None)
             }
             Beat::Dead => {
@@ -292,7 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return Ok(None);
             }
         };
-        metrics.messages_received.with_label_values(&[message.kind()]).inc();
+        metrics.received.inc(message.kind());
         match message {
             ServerMessage::Data { seq, .. } => {
                 if seq <= self.received_up_to {
