@@ -288,8 +288,16 @@ impl Proc {
             .unwrap_or(0)
     }
 
-    /// User + system CPU seconds it has used so far, from /proc/PID/stat.
+    /// User + system CPU seconds it has used so far, every thread's, those
+    /// that ended included: its CPU-time clock (clock_getcpuclockid), in
+    /// nanoseconds. /proc/PID/stat counts in clock ticks (10 ms here), which
+    /// a 50-session drain (a few ms of CPU) reads as 0; it is the fallback
+    /// only if the clock cannot be read.
     pub fn cpu_seconds(&self) -> f64 {
+        let clock = nix::time::clock_getcpuclockid(self.pid()).and_then(nix::time::clock_gettime);
+        if let Ok(spent) = clock {
+            return spent.tv_sec() as f64 + spent.tv_nsec() as f64 / 1e9;
+        }
         let stat = self.proc_file("stat");
         let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after_name.split_whitespace().collect();
