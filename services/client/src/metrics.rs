@@ -53,6 +53,38 @@ pub struct ClientMetrics {
     pub messages_received: IntCounterVec,
     /// Frames sent to servers, by message type (plus `ping`).
     pub messages_sent: IntCounterVec,
+    /// `messages_received` for every type a session reads, resolved once
+    /// (see [`ByType`]).
+    pub received: ByType,
+    /// `messages_sent` for every type a session writes, resolved once.
+    pub sent: ByType,
+}
+
+/// The counters of a vector labelled by message type, one per known type,
+/// looked up once: `with_label_values` hashes the label and takes the
+/// vector's lock, and a session counts every frame it reads or writes.
+#[derive(Clone)]
+pub struct ByType {
+    known: Vec<(&'static str, IntCounter)>,
+    vec: IntCounterVec,
+}
+
+impl ByType {
+    /// Creates the label value of every kind in `kinds` (so that increase()
+    /// and the dashboards see a zero rather than nothing) and keeps them.
+    fn new(vec: &IntCounterVec, kinds: impl IntoIterator<Item = &'static str>) -> ByType {
+        let known = kinds.into_iter().map(|kind| (kind, vec.with_label_values(&[kind]))).collect();
+        ByType { known, vec: vec.clone() }
+    }
+
+    /// Counts one frame of `kind` (a type not listed at start goes through
+    /// the vector).
+    pub fn inc(&self, kind: &str) {
+        match self.known.iter().find(|(known, _)| *known == kind) {
+            Some((_, counter)) => counter.inc(),
+            None => self.vec.with_label_values(&[kind]).inc(),
+        }
+    }
 }
 
 /// The `reason` of `gsd_client_resume_failed_total` when the server
@@ -62,6 +94,10 @@ pub(crate) const RESUME_IGNORED: &str = "ignored";
 impl ClientMetrics {
     pub fn new(registry: &Registry) -> Self {
         gsd_telemetry::register_log_lines_dropped(registry, names::CLIENT_LOG_LINES_DROPPED);
+        let messages_received =
+            counter_vec(registry, names::CLIENT_MESSAGES_RECEIVED, "Frames received from servers, by type.", &["type"]);
+        let messages_sent =
+            counter_vec(registry, names::CLIENT_MESSAGES_SENT, "Frames sent to servers, by type.", &["type"]);
         let m = ClientMetrics {
             sessions: gauge(registry, names::CLIENT_SESSIONS, "Open sessions (welcome received, not ended)."),
             users: gauge(registry, names::CLIENT_USERS, "Virtual users in this process."),
@@ -142,18 +178,10 @@ impl ClientMetrics {
                 "Resumes asked for and not granted, by reason (the server's refusal, or ignored).",
                 &["reason"],
             ),
-            messages_received: counter_vec(
-                registry,
-                names::CLIENT_MESSAGES_RECEIVED,
-                "Frames received from servers, by type.",
-                &["type"],
-            ),
-            messages_sent: counter_vec(
-                registry,
-                names::CLIENT_MESSAGES_SENT,
-                "Frames sent to servers, by type.",
-                &["type"],
-            ),
+            received: ByType::new(&messages_received, ServerMessage::TYPES.iter().copied().filter(|k| *k != "welcome")),
+            sent: ByType::new(&messages_sent, ClientMessage::TYPES.iter().copied().chain(["ping"])),
+            messages_received,
+            messages_sent,
         };
         // Every known label value exists from the start, so increase() and
         // the dashboards see a zero rather than nothing.
@@ -168,13 +196,6 @@ impl ClientMetrics {
         }
         for reason in gsd_protocol::resume::REFUSAL_REASONS.iter().chain(&[RESUME_IGNORED]) {
             m.resume_failed.with_label_values(&[reason]);
-        }
-        // The welcome is read while connecting, before a session counts frames.
-        for kind in ServerMessage::TYPES.iter().filter(|kind| **kind != "welcome") {
-            m.messages_received.with_label_values(&[kind]);
-        }
-        for kind in ClientMessage::TYPES.iter().chain(&["ping"]) {
-            m.messages_sent.with_label_values(&[kind]);
         }
         m
     }

@@ -289,8 +289,22 @@ pub fn close_reason(text: &str, last_seq: u64) -> String {
 /// The `last_seq` a close reason carries (see [`close_reason`]); `None` for
 /// a reason without one (a version 1 server, or a peer that is not gsd).
 pub fn close_reason_last_seq(reason: &str) -> Option<u64> {
-    let (_, tail) = reason.rsplit_once("; last_seq=")?;
-    tail.parse().ok()
+    // The digits at the end, then the marker before them: read from the
+    // end, without a substring search (a client reads one per session).
+    let (head, digits) = trailing_digits(reason);
+    head.strip_suffix("; last_seq=")?;
+    digits.parse().ok()
+}
+
+/// `text` cut before the ASCII digits it ends with.
+fn trailing_digits(text: &str) -> (&str, &str) {
+    let digits = text.bytes().rev().take_while(u8::is_ascii_digit).count();
+    text.split_at(text.len() - digits)
+}
+
+/// `text` cut after the ASCII digits it starts with.
+fn leading_digits(text: &str) -> (&str, &str) {
+    text.split_at(text.bytes().take_while(u8::is_ascii_digit).count())
 }
 
 /// Decodes one text frame, with an error that says precisely what is wrong.
@@ -333,11 +347,14 @@ fn json_u64(digits: &str) -> Option<u64> {
 /// `,"last_seq":L` before the brace or not: the notice as
 /// [`ServerMessage::encode`] writes it. `None` for anything else.
 fn canonical_notice(text: &str) -> Option<ServerMessage> {
+    // Field by field, digits then the next field's name: no substring
+    // search (each would build a searcher for its pattern).
     let rest = text.strip_prefix(r#"{"type":"shutdown_notice","remaining":"#)?.strip_suffix('}')?;
-    let (remaining, rest) = rest.split_once(r#","deadline_ms":"#)?;
-    let (deadline_ms, last_seq) = match rest.split_once(r#","last_seq":"#) {
-        Some((deadline_ms, last_seq)) => (deadline_ms, Some(json_u64(last_seq)?)),
-        None => (rest, None),
+    let (remaining, rest) = leading_digits(rest);
+    let (deadline_ms, rest) = leading_digits(rest.strip_prefix(r#","deadline_ms":"#)?);
+    let last_seq = match rest {
+        "" => None,
+        _ => Some(json_u64(rest.strip_prefix(r#","last_seq":"#)?)?),
     };
     let remaining = u32::try_from(json_u64(remaining)?).ok()?;
     Some(ServerMessage::ShutdownNotice { remaining, deadline_ms: json_u64(deadline_ms)?, last_seq })
@@ -362,10 +379,9 @@ pub fn push_decimal(text: &mut String, mut value: u64) {
 /// that fits a u64 and P free of anything JSON escapes: the data frame as
 /// [`ServerMessage::encode`] writes it. `None` for anything else.
 fn canonical_data(text: &str) -> Option<ServerMessage> {
-    let rest = text.strip_prefix(r#"{"type":"data","seq":"#)?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let seq = json_u64(&rest[..digits])?;
-    let payload = rest[digits..].strip_prefix(r#","payload":""#)?.strip_suffix(r#""}"#)?;
+    let (seq, rest) = leading_digits(text.strip_prefix(r#"{"type":"data","seq":"#)?);
+    let seq = json_u64(seq)?;
+    let payload = rest.strip_prefix(r#","payload":""#)?.strip_suffix(r#""}"#)?;
     if payload.bytes().any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
         return None;
     }

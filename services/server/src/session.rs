@@ -227,8 +227,10 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
         if max > 0 {
             shared.active.fetch_sub(1, Ordering::SeqCst);
         }
+        // The id as a str, not through Display: written as it is, with no
+        // formatting machinery (two lines per drained session).
         info!(
-            session_id = %session.session_id,
+            session_id = session.session_id.as_str(),
             reason = label,
             detail,
             data_sent,
@@ -726,7 +728,10 @@ impl Session {
             let (remaining, sent, acked) = (drain.remaining, drain.sent, self.acked);
             let _in_drain = drain.span.enter();
             if complete {
-                info!(session_id = %self.session_id, remaining, sent, acked, outcome, duration_ms, "session_drained");
+                info!(
+                    session_id = self.session_id.as_str(),
+                    remaining, sent, acked, outcome, duration_ms, "session_drained"
+                );
             } else {
                 warn!(session_id = %self.session_id, remaining, sent, acked, last_seq = drain.last_seq, outcome,
                     reason = end.label(), duration_ms, "session_drained");
