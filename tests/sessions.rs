@@ -538,11 +538,31 @@ async fn a_stdout_nobody_reads_does_not_stall_a_drain() {
     assert!(status.success(), "{status}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("stdout is not being read"), "{stderr}");
+    assert!(stderr.contains("stdout did not take the last log lines"), "{stderr}");
     client.signal(Signal::SIGTERM);
     assert!(client.wait_exit(SAFETY).await.success());
     let exit = only(&client, "client_exit");
     assert_eq!(u(&exit, "drains_complete"), u64::from(users), "{exit}");
     assert_eq!((u(&exit, "drains_incomplete"), u(&exit, "messages_lost")), (0, 0), "{exit}");
     assert_eq!(u(&exit, "requests_lost"), 0, "{exit}");
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_is_pinged_every_interval_even_with_a_longer_timeout() {
+    // Interval 200 ms, timeout 5 s: once a pong is heard, the next ping is
+    // due an interval after it, not when the ping's timeout would end.
+    let (_server, addr) =
+        Proc::server("s0", &["--ping-interval", "200ms", "--ping-timeout", "5s", "--push-interval", "0s"]).await;
+    let mut raw = Raw::connect(addr).await;
+    // Reading answers every ping with a pong.
+    let (mut pings, until) = (0, Instant::now() + Duration::from_millis(1500));
+    while let Ok(frame) = tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut raw.ws)).await {
+        match frame {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    // About 7 in 1.5 s; one, if the next ping waited for the timeout.
+    assert!(pings >= 4, "{pings} pings in 1.5 s at a 200 ms interval");
 }

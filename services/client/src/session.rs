@@ -174,9 +174,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let mut ack_due: Option<Instant> = None;
         let mut give_up_timer = std::pin::pin!(tokio::time::sleep_until(never));
         let mut give_up_armed: Option<Instant> = None;
-        // The liveness timer fires at the earliest moment a beat can be due
-        // and is set again after each check: frames heard in between only
-        // move the real due time later.
+        // The liveness timer is set again after each check, and earlier on
+        // a turn where the due time moved before it: a pong heard after a
+        // ping brings the next ping to `interval` from now, which is before
+        // the ping's timeout when the timeout is the longer.
         let liveness = self.heartbeat.next_check().is_some();
         let beat_due = |heartbeat: &Heartbeat| heartbeat.next_check().map_or(never, Instant::from_std);
         let mut beat_timer = std::pin::pin!(tokio::time::sleep_until(beat_due(&self.heartbeat)));
@@ -211,6 +212,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             // not the server's silence: liveness waits while it lasts.
             let reading = self.processing.len() < MAX_PROCESSING;
             let give_up_at = self.notice.as_ref().map(|n| n.give_up_at);
+            if liveness {
+                let due = beat_due(&self.heartbeat);
+                if due < beat_timer.deadline() {
+                    beat_timer.as_mut().reset(due);
+                }
+            }
             if give_up_at != give_up_armed {
                 give_up_armed = give_up_at;
                 give_up_timer.as_mut().reset(give_up_at.unwrap_or(never));
@@ -815,5 +822,39 @@ mod tests {
         assert_eq!(ended - opened, Duration::from_secs(14));
         assert_eq!(shared.metrics.messages_sent.with_label_values(&["ping"]).get(), 1);
         assert_eq!(ledger.sessions_cut, 1, "no close, no notice: what followed is unknown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_answers_pings_is_pinged_every_interval_even_with_a_longer_timeout() {
+        // Interval 1 s, timeout 10 s: once a pong is heard, the next ping is
+        // due an interval after it, not when the ping's timeout would end.
+        let shared = shared(&["--ping-interval", "1s", "--ping-timeout", "10s", "--request-interval", "0s"]);
+        let (connected, mut server) = pipe().await;
+        let (mut book, mut ledger) = (Book { next_id: 1, ..Default::default() }, Ledger::default());
+        let session = Session::run(connected, 0, &shared, &mut book, &mut ledger);
+        // The server reads (which answers every ping with a pong) for 5.5 s,
+        // then closes.
+        let play = async move {
+            let mut pings = 0;
+            let until = tokio::time::sleep(Duration::from_millis(5500));
+            tokio::pin!(until);
+            loop {
+                tokio::select! {
+                    frame = server.next() => match frame {
+                        Some(Ok(Message::Ping(_))) => pings += 1,
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                    _ = &mut until => break,
+                }
+            }
+            server.close(None).await.expect("closed");
+            while server.next().await.is_some() {}
+            pings
+        };
+        let ((reason, _, _, _), pings) =
+            tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(session, play) }).await.expect("ended");
+        assert_eq!(reason, EndReason::ServerClose, "{reason:?}");
+        assert_eq!(pings, 5, "a ping at 1, 2, 3, 4 and 5 s");
     }
 }

@@ -92,6 +92,47 @@ struct Session {
     /// A session a client took back: the frames to send again after the
     /// welcome, and the seq the welcome says the data goes on from.
     resumed: Option<u64>,
+    /// Frames queued and not yet flushed, counted once a flush writes them.
+    unflushed: Unflushed,
+}
+
+/// The frames [`Session::queue`] buffered since the last flush, by kind: a
+/// frame counts as sent (`gsd_server_messages_sent_total`, a drain's
+/// `sent`) once the flush that writes it succeeds, not when it is buffered,
+/// so that frames stuck in the buffer of a client that stopped reading are
+/// never counted as sent.
+#[derive(Default)]
+struct Unflushed {
+    /// Kinds and counts; a flush carries at most three kinds (the welcome
+    /// and a replay, or the notice and the owed frames, or answers).
+    kinds: [(&'static str, u64); 4],
+    /// Data frames among them.
+    data: u32,
+}
+
+impl Unflushed {
+    fn add(&mut self, kind: &'static str, metrics: &crate::metrics::ServerMetrics) {
+        if kind == "data" {
+            self.data += 1;
+        }
+        for slot in &mut self.kinds {
+            if slot.1 == 0 || slot.0 == kind {
+                *slot = (kind, slot.1 + 1);
+                return;
+            }
+        }
+        // No slot left (never, by the comment above): counted at once.
+        metrics.sent(kind).inc();
+    }
+
+    /// The frames written: counted, and forgotten. Returns the data frames.
+    fn written(&mut self, metrics: &crate::metrics::ServerMetrics) -> u32 {
+        for (kind, n) in self.kinds.iter_mut().take_while(|(_, n)| *n > 0) {
+            metrics.sent(kind).inc_by(*n);
+            *n = 0;
+        }
+        std::mem::take(&mut self.data)
+    }
 }
 
 /// The end of a session a client may ask back: nobody announced it (no
@@ -181,6 +222,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr
             kept_bytes: 0,
             nonce: 0,
             resumed: None,
+            unflushed: Unflushed::default(),
         };
         let max = session.shared.config.max_sessions;
         if max > 0 && session.shared.active.fetch_add(1, Ordering::SeqCst) >= max {
@@ -371,9 +413,10 @@ impl Session {
         let reset_number = self.reset_ticket.as_ref().map(|ticket| ticket.number);
         let mut reset = std::pin::pin!(shared.reset_turn(reset_number));
         let mut deadline = std::pin::pin!(shared.deadline_passed());
-        // The liveness timer fires at the earliest moment a beat can be due
-        // and is set again after each check: frames heard in between only
-        // move the real due time later, so it never needs moving earlier.
+        // The liveness timer is set again after each check, and earlier on
+        // a turn where the due time moved before it: a pong heard after a
+        // ping brings the next ping to `interval` from now, which is before
+        // the ping's timeout when the timeout is the longer.
         let due = |heartbeat: &gsd_protocol::Heartbeat| heartbeat.next_check().map(Instant::from_std);
         let liveness = due(&self.heartbeat).is_some();
         let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
@@ -388,6 +431,9 @@ impl Session {
             // Not reading (a full request queue) is this side's choice, not
             // the client's silence: liveness waits while it lasts.
             let reading = self.pending.len() < MAX_PENDING_REQUESTS && self.pending_bytes < MAX_PENDING_BYTES;
+            if let Some(due) = due(&self.heartbeat).filter(|due| *due < beat_timer.deadline()) {
+                beat_timer.as_mut().reset(due);
+            }
             let step = tokio::select! {
                 biased;
                 _ = &mut deadline, if self.drain.is_some() => Err(End::DrainDeadline),
@@ -451,14 +497,19 @@ impl Session {
         let kind = message.kind();
         let shared = self.shared.clone();
         within_deadline(&shared, self.tx.feed(Message::Text(message.encode().into()))).await?;
-        self.shared.metrics.sent(kind).inc();
+        self.unflushed.add(kind, &shared.metrics);
         Ok(())
     }
 
-    /// Writes what [`Session::queue`] buffered.
+    /// Writes what [`Session::queue`] buffered, and counts it sent.
     async fn flush(&mut self) -> Result<(), End> {
         let shared = self.shared.clone();
-        within_deadline(&shared, self.tx.flush()).await
+        within_deadline(&shared, self.tx.flush()).await?;
+        let data = self.unflushed.written(&shared.metrics);
+        if let Some(drain) = &mut self.drain {
+            drain.sent += data;
+        }
+        Ok(())
     }
 
     /// Writes one frame at once.
@@ -491,11 +542,7 @@ impl Session {
                 self.kept_bytes -= oldest.payload.len();
             }
         }
-        self.queue(ServerMessage::Data { seq, payload }).await?;
-        if let Some(drain) = &mut self.drain {
-            drain.sent += 1;
-        }
-        Ok(())
+        self.queue(ServerMessage::Data { seq, payload }).await
     }
 
     async fn answer_ready(&mut self) -> Result<(), End> {
