@@ -57,18 +57,19 @@ pub struct App {
 /// How long the exporter gets to send the last spans (the drain's) at exit.
 const TRACE_FLUSH: Duration = Duration::from_secs(3);
 
-/// How long the exit waits for the last log lines to reach stdout: a
-/// stdout nobody reads cannot hold the process past it.
-const LOG_FLUSH: Duration = Duration::from_secs(2);
+/// How long the exit waits for the last log lines to reach stdout while
+/// none of them is written (a stdout nobody reads cannot hold the process
+/// past it), and at most in all (nor can one that trickles).
+const LOG_FLUSH: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(30));
 
-/// The same after a second signal, which means "now".
-const LOG_FLUSH_INTERRUPTED: Duration = Duration::from_millis(300);
+/// The same after a second signal, which means "now", or a panic.
+const LOG_FLUSH_INTERRUPTED: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(300));
 
 /// Writes out the buffered log lines, or says on stderr (which is not
 /// buffered) that some could not be.
-fn flush_logs(timeout: Duration) {
-    if !crate::writer::flush(timeout) {
-        eprintln!("gsd: stdout is not being read: the last log lines were not written within {timeout:?}");
+fn flush_logs((stalled, most): (Duration, Duration)) {
+    if !crate::writer::flush(stalled, most) {
+        eprintln!("gsd: stdout did not take the last log lines in time (none for {stalled:?}, or {most:?} in all)");
     }
     let dropped = crate::writer::lines_dropped();
     if dropped > 0 {
@@ -118,6 +119,8 @@ impl App {
                 .ok(),
         };
         let runtime = tokio::runtime::Runtime::new().map_err(AppError::Runtime)?;
+        // A panic out of `work` still writes out the lines logged before it.
+        let _on_panic = FlushOnPanic;
         let output = runtime.block_on(work(nofile));
         runtime.shutdown_timeout(self.runtime_grace);
         if let Some(telemetry) = telemetry {
@@ -125,6 +128,17 @@ impl App {
         }
         flush_logs(LOG_FLUSH);
         Ok(output)
+    }
+}
+
+/// Writes out the buffered log lines when dropped by a panic's unwinding.
+struct FlushOnPanic;
+
+impl Drop for FlushOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            flush_logs(LOG_FLUSH_INTERRUPTED);
+        }
     }
 }
 

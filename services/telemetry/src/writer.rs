@@ -37,6 +37,8 @@ struct Buffered {
     /// Wakes the writer thread (a batch waits) and the flushers (a batch
     /// was written).
     changed: Condvar,
+    /// Lines dropped: the buffer was full, or stdout failed to take them.
+    dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -58,22 +60,21 @@ struct State {
     stalled: bool,
 }
 
-/// Lines dropped because the buffer was full, over the process's life.
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
 /// The process's one buffer, started by the first [`LogWriter::stdout`].
 static STDOUT: OnceLock<Arc<Buffered>> = OnceLock::new();
 
-/// Log lines dropped so far because stdout did not keep up.
+/// Log lines dropped so far because stdout did not keep up (or failed).
 pub fn lines_dropped() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    STDOUT.get().map_or(0, |buffered| buffered.dropped.load(Ordering::Relaxed))
 }
 
-/// Writes out the lines logged so far, waiting at most `timeout` (a stdout
-/// nobody reads would hold it forever); whether everything was written.
-/// Called before the process exits.
-pub fn flush(timeout: Duration) -> bool {
-    STDOUT.get().is_none_or(|buffered| buffered.flush(timeout))
+/// Writes out the lines logged so far; whether everything was written.
+/// Gives up once nothing was written for `stalled` (a stdout nobody reads
+/// would hold it forever) or after `most` in all (one that trickles
+/// would hold it for as long as the buffer lasts). Called before the
+/// process exits.
+pub fn flush(stalled: Duration, most: Duration) -> bool {
+    STDOUT.get().is_none_or(|buffered| buffered.flush(stalled, most))
 }
 
 /// A `MakeWriter` for the log layer: each line goes into the buffer.
@@ -96,7 +97,11 @@ impl LogWriter {
 
 impl Buffered {
     fn start(out: impl FnOnce() -> Box<dyn Write + Send> + Send + 'static) -> Arc<Buffered> {
-        let buffered = Arc::new(Buffered { state: Mutex::new(State::default()), changed: Condvar::new() });
+        let buffered = Arc::new(Buffered {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            dropped: AtomicU64::new(0),
+        });
         let writer = buffered.clone();
         std::thread::Builder::new()
             .name("gsd-log".into())
@@ -126,10 +131,15 @@ impl Buffered {
             std::mem::swap(&mut batch, &mut state.lines);
             state.taken += 1;
             drop(state);
-            // A stdout that fails (closed) loses what was in it; logging
-            // goes on, and a later line is tried again.
+            // The buffer is empty again: a logger waiting for room goes on.
+            self.changed.notify_all();
+            // A stdout that fails (closed) loses what was in it, counted as
+            // dropped; logging goes on, and a later line is tried again.
             for piece in batch.chunks(CHUNK) {
-                let _ = out.write_all(piece).and_then(|()| out.flush());
+                if out.write_all(piece).and_then(|()| out.flush()).is_err() {
+                    let lines = piece.iter().filter(|&&byte| byte == b'\n').count();
+                    self.dropped.fetch_add(lines as u64, Ordering::Relaxed);
+                }
                 self.lock().chunks += 1;
                 self.changed.notify_all();
             }
@@ -161,7 +171,7 @@ impl Buffered {
         }
         if full(&state) {
             drop(state);
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         state.lines.extend_from_slice(line);
@@ -173,9 +183,10 @@ impl Buffered {
     }
 
     /// Waits until every line logged before the call is written; gives up
-    /// when nothing was written for `timeout` (a slow reader that keeps
-    /// reading is waited for).
-    fn flush(&self, timeout: Duration) -> bool {
+    /// when nothing was written for `stalled` (a slow reader that keeps
+    /// reading is waited for), or after `most`.
+    fn flush(&self, stalled: Duration, most: Duration) -> bool {
+        let end = Instant::now() + most;
         let mut state = self.lock();
         // Every batch taken by now, and the lines waiting (a batch still to
         // take), must be written.
@@ -184,10 +195,10 @@ impl Buffered {
             state.idle = false;
             self.changed.notify_all();
         }
-        let (mut progress, mut deadline) = (state.chunks, Instant::now() + timeout);
+        let (mut progress, mut deadline) = (state.chunks, (Instant::now() + stalled).min(end));
         while state.written < target {
             if state.chunks != progress {
-                (progress, deadline) = (state.chunks, Instant::now() + timeout);
+                (progress, deadline) = (state.chunks, (Instant::now() + stalled).min(end));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -260,7 +271,7 @@ mod tests {
         for i in 0..1000 {
             log(&writer, &format!("line {i}\n"));
         }
-        assert!(writer.0.flush(Duration::from_secs(10)));
+        assert!(writer.0.flush(Duration::from_secs(10), Duration::from_secs(30)));
         let text = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1000);
@@ -275,7 +286,6 @@ mod tests {
         let stopped = sink.gate.lock().unwrap();
         let writer = LogWriter::to(sink.clone());
         let line = "x".repeat(1023) + "\n";
-        let before = lines_dropped();
         let fit = MAX_BUFFERED_BYTES / line.len();
         let started = Instant::now();
         // The first batch is taken by the writer thread, which then waits on
@@ -288,10 +298,62 @@ mod tests {
         }
         let took = started.elapsed();
         assert!(took >= FULL_WAIT && took < FULL_WAIT + Duration::from_secs(5), "logging took {took:?}");
-        assert_eq!(lines_dropped() - before, 100, "the lines past the buffer, exactly");
-        assert!(!writer.0.flush(Duration::from_millis(50)), "nothing can be written yet");
+        assert_eq!(writer.0.dropped.load(Ordering::Relaxed), 100, "the lines past the buffer, exactly");
+        assert!(!writer.0.flush(Duration::from_millis(50), Duration::from_secs(30)), "nothing can be written yet");
         drop(stopped);
-        assert!(writer.0.flush(Duration::from_secs(10)));
+        assert!(writer.0.flush(Duration::from_secs(10), Duration::from_secs(30)));
         assert_eq!(sink.written.lock().unwrap().len(), (fit + 1) * line.len(), "every line kept was written");
+    }
+
+    /// A stdout that takes every write and fails it (closed).
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_a_failing_stdout_did_not_take_are_counted_dropped() {
+        let writer = LogWriter::to(Closed);
+        for i in 0..37 {
+            log(&writer, &format!("line {i}\n"));
+        }
+        assert!(writer.0.flush(Duration::from_secs(10), Duration::from_secs(30)));
+        assert_eq!(writer.0.dropped.load(Ordering::Relaxed), 37);
+    }
+
+    /// A stdout that takes each write slowly (a reader that trickles).
+    struct Slow(Duration);
+
+    impl Write for Slow {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.0);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stdout_that_trickles_holds_the_exit_no_longer_than_the_most_it_is_given() {
+        // 32 chunks of 64 KiB at 50 ms each: 1.6 s of writing, with progress
+        // every 50 ms, so only the bound in all stops the wait.
+        let writer = LogWriter::to(Slow(Duration::from_millis(50)));
+        let line = "y".repeat(1023) + "\n";
+        for _ in 0..32 * CHUNK / line.len() {
+            log(&writer, &line);
+        }
+        let started = Instant::now();
+        assert!(!writer.0.flush(Duration::from_secs(5), Duration::from_millis(300)), "not all of it in 300 ms");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(1), "{took:?}");
     }
 }

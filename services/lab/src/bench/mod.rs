@@ -276,9 +276,12 @@ impl Bench {
         // every user in a session" once read one run as back 27 ms after
         // the signal, when a few users had reconnected before it.)
         let value = |body: &str, series: names::Metric| gsd_telemetry::sample(body, series).unwrap_or(0.0);
-        let held = value(&scrape(a.admin).await.unwrap_or_default(), names::SERVER_SESSIONS);
+        // The reconnects first: a session of `a` that ends between the two
+        // scrapes then counts one reconnect too many (back a little early),
+        // not one too few (never back).
         let before =
             value(&scrape(client.metrics).await.unwrap_or_default(), names::CLIENT_RECONNECT_LATENCY_SECONDS_COUNT);
+        let held = value(&scrape(a.admin).await.unwrap_or_default(), names::SERVER_SESSIONS);
         if before > 0.0 {
             eprintln!("bench: {before} reconnects before the signal (sessions ended before any server was stopped)");
         }

@@ -327,12 +327,21 @@ impl Proc {
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             // Exited but not yet reaped: its CPU time is still in /proc.
+            // Reaped only once seen exited here: a process that exits between
+            // this look and the reaping would take its CPU time with it.
             let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
-            if matches!(waitid(Id::Pid(self.pid()), flags), Ok(status) if status.pid().is_some()) {
-                self.cpu_at_exit = Some(self.cpu_seconds());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exited(status);
+            let exited = match waitid(Id::Pid(self.pid()), flags) {
+                Ok(status) => status.pid().is_some(),
+                // Not a child waitid can see: reaping decides.
+                Err(_) => true,
+            };
+            if exited {
+                if self.cpu_at_exit.is_none() {
+                    self.cpu_at_exit = Some(self.cpu_seconds());
+                }
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    self.exited(status);
+                }
             }
         }
         self.status
