@@ -287,31 +287,52 @@ struct Escaped<'a, 'w>(&'a mut Writer<'w>);
 
 impl fmt::Write for Escaped<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Byte by byte: every character that needs escaping is ASCII, and
-        // no byte of a multi-byte character is, so each cut falls on a
-        // character boundary.
+        // Runs of bytes that need no escape are written whole. Every
+        // character that needs escaping is ASCII, and no byte of a
+        // multi-byte character is, so each cut falls on a character boundary.
         let mut start = 0;
-        for (i, byte) in s.bytes().enumerate() {
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                byte if byte < 0x20 => {
-                    self.0.write_str(&s[start..i])?;
-                    write!(self.0, "\\u{:04x}", byte)?;
-                    start = i + 1;
-                    continue;
-                }
-                _ => continue,
-            };
-            self.0.write_str(&s[start..i])?;
-            self.0.write_str(escape)?;
-            start = i + 1;
+        loop {
+            let end = start + plain_prefix(&s.as_bytes()[start..]);
+            self.0.write_str(&s[start..end])?;
+            let Some(&byte) = s.as_bytes().get(end) else { return Ok(()) };
+            match byte {
+                b'"' => self.0.write_str("\\\"")?,
+                b'\\' => self.0.write_str("\\\\")?,
+                b'\n' => self.0.write_str("\\n")?,
+                b'\r' => self.0.write_str("\\r")?,
+                b'\t' => self.0.write_str("\\t")?,
+                _ => write!(self.0, "\\u{:04x}", byte)?,
+            }
+            start = end + 1;
         }
-        self.0.write_str(&s[start..])
     }
+}
+
+/// Whether JSON escapes `byte` inside a string: `"`, `\` and the control
+/// characters.
+fn escaped(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+/// How many bytes at the start of `bytes` need no escape, looked at eight
+/// at a time (a log line's text is mostly such bytes).
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // Some byte of `word` is below `n` (n at most 0x80): exact, no false
+    // positive or negative, for a yes or no over the eight.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH != 0;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte equal to `c` is a zero byte of `word ^ c...c`.
+        if below(word, 0x20) || below(word ^ (ONES * u64::from(b'"')), 1) || below(word ^ (ONES * u64::from(b'\\')), 1)
+        {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..].iter().position(|&byte| escaped(byte)).unwrap_or(bytes.len() - at)
 }
 
 #[cfg(test)]
@@ -504,5 +525,23 @@ mod tests {
         assert_eq!(seen[0]["nan"], "NaN");
         assert!(seen[0].get("span").is_none());
         assert_eq!(seen[1]["message"], "bare");
+    }
+
+    #[test]
+    fn the_plain_prefix_ends_at_the_first_byte_json_escapes_wherever_it_is() {
+        let naive = |bytes: &[u8]| bytes.iter().position(|&b| escaped(b)).unwrap_or(bytes.len());
+        for len in 0..20 {
+            let plain = vec![b'a'; len];
+            assert_eq!(plain_prefix(&plain), len);
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut bytes = plain.clone();
+                    bytes[at] = byte;
+                    assert_eq!(plain_prefix(&bytes), naive(&bytes), "{bytes:?}");
+                }
+            }
+        }
+        let multibyte = "é→ \u{7f}\u{1f}x".as_bytes();
+        assert_eq!(plain_prefix(multibyte), naive(multibyte));
     }
 }
