@@ -858,7 +858,10 @@ async fn probes_are_answered_within_a_second_while_other_pods_flood_the_admin_po
         drain_end["sessions"]
     );
     for p in &probes {
-        let after_signal = p.at > signalled;
+        // A probe answered after the signal may say draining, even one sent
+        // just before it (one sent 0.4 ms before the signal and answered
+        // 3 ms later read 503 once, rightly).
+        let after_signal = p.at + p.took > signalled;
         let expected = match p.path {
             "/readyz" if after_signal => [200, 503],
             _ => [200, 200],
