@@ -2,7 +2,7 @@
 
 use gsd_protocol::{ClientMessage, ServerMessage};
 use gsd_telemetry::names;
-use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, gauge, histogram};
+use gsd_telemetry::{ByLabel, COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, gauge, histogram};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Clone)]
@@ -53,38 +53,10 @@ pub struct ClientMetrics {
     pub messages_received: IntCounterVec,
     /// Frames sent to servers, by message type (plus `ping`).
     pub messages_sent: IntCounterVec,
-    /// `messages_received` for every type a session reads, resolved once
-    /// (see [`ByType`]).
-    pub received: ByType,
+    /// `messages_received` for every type a session reads, resolved once.
+    pub received: ByLabel,
     /// `messages_sent` for every type a session writes, resolved once.
-    pub sent: ByType,
-}
-
-/// The counters of a vector labelled by message type, one per known type,
-/// looked up once: `with_label_values` hashes the label and takes the
-/// vector's lock, and a session counts every frame it reads or writes.
-#[derive(Clone)]
-pub struct ByType {
-    known: Vec<(&'static str, IntCounter)>,
-    vec: IntCounterVec,
-}
-
-impl ByType {
-    /// Creates the label value of every kind in `kinds` (so that increase()
-    /// and the dashboards see a zero rather than nothing) and keeps them.
-    fn new(vec: &IntCounterVec, kinds: impl IntoIterator<Item = &'static str>) -> ByType {
-        let known = kinds.into_iter().map(|kind| (kind, vec.with_label_values(&[kind]))).collect();
-        ByType { known, vec: vec.clone() }
-    }
-
-    /// Counts one frame of `kind` (a type not listed at start goes through
-    /// the vector).
-    pub fn inc(&self, kind: &str) {
-        match self.known.iter().find(|(known, _)| *known == kind) {
-            Some((_, counter)) => counter.inc(),
-            None => self.vec.with_label_values(&[kind]).inc(),
-        }
-    }
+    pub sent: ByLabel,
 }
 
 /// The `reason` of `gsd_client_resume_failed_total` when the server
@@ -178,8 +150,13 @@ impl ClientMetrics {
                 "Resumes asked for and not granted, by reason (the server's refusal, or ignored).",
                 &["reason"],
             ),
-            received: ByType::new(&messages_received, ServerMessage::TYPES.iter().copied().filter(|k| *k != "welcome")),
-            sent: ByType::new(&messages_sent, ClientMessage::TYPES.iter().copied().chain(["ping"])),
+            // The welcome is read while connecting, before a session counts
+            // frames: its series appears only for an unexpected second one.
+            received: ByLabel::new(
+                &messages_received,
+                ServerMessage::TYPES.iter().copied().filter(|k| *k != "welcome"),
+            ),
+            sent: ByLabel::new(&messages_sent, ClientMessage::TYPES.iter().copied().chain(["ping"])),
             messages_received,
             messages_sent,
         };

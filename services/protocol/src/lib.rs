@@ -296,6 +296,12 @@ pub fn close_reason_last_seq(reason: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Whether `text` goes inside a JSON string as it is: no `"`, `\` or
+/// control character, which JSON escapes.
+fn plain_json(text: &str) -> bool {
+    !text.bytes().any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+}
+
 /// `text` cut before the ASCII digits it ends with.
 fn trailing_digits(text: &str) -> (&str, &str) {
     let digits = text.bytes().rev().take_while(u8::is_ascii_digit).count();
@@ -382,7 +388,7 @@ fn canonical_data(text: &str) -> Option<ServerMessage> {
     let (seq, rest) = leading_digits(text.strip_prefix(r#"{"type":"data","seq":"#)?);
     let seq = json_u64(seq)?;
     let payload = rest.strip_prefix(r#","payload":""#)?.strip_suffix(r#""}"#)?;
-    if payload.bytes().any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
+    if !plain_json(payload) {
         return None;
     }
     Some(ServerMessage::Data { seq, payload: payload.to_owned() })
@@ -459,7 +465,7 @@ impl ServerMessage {
         // in the very bytes serde_json gives (tested), when its payload
         // needs no escape.
         if let ServerMessage::Data { seq, payload } = self {
-            if !payload.bytes().any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
+            if plain_json(payload) {
                 let mut text = String::with_capacity(payload.len() + 48);
                 text.push_str(r#"{"type":"data","seq":"#);
                 push_decimal(&mut text, *seq);

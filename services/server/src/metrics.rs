@@ -3,7 +3,9 @@
 
 use gsd_protocol::{ClientMessage, DecodeError, ServerMessage};
 use gsd_telemetry::names;
-use gsd_telemetry::{COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram};
+use gsd_telemetry::{
+    ByLabel, COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram,
+};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 // The labelled enums live apart, so that the sessions and the metrics
@@ -56,10 +58,11 @@ pub struct ServerMetrics {
     pub messages_sent: IntCounterVec,
     /// Frames received, by message type.
     pub messages_received: IntCounterVec,
-    /// `messages_sent` per type, each with its label (see [`ServerMetrics::sent`]).
-    sent: Vec<(&'static str, IntCounter)>,
-    /// `messages_received` per type, each with its label.
-    received: Vec<(&'static str, IntCounter)>,
+    /// `messages_sent` for every frame type, resolved once at start-up (a
+    /// label lookup per frame was a measurable part of a drain).
+    pub sent: ByLabel,
+    /// `messages_received` for every frame type, resolved once.
+    pub received: ByLabel,
     /// Bad input, by kind.
     pub protocol_errors: IntCounterVec,
     /// Upgrade requests refused, by reason (draining|capacity).
@@ -110,11 +113,8 @@ impl ServerMetrics {
         let messages_received =
             counter_vec(registry, names::SERVER_MESSAGES_RECEIVED, "Frames received from clients, by type.", &["type"]);
         let m = ServerMetrics {
-            sent: frames_sent().map(|kind| (kind, messages_sent.with_label_values(&[kind]))).collect(),
-            received: ClientMessage::TYPES
-                .iter()
-                .map(|kind| (*kind, messages_received.with_label_values(&[kind])))
-                .collect(),
+            sent: ByLabel::new(&messages_sent, frames_sent()),
+            received: ByLabel::new(&messages_received, ClientMessage::TYPES.iter().copied()),
             sessions: gauge(registry, names::SERVER_SESSIONS, "Open WebSocket sessions."),
             sessions_opened: counter(
                 registry,
@@ -283,27 +283,10 @@ impl ServerMetrics {
         m
     }
 
-    /// `gsd_server_messages_sent_total{type=kind}`, resolved once at start-up
-    /// (a label lookup per frame was a measurable part of a drain).
-    pub fn sent(&self, kind: &str) -> &IntCounter {
-        find(&self.sent, kind)
-    }
-
-    /// `gsd_server_messages_received_total{type=kind}`, resolved once.
-    pub fn received(&self, kind: &str) -> &IntCounter {
-        find(&self.received, kind)
-    }
-
     /// `gsd_server_upgrades_rejected_total{reason}`.
     pub fn refused(&self, refusal: Refusal) -> IntCounter {
         self.upgrades_rejected.with_label_values(&[refusal.label()])
     }
-}
-
-/// The counter labelled `kind` among `counters` (a handful, so a scan).
-fn find<'a>(counters: &'a [(&'static str, IntCounter)], kind: &str) -> &'a IntCounter {
-    let (_, counter) = counters.iter().find(|(k, _)| *k == kind).expect("every frame type is labelled at start-up");
-    counter
 }
 
 /// The `type` label values of `gsd_server_messages_sent_total`: the server

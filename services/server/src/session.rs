@@ -106,15 +106,10 @@ struct Unflushed {
     /// Kinds and counts; a flush carries at most three kinds (the welcome
     /// and a replay, or the notice and the owed frames, or answers).
     kinds: [(&'static str, u64); 4],
-    /// Data frames among them.
-    data: u32,
 }
 
 impl Unflushed {
     fn add(&mut self, kind: &'static str, metrics: &crate::metrics::ServerMetrics) {
-        if kind == "data" {
-            self.data += 1;
-        }
         for slot in &mut self.kinds {
             if slot.1 == 0 || slot.0 == kind {
                 *slot = (kind, slot.1 + 1);
@@ -122,16 +117,21 @@ impl Unflushed {
             }
         }
         // No slot left (never, by the comment above): counted at once.
-        metrics.sent(kind).inc();
+        metrics.sent.inc(kind);
     }
 
-    /// The frames written: counted, and forgotten. Returns the data frames.
+    /// The frames written: counted, and forgotten. Returns how many were
+    /// data frames.
     fn written(&mut self, metrics: &crate::metrics::ServerMetrics) -> u32 {
+        let mut data = 0;
         for (kind, n) in self.kinds.iter_mut().take_while(|(_, n)| *n > 0) {
-            metrics.sent(kind).inc_by(*n);
+            metrics.sent.inc_by(kind, *n);
+            if *kind == "data" {
+                data = *n as u32;
+            }
             *n = 0;
         }
-        std::mem::take(&mut self.data)
+        data
     }
 }
 
@@ -155,7 +155,7 @@ async fn refuse_resume(mut socket: WebSocket, shared: &Shared, peer: SocketAddr,
     let frame = Message::Close(Some(CloseFrame { code: close::RESUME_REFUSED, reason: text.into() }));
     let handshake = async {
         if socket.send(frame).await.is_ok() {
-            shared.metrics.sent("close").inc();
+            shared.metrics.sent.inc("close");
             while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, Message::Close(_)) {
                     break;
@@ -471,7 +471,7 @@ impl Session {
             Beat::Wait => Ok(()),
             Beat::Ping => {
                 self.send_frame(Message::Ping(Default::default())).await?;
-                self.shared.metrics.sent("ping").inc();
+                self.shared.metrics.sent.inc("ping");
                 Ok(())
             }
             Beat::Dead => {
@@ -633,7 +633,7 @@ impl Session {
         let metrics = &shared.metrics;
         match ClientMessage::decode(text) {
             Ok(message) => {
-                metrics.received(message.kind()).inc();
+                metrics.received.inc(message.kind());
                 match message {
                     ClientMessage::Request { id, payload } => {
                         let at = Instant::now() + self.shared.config.processing_latency;
@@ -717,7 +717,7 @@ impl Session {
                     let reason = gsd_protocol::close_reason(reason, last_sent);
                     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
                     if self.tx.send(close).await.is_ok() {
-                        shared.metrics.sent("close").inc();
+                        shared.metrics.sent.inc("close");
                         // Read until the client's close reply (or the end).
                         while let Some(Ok(message)) = rx.next().await {
                             if matches!(message, Message::Close(_)) {

@@ -15,7 +15,7 @@ mod writer;
 pub use http::{HttpError, http_get, http_post, listen, set_tcp_liveness};
 pub use logs::{LogFormat, Telemetry, TelemetryError, exporting, init};
 pub use metrics::{
-    COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram, metrics_response,
-    register_log_lines_dropped, render, sample,
+    ByLabel, COUNT_BUCKETS, DURATION_BUCKETS, counter, counter_vec, float_gauge, gauge, gauge_vec, histogram,
+    metrics_response, register_log_lines_dropped, render, sample,
 };
 pub use writer::lines_dropped as log_lines_dropped;

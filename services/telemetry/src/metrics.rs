@@ -95,6 +95,39 @@ pub fn counter_vec(registry: &Registry, name: Metric, help: &str, labels: &[&str
     registered(registry, counter)
 }
 
+/// The counters of a vector with one label, for the label values known at
+/// start-up, each looked up once: `with_label_values` hashes the value and
+/// takes the vector's lock, and a session counts every frame it reads or
+/// writes. Creating them also makes each value a zero series from the
+/// start (increase() and the dashboards see 0, not nothing).
+#[derive(Clone)]
+pub struct ByLabel {
+    known: Vec<(&'static str, prometheus::IntCounter)>,
+    vec: prometheus::IntCounterVec,
+}
+
+impl ByLabel {
+    /// `vec`'s counters for `values` (a handful: they are scanned).
+    pub fn new(vec: &prometheus::IntCounterVec, values: impl IntoIterator<Item = &'static str>) -> ByLabel {
+        let known = values.into_iter().map(|value| (value, vec.with_label_values(&[value]))).collect();
+        ByLabel { known, vec: vec.clone() }
+    }
+
+    /// Adds `n` to the counter of `value` (one not known at start-up goes
+    /// through the vector).
+    pub fn inc_by(&self, value: &str, n: u64) {
+        match self.known.iter().find(|(known, _)| *known == value) {
+            Some((_, counter)) => counter.inc_by(n),
+            None => self.vec.with_label_values(&[value]).inc_by(n),
+        }
+    }
+
+    /// Adds one to the counter of `value`.
+    pub fn inc(&self, value: &str) {
+        self.inc_by(value, 1);
+    }
+}
+
 /// A histogram with `buckets` ([`DURATION_BUCKETS`] or [`COUNT_BUCKETS`]),
 /// registered in `registry`.
 pub fn histogram(registry: &Registry, name: Metric, help: &str, buckets: &[f64]) -> prometheus::Histogram {
